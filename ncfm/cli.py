@@ -1,0 +1,274 @@
+"""The `ncfm` command: parse flags, call one function per subcommand, print results.
+
+Heavy imports (Keras, the Kaggle client) happen inside the handlers, so `ncfm --help`
+and the data commands start fast. Each `_add_<cmd>` builds one subparser; each `_cmd_<cmd>`
+runs it and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from ncfm import COMPETITION
+from ncfm.config import TrainConfig
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed without a traceback, exit code 2."""
+
+
+# --------------------------------------------------------------------------- data
+def _add_make_synthetic(sub):
+    p = sub.add_parser(
+        "make_synthetic",
+        help="generate a small NCFM-shaped dataset (Kaggle layout) for tests and the demo",
+        description="Write a synthetic dataset in Kaggle's NCFM layout: train/<CLASS>/, test_stg1/, "
+        "test_stg2/, and both sample submissions. Fish are class-specific shapes drawn on "
+        "per-boat backgrounds, with near-duplicate frames per boat, so plain stratified folds leak.",
+    )
+    p.add_argument("out_dir", help="folder to create (must be empty or not exist)")
+    p.add_argument("--n-train", type=int, default=400, help="training images in all (default 400)")
+    p.add_argument("--n-test1", type=int, default=60, help="stage-1 test images (default 60)")
+    p.add_argument("--n-test2", type=int, default=80, help="stage-2 test images (default 80)")
+    p.add_argument("--boats", type=int, default=12, help="number of synthetic boats/cameras (default 12)")
+    p.add_argument("--scale", type=float, default=0.25,
+                   help="image size as a fraction of Kaggle's (1280x720 etc.); 1.0 = full size (default 0.25)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--nested-stg2", action="store_true",
+                   help="put stage-2 images in test_stg2/test_stg2/ as the .7z unpacks")
+    p.add_argument("--force", action="store_true", help="write into a non-empty folder")
+
+
+def _cmd_make_synthetic(args) -> int:
+    from ncfm import synthetic
+
+    return synthetic.main(args)
+
+
+def _add_split_train_val(sub):
+    p = sub.add_parser(
+        "split_train_val",
+        help="write a seeded, stratified, group-aware k-fold manifest (folds.csv)",
+        description="Decode every training image once (catching corrupt files), group images by "
+        "boat/camera and assign stratified group k-folds. Writes a CSV with columns "
+        "image,label,fold,group (no image is copied) and prints per-fold, per-class counts.",
+    )
+    p.add_argument("--data-dir", default="data", help="Kaggle data folder holding train/ (default data)")
+    p.add_argument("--out", default=None, help="manifest path (default <data-dir>/folds.csv)")
+    p.add_argument("--folds", type=int, default=5, help="number of folds k (default 5)")
+    p.add_argument("--seed", type=int, default=2016, help="shuffling seed (default 2016)")
+    p.add_argument("--groups", default="boat", choices=["boat", "size", "none"],
+                   help="how images are grouped so a group never spans two folds: boat = image size "
+                   "plus clustering of downscaled thumbnails (a boat/camera proxy; default), size = image "
+                   "size only, none = plain stratified k-fold (leaks near-duplicate frames)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="exclude unreadable images (listed) instead of stopping with an error")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes (default 0 = all cores)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing manifest")
+
+
+def _cmd_split_train_val(args) -> int:
+    from ncfm import folds
+
+    return folds.main(args)
+
+
+# --------------------------------------------------------------------------- train
+def _flag_type(f: dataclasses.Field):
+    if f.type in ("bool", bool):
+        return lambda s: s.lower() in ("1", "true", "yes", "on")
+    return {"int": int, "float": float, "str": str}.get(str(f.type), str)
+
+
+def _add_train(sub):
+    p = sub.add_parser(
+        "train",
+        help="fine-tune a backbone for one fold; writes runs/NAME/fold<K>/",
+        description="Train one fold: phase 1 trains a new 8-way head on a frozen backbone, phase 2 "
+        "fine-tunes at a lower rate. Keeps the checkpoint with the lowest validation log loss, "
+        "writes history, resolved config and out-of-fold predictions. Rerunning the same command "
+        "resumes an interrupted fold; a finished fold is skipped unless --retrain.",
+    )
+    p.add_argument("--fold", type=int, required=True, help="which fold to hold out (0..k-1)")
+    p.add_argument("--run", required=True, help="run folder, e.g. runs/inception299")
+    p.add_argument("--data-dir", default="data", help="Kaggle data folder (default data)")
+    p.add_argument("--folds-csv", default=None, help="manifest from split_train_val (default <data-dir>/folds.csv)")
+    p.add_argument("--config", default=None, help="TOML/YAML file of settings (flags override it)")
+    p.add_argument("--retrain", action="store_true", help="discard this fold's outputs and train from scratch")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted fold (the default when its last checkpoint exists)")
+    p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)
+    g = p.add_argument_group("settings (defaults from ncfm.config.TrainConfig)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        g.add_argument(flag, dest=f.name, type=_flag_type(f), default=None,
+                       help=f"default {f.default!r}")
+
+
+def _cmd_train(args) -> int:
+    from ncfm import train
+
+    return train.main(args)
+
+
+# --------------------------------------------------------------------------- predict
+def _add_predict(sub):
+    p = sub.add_parser(
+        "predict",
+        help="TTA x folds x runs ensemble -> calibrated, validated Kaggle CSV",
+        description="Predict the test set of a stage with every fold model of each run, averaging "
+        "N test-time views per model, then across folds and runs. Per-fold predictions are saved "
+        "in the run folder before averaging. The CSV is validated against the sample submission "
+        "and written atomically.",
+    )
+    p.add_argument("--run", action="append", required=True, help="run folder (repeat for an ensemble of runs)")
+    p.add_argument("--stage", type=int, choices=[1, 2], default=1, help="test stage (default 1)")
+    p.add_argument("--data-dir", default="data", help="Kaggle data folder (default data)")
+    p.add_argument("--tta", type=int, default=8, help="views per image, view 0 = the plain image (default 8)")
+    p.add_argument("--views", default="flips,zoom,shift",
+                   help="kinds of TTA views: any of flips,zoom,shift,crop (default flips,zoom,shift)")
+    p.add_argument("--mean", choices=["arithmetic", "geometric"], default="arithmetic",
+                   help="how models are averaged (default arithmetic)")
+    p.add_argument("--calibrate", choices=["none", "temperature", "floor", "both"], default="temperature",
+                   help="fit on the runs' out-of-fold predictions (default temperature)")
+    p.add_argument("--clip", type=float, default=0.0, help="manual probability floor applied last (e.g. 0.01)")
+    p.add_argument("--fill-unreadable", action="store_true",
+                   help="give unreadable test images the class priors (listed) instead of stopping")
+    p.add_argument("--batch-size", type=int, default=0, help="images per batch (default: 256 on GPU, 32 on CPU)")
+    p.add_argument("--out", default=None, help="CSV path (default submissions/<run>_stage<S>.csv)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing CSV / recompute fold predictions")
+    p.add_argument("--seed", type=int, default=2016, help="seed of the TTA views (default 2016)")
+
+
+def _cmd_predict(args) -> int:
+    from ncfm import predict
+
+    return predict.main(args)
+
+
+def _add_validate(sub):
+    p = sub.add_parser("validate", help="check a submission CSV against the sample submission",
+                       description="Run the same checks as predict and submit: exact header, every "
+                       "sample id once and nothing else, 8 finite probabilities per row summing to 1.")
+    p.add_argument("file", help="submission CSV")
+    p.add_argument("--stage", type=int, choices=[1, 2], default=1, help="test stage (default 1)")
+    p.add_argument("--data-dir", default="data", help="folder holding sample_submission_stg*.csv (default data)")
+    p.add_argument("--sample", default=None, help="sample submission path (overrides --data-dir/--stage)")
+
+
+def _cmd_validate(args) -> int:
+    from ncfm import submission
+
+    return submission.main_validate(args)
+
+
+# --------------------------------------------------------------------------- kaggle
+def _add_submit(sub):
+    p = sub.add_parser("submit", help="validate, then upload a CSV to Kaggle (never retried)",
+                       description="Validate the CSV, then upload it with the official kaggle client. "
+                       "Credentials: ~/.kaggle/kaggle.json (mode 600) or KAGGLE_USERNAME/KAGGLE_KEY.")
+    p.add_argument("file", help="submission CSV")
+    p.add_argument("-m", "--message", required=True, help="submission description shown on Kaggle")
+    p.add_argument("--competition", default=COMPETITION, help=f"competition slug (default {COMPETITION})")
+    p.add_argument("--stage", type=int, choices=[1, 2], default=None,
+                   help="validate as this stage (default: inferred from the row count)")
+    p.add_argument("--data-dir", default="data", help="folder holding the sample submissions (default data)")
+
+
+def _cmd_submit(args) -> int:
+    from ncfm import kaggle_io
+
+    return kaggle_io.main_submit(args)
+
+
+def _add_submissions(sub):
+    p = sub.add_parser("submissions", help="list your past Kaggle submissions and their scores")
+    p.add_argument("--competition", default=COMPETITION, help=f"competition slug (default {COMPETITION})")
+
+
+def _cmd_submissions(args) -> int:
+    from ncfm import kaggle_io
+
+    return kaggle_io.main_submissions(args)
+
+
+# --------------------------------------------------------------------------- report / demo / bench
+def _add_report(sub):
+    p = sub.add_parser("report", help="HTML + PNG report of a run: curves, confusion, calibration, CV table")
+    p.add_argument("--run", action="append", required=True, help="run folder (repeat to compare runs)")
+    p.add_argument("--out", default=None, help="output folder (default: the first run folder)")
+
+
+def _cmd_report(args) -> int:
+    from ncfm import report
+
+    return report.main(args)
+
+
+def _add_demo(sub):
+    p = sub.add_parser(
+        "demo",
+        help="the whole journey offline on synthetic data, on a CPU, in minutes",
+        description="make_synthetic -> split_train_val -> train every fold -> predict with TTA -> "
+        "validate, with --weights none at a small image size. Needs no network and no GPU.",
+    )
+    p.add_argument("--dir", default="demo", help="working folder for data, runs and submission (default demo)")
+    p.add_argument("--folds", type=int, default=3, help="folds (default 3)")
+    p.add_argument("--image-size", type=int, default=96, help="image size (default 96)")
+    p.add_argument("--epochs", type=int, default=8, help="epochs per fold (default 8)")
+    p.add_argument("--n-train", type=int, default=400, help="synthetic training images (default 400)")
+    p.add_argument("--tta", type=int, default=4, help="TTA views (default 4)")
+    p.add_argument("--force", action="store_true", help="start over in a non-empty --dir")
+
+
+def _cmd_demo(args) -> int:
+    from ncfm import demo
+
+    return demo.main(args)
+
+
+COMMANDS = [
+    ("make_synthetic", _add_make_synthetic, _cmd_make_synthetic),
+    ("split_train_val", _add_split_train_val, _cmd_split_train_val),
+    ("train", _add_train, _cmd_train),
+    ("predict", _add_predict, _cmd_predict),
+    ("validate", _add_validate, _cmd_validate),
+    ("submit", _add_submit, _cmd_submit),
+    ("submissions", _add_submissions, _cmd_submissions),
+    ("report", _add_report, _cmd_report),
+    ("demo", _add_demo, _cmd_demo),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ncfm",
+        description="Kaggle NCFM pipeline: split_train_val -> train --fold k -> predict -> validate -> submit. "
+        "Run `ncfm demo` for the whole journey offline on synthetic data.",
+    )
+    from ncfm import __version__
+
+    parser.add_argument("--version", action="version", version=f"ncfm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for _name, add, run in COMMANDS:
+        add(sub)
+        sub.choices[_name].set_defaults(handler=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as e:
+        print(f"ncfm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ncfm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
