@@ -11,3 +11,11 @@ __version__ = "0.1.0"
 CLASSES = ("ALB", "BET", "DOL", "LAG", "NoF", "OTHER", "SHARK", "YFT")
 NUM_CLASSES = len(CLASSES)
 COMPETITION = "the-nature-conservancy-fisheries-monitoring"
+
+
+class NcfmError(Exception):
+    """A problem the user can fix (bad input file, missing folder, ...).
+
+    The message names the file or value and the fix; the CLI prints it without a
+    traceback and exits with status 2.
+    """

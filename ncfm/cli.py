@@ -11,12 +11,11 @@ import argparse
 import dataclasses
 import sys
 
-from ncfm import COMPETITION
+from ncfm import COMPETITION, NcfmError
 from ncfm.config import TrainConfig
 
 
-class UserError(Exception):
-    """A problem the user can fix; printed without a traceback, exit code 2."""
+UserError = NcfmError  # raised by any module for problems the user can fix
 
 
 # --------------------------------------------------------------------------- data
