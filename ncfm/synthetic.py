@@ -1,0 +1,422 @@
+"""An NCFM-shaped synthetic dataset: the Kaggle layout, filled with drawn fish on drawn boats.
+
+    ncfm make_synthetic demo/data --n-train 400          # ~2 s at --scale 0.25
+
+What it imitates, because the pipeline's choices depend on it:
+- the layout and ids: train/<CLASS>/img_NNNNN.jpg, test_stg1/img_NNNNN.jpg,
+  test_stg2/image_NNNNN.jpg (optionally nested test_stg2/test_stg2/), both sample submissions
+  (stage 2 = the stage-1 names as they are, then test_stg2/image_NNNNN.jpg; uniform 0.125);
+- boats: each boat (camera) has one image size from Kaggle's list (times --scale) and its own
+  deck (colour, plank seams, sea, rails, gear, lighting). Boats correlate with classes, but
+  every class appears on several boats, so group-aware folds are possible;
+- videos: consecutive near-identical frames of one boat (same deck, fish moved a little), so
+  plain stratified folds leak; some videos are night-vision (grey or green monochrome);
+- classes: a distinct fish per class (shape, colours, stripes, fins; NoF has none), NCFM's
+  imbalance (ALB ~45%, LAG ~2%) with a floor so every class fills 5 folds at 400 images;
+- stage 2 shows boats never seen in training.
+
+Extra files that Kaggle does not ship, for tests and metrics: train_boats.csv (image,boat:
+the true boat of each training image) and test_truth.csv (image,label,boat,stage).
+Every image is drawn from a random generator seeded by (seed, image), so the output is
+byte-identical for a seed whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ncfm import CLASSES, NcfmError
+from ncfm.fileio import atomic_write_text
+
+# Kaggle's ten image sizes (width, height); boat i of the training set gets TRAIN_SIZES[i % 12],
+# so the common sizes are shared by several boats, as on NCFM.
+KAGGLE_SIZES = [(1280, 720), (1280, 750), (1280, 974), (1276, 718), (1192, 670),
+                (1280, 924), (1518, 854), (1732, 974), (1334, 750), (1244, 700)]
+TRAIN_SIZES = [(1280, 720), (1280, 750), (1280, 974), (1280, 720), (1276, 718), (1192, 670),
+               (1280, 924), (1280, 720), (1518, 854), (1244, 700), (1280, 750), (1280, 974)]
+STAGE2_SIZES = [(1732, 974), (1334, 750), (1280, 720), (1518, 854), (1280, 974), (1192, 670)]
+# NCFM's training images per class: the synthetic set keeps these proportions (with a floor).
+NCFM_TRAIN_COUNTS = {"ALB": 1719, "BET": 200, "DOL": 117, "LAG": 67, "NoF": 465,
+                     "OTHER": 299, "SHARK": 176, "YFT": 734}
+JPEG_QUALITY = 90
+NIGHT_VIDEO_SHARE = 0.12
+DECK_COLOURS = [(150, 150, 150), (110, 125, 140), (215, 215, 210), (190, 175, 140), (60, 90, 70),
+                (70, 120, 125), (140, 80, 60), (90, 90, 100), (180, 190, 200), (120, 105, 80)]
+
+# Random streams, one per purpose, so adding a draw to one never shifts another.
+_PLAN, _BOAT, _VIDEO, _FRAME = 0, 1, 2, 3
+
+
+# --------------------------------------------------------------------------- the plan
+def _class_counts(n_train: int) -> dict[str, int]:
+    """NCFM's proportions, every class at least `floor` images, ALB takes up the rest."""
+    if n_train < 40:
+        raise NcfmError(f"received n_train={n_train}; need at least 40 (5 per class)")
+    floor = max(5, min(n_train // 25, 40))  # 16 at 400: enough for 5 stratified group folds
+    total = sum(NCFM_TRAIN_COUNTS.values())
+    counts = {c: max(floor, round(n_train * NCFM_TRAIN_COUNTS[c] / total)) for c in CLASSES}
+    counts["ALB"] += n_train - sum(counts.values())
+    return counts
+
+
+def _class_boats(rng, boats: int) -> dict[str, tuple[list[int], np.ndarray]]:
+    """For each class: the boats it appears on and how often (boats correlate with classes)."""
+    out = {}
+    for c in CLASSES:
+        # the common classes are everywhere; the rare ones on about half the boats (>= 5)
+        k = boats if c in ("ALB", "NoF", "YFT") else min(boats, max(5, boats // 2))
+        chosen = sorted(rng.choice(boats, size=k, replace=False).tolist())
+        out[c] = (chosen, rng.dirichlet(np.full(k, 1.5)))
+    return out
+
+
+def _videos(rng, label: str, n: int, boat_list: list[int], weights, max_len: int) -> list[tuple]:
+    """Split n images of a class into videos (boat, n_frames); each listed boat gets one first."""
+    videos, left, i = [], n, 0
+    while left > 0:
+        length = int(min(left, rng.integers(1, max_len + 1)))
+        boat = boat_list[i] if i < len(boat_list) else int(rng.choice(boat_list, p=weights))
+        videos.append((boat, label, length))
+        left -= length
+        i += 1
+    return videos
+
+
+def _plan(n_train, n_test1, n_test2, boats, seed, nested_stg2):
+    """Every image to draw: (relative path, boat, label, video id, frame index, stage)."""
+    rng = np.random.default_rng([seed, _PLAN])
+    class_boats = _class_boats(rng, boats)
+    shares = np.array([NCFM_TRAIN_COUNTS[c] for c in CLASSES], float)
+    shares /= shares.sum()
+
+    def draw(counts, boat_of_class, max_len):
+        vids = []
+        for c in CLASSES:
+            if counts[c]:
+                blist, w = boat_of_class(c)
+                vids += _videos(rng, c, counts[c], blist, w, max_len)
+        return vids
+
+    train_videos = draw(_class_counts(n_train), lambda c: class_boats[c], 6)
+    test1_counts = dict(zip(CLASSES, rng.multinomial(n_test1, shares).tolist()))
+    test1_videos = draw(test1_counts, lambda c: class_boats[c], 3)
+    n_new = max(3, boats // 3)
+    new_boats = list(range(boats, boats + n_new))
+    test2_counts = dict(zip(CLASSES, rng.multinomial(n_test2, shares).tolist()))
+    test2_videos = draw(test2_counts, lambda c: (new_boats, np.full(n_new, 1 / n_new)), 4)
+
+    def frames(videos, first_video_id):
+        return [(first_video_id + v, boat, label, f)
+                for v, (boat, label, length) in enumerate(videos) for f in range(length)]
+
+    train = frames(train_videos, 0)
+    test1 = frames(test1_videos, len(train_videos))
+    test2 = frames(test2_videos, len(train_videos) + len(test1_videos))
+    # Kaggle's numbers say nothing about class or video: shuffle, then number.
+    numbers = rng.choice(np.arange(1, 100000), size=len(train) + len(test1), replace=False)
+    numbers[: len(train)] = rng.permutation(numbers[: len(train)])
+    jobs = []
+    for (video, boat, label, f), num in zip(train, numbers[: len(train)]):
+        jobs.append((f"train/{label}/img_{num:05d}.jpg", boat, label, video, f, 0))
+    for (video, boat, label, f), num in zip(test1, numbers[len(train):]):
+        jobs.append((f"test_stg1/img_{num:05d}.jpg", boat, label, video, f, 1))
+    stg2 = "test_stg2/test_stg2" if nested_stg2 else "test_stg2"
+    for (video, boat, label, f), num in zip(test2, rng.permutation(len(test2)) + 1):
+        jobs.append((f"{stg2}/image_{num:05d}.jpg", boat, label, video, f, 2))
+    return jobs
+
+
+def _boat_size(boat: int, boats: int, scale: float) -> tuple[int, int]:
+    w, h = TRAIN_SIZES[boat % len(TRAIN_SIZES)] if boat < boats else STAGE2_SIZES[(boat - boats) % len(STAGE2_SIZES)]
+    return max(16, round(w * scale)), max(9, round(h * scale))
+
+
+# --------------------------------------------------------------------------- drawing
+_BACKGROUNDS: dict = {}  # per process: (seed, boat, w, h) -> uint8 array
+
+
+def _background(seed: int, boat: int, w: int, h: int) -> np.ndarray:
+    """The boat's deck: base colour, plank seams, lighting, mottling, sea, rails and gear."""
+    key = (seed, boat, w, h)
+    if key in _BACKGROUNDS:
+        return _BACKGROUNDS[key]
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng([seed, _BOAT, boat])
+    base = np.array(DECK_COLOURS[rng.integers(len(DECK_COLOURS))], np.float32) + rng.integers(-20, 21, 3)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / w
+    theta, period = rng.uniform(0, math.pi), rng.uniform(0.03, 0.09)
+    phase = (xx * math.cos(theta) + yy * math.sin(theta)) / period
+    seams = (phase - np.floor(phase)) < rng.uniform(0.06, 0.15)
+    phi, strength = rng.uniform(0, 2 * math.pi), rng.uniform(0.2, 0.6)
+    light = 1 + strength * ((xx - 0.5) * math.cos(phi) + (yy - 0.5 * h / w) * math.sin(phi))
+    small = rng.uniform(0.8, 1.2, (max(2, h // 24), max(2, w // 24))).astype(np.float32)
+    mottle = np.asarray(Image.fromarray(small, mode="F").resize((w, h), Image.BICUBIC))
+    img = base * (light * mottle * (1 - rng.uniform(0.25, 0.5) * seams))[..., None]
+    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(pil)
+    # sea or sky along one edge
+    sea = tuple(int(v) for v in rng.choice([[20, 50, 90], [30, 70, 80], [10, 30, 50], [120, 150, 170]]))
+    edge, depth = rng.integers(4), rng.uniform(0.1, 0.35)
+    a, b = rng.uniform(0, 1, 2) * depth
+    corners = {0: [(0, 0), (w, 0), (w, b * h), (0, a * h)],
+               1: [(0, h), (w, h), (w, h - b * h), (0, h - a * h)],
+               2: [(0, 0), (0, h), (a * w, h), (b * w, 0)],
+               3: [(w, 0), (w, h), (w - a * w, h), (w - b * w, 0)]}[int(edge)]
+    draw.polygon(corners, fill=sea)
+    # rails, hatches, buckets, ropes: fixed per boat
+    for _ in range(rng.integers(1, 3)):
+        y0, y1 = rng.uniform(0, h, 2)
+        draw.line([(0, y0), (w, y1)], fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+                  width=max(1, int(rng.uniform(0.006, 0.02) * w)))
+    for _ in range(rng.integers(3, 8)):
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        rw, rh = rng.uniform(0.04, 0.18) * w, rng.uniform(0.04, 0.18) * w
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        shape = draw.ellipse if rng.random() < 0.4 else draw.rectangle
+        shape([cx - rw / 2, cy - rh / 2, cx + rw / 2, cy + rh / 2], fill=colour)
+    out = np.asarray(pil)
+    _BACKGROUNDS[key] = out
+    return out
+
+
+def _colour(rng, rgb, spread=15) -> tuple:
+    return tuple(int(np.clip(v + rng.integers(-spread, spread + 1), 0, 255)) for v in rgb) + (255,)
+
+
+# body height / length; back, belly and fin colours; what makes each class recognisable
+FISH = {
+    "ALB": dict(aspect=0.26, back=(25, 35, 80), belly=(200, 205, 215), fin=(40, 50, 90)),
+    "BET": dict(aspect=0.36, back=(15, 20, 50), belly=(175, 180, 195), fin=(235, 205, 40)),
+    "DOL": dict(aspect=0.30, back=(40, 140, 70), belly=(225, 205, 60), fin=(30, 60, 150)),
+    "LAG": dict(aspect=0.60, back=(205, 95, 90), belly=(235, 155, 145), fin=(225, 25, 30)),
+    "OTHER": dict(aspect=0.35, back=(100, 90, 70), belly=(190, 180, 160), fin=(80, 70, 60)),
+    "SHARK": dict(aspect=0.18, back=(105, 110, 118), belly=(205, 205, 205), fin=(95, 100, 108)),
+    "YFT": dict(aspect=0.30, back=(20, 40, 105), belly=(210, 210, 195), fin=(245, 200, 30)),
+}
+FISH_LENGTH = {"ALB": 0.30, "BET": 0.26, "DOL": 0.28, "LAG": 0.20, "OTHER": 0.20, "SHARK": 0.34, "YFT": 0.28}
+
+
+def _draw_fish(label: str, length: float, rng):
+    """One fish of a class as an RGBA image, head on the left; same rng state → same fish."""
+    from PIL import Image, ImageDraw
+
+    spec = dict(FISH[label])
+    if label == "OTHER":  # "other" is many species: random colours and build
+        spec.update(aspect=rng.uniform(0.2, 0.5), back=tuple(rng.integers(30, 160, 3)),
+                    belly=tuple(rng.integers(120, 230, 3)), fin=tuple(rng.integers(30, 200, 3)))
+    L = max(8.0, length)
+    bh = L * spec["aspect"] * rng.uniform(0.9, 1.1)
+    W, H = int(L) + 2, int(bh * 2.6) + 4
+    img = Image.new("RGBA", (W, H), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    back, belly, fin = (_colour(rng, spec[k]) for k in ("back", "belly", "fin"))
+    cy, x0, x1 = H / 2, 0.03 * L, 0.80 * L
+    top, bot = cy - bh / 2, cy + bh / 2
+
+    # tail: forked, or heterocercal for the shark
+    if label == "SHARK":
+        d.polygon([(x1 - 0.05 * L, cy), (L, cy - bh * 1.3), (0.93 * L, cy), (0.95 * L, cy + bh * 0.6)], fill=back)
+    else:
+        d.polygon([(x1 - 0.05 * L, cy), (L, cy - bh * 0.8), (0.9 * L, cy), (L, cy + bh * 0.8)],
+                  fill=fin if label in ("LAG", "YFT") else back)
+    # dorsal / anal fins under the body
+    if label == "YFT":  # long yellow sickles
+        d.polygon([(0.42 * L, top + 2), (0.62 * L, top - bh * 0.9), (0.55 * L, top + 2)], fill=fin)
+        d.polygon([(0.45 * L, bot - 2), (0.64 * L, bot + bh * 0.9), (0.57 * L, bot - 2)], fill=fin)
+    elif label == "SHARK":
+        d.polygon([(0.35 * L, top + 2), (0.45 * L, top - bh * 1.0), (0.52 * L, top + 2)], fill=fin)
+    elif label == "DOL":  # one long fin along the whole back
+        d.polygon([(0.12 * L, top + 2), (0.15 * L, top - bh * 0.35), (0.72 * L, top - bh * 0.15), (0.76 * L, top + 2)],
+                  fill=fin)
+    elif label == "LAG":
+        d.polygon([(0.25 * L, top + 4), (0.35 * L, top - bh * 0.6), (0.7 * L, top + bh * 0.1)], fill=fin)
+    else:
+        d.polygon([(0.35 * L, top + 2), (0.45 * L, top - bh * 0.4), (0.55 * L, top + 2)], fill=fin)
+    # body: belly, with the back's colour over the upper half
+    if label == "SHARK":  # pointed snout
+        d.polygon([(0, cy + bh * 0.1), (x0 + 0.1 * L, top + 1), (x0 + 0.1 * L, bot - 1)], fill=back)
+    d.ellipse([x0, top, x1, bot], fill=belly)
+    d.chord([x0, top, x1, bot], 180, 360, fill=back)
+    if label == "DOL":  # blunt forehead, blue spots
+        d.polygon([(x0, top + bh * 0.15), (x0 + 0.12 * L, top), (x0 + 0.12 * L, cy), (x0, cy)], fill=back)
+        for _ in range(6):
+            px, py = rng.uniform(0.2, 0.7) * L, cy + rng.uniform(-0.3, 0.3) * bh
+            r = 0.012 * L + 0.5
+            d.ellipse([px - r, py - r, px + r, py + r], fill=(40, 80, 200, 255))
+    if label == "LAG":  # white spots
+        for _ in range(14):
+            px, py = rng.uniform(0.1, 0.75) * L, cy + rng.uniform(-0.4, 0.4) * bh
+            r = 0.015 * L + 0.5
+            d.ellipse([px - r, py - r, px + r, py + r], fill=(250, 250, 245, 255))
+    if label == "YFT":  # yellow lateral stripe
+        d.line([(0.12 * L, cy), (0.74 * L, cy)], fill=fin, width=max(1, int(bh * 0.12)))
+    if label == "ALB":  # very long pectoral fin
+        d.polygon([(0.28 * L, cy), (0.74 * L, cy + bh * 0.08), (0.28 * L, cy + bh * 0.2)], fill=fin)
+    if label == "SHARK":  # gill slits
+        for k in range(4):
+            gx = x0 + (0.16 + 0.025 * k) * L
+            d.line([(gx, cy - bh * 0.2), (gx, cy + bh * 0.15)], fill=(60, 60, 65, 255), width=1)
+    if label in ("BET", "YFT", "ALB"):  # finlets toward the tail
+        for k in range(5):
+            fx = (0.62 + 0.035 * k) * L
+            s = 0.02 * L + 1
+            for y, sign in ((top + bh * 0.12 * (k + 1) / 5, -1), (bot - bh * 0.12 * (k + 1) / 5, 1)):
+                d.polygon([(fx, y), (fx + s, y), (fx + s / 2, y + sign * s)],
+                          fill=fin if label != "ALB" else back)
+    # eye: bigeye has the big one
+    r = (0.065 if label == "BET" else 0.03) * L + 0.5
+    ex, ey = x0 + 0.09 * L, cy - bh * 0.08
+    d.ellipse([ex - r, ey - r, ex + r, ey + r], fill=(235, 235, 230, 255))
+    d.ellipse([ex - r / 2, ey - r / 2, ex + r / 2, ey + r / 2], fill=(10, 10, 10, 255))
+    return img
+
+
+def _render(job, seed: int, boats: int, scale: float) -> bytes:
+    """Draw one frame: the boat's deck (camera nudged), the video's fish moved a little, gear, noise."""
+    from io import BytesIO
+
+    from PIL import Image, ImageDraw
+
+    path, boat, label, video, frame, _stage = job
+    w, h = _boat_size(boat, boats, scale)
+    vr = np.random.default_rng([seed, _VIDEO, video])  # what every frame of the video shares
+    fr = np.random.default_rng([seed, _FRAME, video, frame])  # what changes frame to frame
+    night = vr.random() < NIGHT_VIDEO_SHARE
+    green = vr.random() < 0.5
+    dx, dy = (vr.integers(-1, 2, 2) * np.ceil(0.005 * np.array([w, h]))).astype(int)
+    gain = vr.uniform(0.85, 1.15) * fr.uniform(0.97, 1.03)
+    n_fish = 0 if label == "NoF" else (2 if vr.random() < 0.2 else 1)
+    fish = []
+    for _ in range(n_fish):
+        length = FISH_LENGTH[label] * w * vr.uniform(0.75, 1.3)
+        fish_rng = np.random.default_rng(vr.integers(2**32))
+        pos = vr.uniform([0.2 * w, 0.2 * h], [0.8 * w, 0.8 * h])
+        velocity = vr.normal(0, 0.012, 2) * w  # per frame: the fish is dragged across the deck
+        angle, spin = vr.uniform(0, 360), vr.normal(0, 4)
+        fish.append((length, fish_rng, pos + frame * velocity + fr.normal(0, 0.004 * w, 2), angle + frame * spin))
+    gear = vr.random() < 0.5  # a crew member's boot or glove, in any class (not a class cue)
+    gear_xy = vr.uniform([0, 0], [w, h]) + frame * fr.normal(0, 0.01 * w, 2)
+    gear_colour = _colour(vr, (230, 140, 30) if vr.random() < 0.5 else (40, 40, 45), 20)
+
+    bg = _background(seed, boat, w, h)
+    pil = Image.fromarray(np.roll(bg, (int(dy), int(dx)), axis=(0, 1)) if (dx or dy) else bg)
+    if gear:
+        r = 0.04 * w
+        ImageDraw.Draw(pil).ellipse([gear_xy[0] - r, gear_xy[1] - r * 0.6, gear_xy[0] + r, gear_xy[1] + r * 0.6],
+                                    fill=gear_colour)
+    for length, fish_rng, (cx, cy), angle in fish:
+        sprite = _draw_fish(label, length, fish_rng).rotate(angle, expand=True, resample=Image.BILINEAR)
+        pil.paste(sprite, (int(cx - sprite.width / 2), int(cy - sprite.height / 2)), sprite)
+
+    x = np.asarray(pil, dtype=np.float32)
+    if night:  # monochrome night vision: same scene, its luminance in grey or green
+        lum = x @ np.array([0.299, 0.587, 0.114], np.float32)
+        x = lum[..., None] * (np.array([0.55, 1.0, 0.55], np.float32) if green else np.ones(3, np.float32))
+        gain *= 0.8
+    x *= gain
+    x += fr.normal(0, 9 if night else 5, (h, w, 1)).astype(np.float32)  # sensor noise
+    out = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
+    buf = BytesIO()
+    out.save(buf, "JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def _render_chunk(jobs, out_dir: str, seed: int, boats: int, scale: float) -> int:
+    for job in jobs:
+        data = _render(job, seed, boats, scale)
+        with open(os.path.join(out_dir, job[0]), "wb") as f:
+            f.write(data)
+    return len(jobs)
+
+
+# --------------------------------------------------------------------------- API
+def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int = 80, boats: int = 12,
+                   scale: float = 0.25, seed: int = 0, nested_stg2: bool = False, *, workers: int = 0,
+                   progress: bool = False) -> dict:
+    """Write the dataset into out_dir (created; existing files of the same names are overwritten).
+
+    Returns a summary: counts per class, boats and their sizes, seconds taken. workers=0 uses
+    every core for large sets (the output does not depend on it).
+    """
+    from tqdm import tqdm
+
+    from ncfm.dataset import cpu_count
+
+    if boats < 5:
+        raise NcfmError(f"received boats={boats}; need at least 5 so every class spans several boats")
+    if not 0.01 <= scale <= 2:
+        raise NcfmError(f"received scale={scale}; use a fraction of Kaggle's size in [0.01, 2] (1.0 = full size)")
+    if n_test1 < 1 or n_test2 < 1:
+        raise NcfmError(f"received n_test1={n_test1}, n_test2={n_test2}; each stage needs at least one image")
+    started = time.perf_counter()
+    out = Path(out_dir)
+    jobs = _plan(n_train, n_test1, n_test2, boats, seed, nested_stg2)
+    for folder in sorted({os.path.dirname(j[0]) for j in jobs} | {f"train/{c}" for c in CLASSES}):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+
+    w, h = _boat_size(0, boats, scale)
+    workers = cpu_count() if workers <= 0 else workers
+    if len(jobs) * w * h < 20e6:  # a pool costs more than it saves on small sets
+        workers = 1
+    chunks = [jobs[i: i + 16] for i in range(0, len(jobs), 16)]
+    with tqdm(total=len(jobs), desc="drawing images", unit="img", disable=not progress) as bar:
+        if workers == 1:
+            for chunk in chunks:
+                bar.update(_render_chunk(chunk, str(out), seed, boats, scale))
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                futures = [pool.submit(_render_chunk, c, str(out), seed, boats, scale) for c in chunks]
+                for fut in futures:
+                    bar.update(fut.result())
+
+    train = sorted((j for j in jobs if j[5] == 0), key=lambda j: j[0])
+    test1 = sorted(j[0].split("/")[-1] for j in jobs if j[5] == 1)
+    test2 = sorted("test_stg2/" + j[0].split("/")[-1] for j in jobs if j[5] == 2)
+    uniform = ",".join(["0.125"] * len(CLASSES))
+    header = "image," + ",".join(CLASSES) + "\n"
+    atomic_write_text(out / "sample_submission_stg1.csv", header + "".join(f"{i},{uniform}\n" for i in test1))
+    atomic_write_text(out / "sample_submission_stg2.csv",
+                      header + "".join(f"{i},{uniform}\n" for i in test1 + test2))
+    atomic_write_text(out / "train_boats.csv", "image,boat\n" + "".join(f"{j[0]},{j[1]}\n" for j in train))
+    truth = sorted((j[0].split("/")[-1] if j[5] == 1 else "test_stg2/" + j[0].split("/")[-1], j[2], j[1], j[5])
+                   for j in jobs if j[5] > 0)
+    atomic_write_text(out / "test_truth.csv",
+                      "image,label,boat,stage\n" + "".join(f"{i},{c},{b},{s}\n" for i, c, b, s in truth))
+
+    counts = {c: sum(1 for j in train if j[2] == c) for c in CLASSES}
+    return {
+        "out_dir": str(out),
+        "n_train": len(train), "n_test1": len(test1), "n_test2": len(test2),
+        "class_counts": counts,
+        "train_boats": boats, "stage2_boats": max(3, boats // 3),
+        "videos": len({j[3] for j in jobs}),
+        "boat_sizes": {b: "%dx%d" % _boat_size(b, boats, scale) for b in range(boats + max(3, boats // 3))},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def main(args) -> int:
+    """`ncfm make_synthetic OUT_DIR`: refuse a non-empty folder unless --force, then draw."""
+    import sys
+
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise NcfmError(f"{out}: exists and is not a folder; choose another OUT_DIR")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise NcfmError(f"{out}: folder is not empty; choose another OUT_DIR or pass --force to write into it")
+    summary = make_synthetic(out, n_train=args.n_train, n_test1=args.n_test1, n_test2=args.n_test2,
+                             boats=args.boats, scale=args.scale, seed=args.seed, nested_stg2=args.nested_stg2,
+                             progress=sys.stderr.isatty())
+    counts = " ".join(f"{c}={n}" for c, n in summary["class_counts"].items())
+    print(f"wrote {summary['n_train']} train ({counts}), {summary['n_test1']} stage-1 and "
+          f"{summary['n_test2']} stage-2 test images to {out} in {summary['seconds']:.1f} s")
+    print(f"{summary['train_boats']} training boats, {summary['stage2_boats']} stage-2-only boats, "
+          f"{summary['videos']} videos; true boats in {out / 'train_boats.csv'}")
+    return 0
