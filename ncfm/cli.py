@@ -152,7 +152,8 @@ def _add_validate(sub):
                        description="Run the same checks as predict and submit: exact header, every "
                        "sample id once and nothing else, 8 finite probabilities per row summing to 1.")
     p.add_argument("file", help="submission CSV")
-    p.add_argument("--stage", type=int, choices=[1, 2], default=1, help="test stage (default 1)")
+    p.add_argument("--stage", type=int, choices=[1, 2], default=None,
+                   help="test stage (default: the stage whose sample submission has as many rows)")
     p.add_argument("--data-dir", default="data", help="folder holding sample_submission_stg*.csv (default data)")
     p.add_argument("--sample", default=None, help="sample submission path (overrides --data-dir/--stage)")
 
@@ -167,13 +168,15 @@ def _cmd_validate(args) -> int:
 def _add_submit(sub):
     p = sub.add_parser("submit", help="validate, then upload a CSV to Kaggle (never retried)",
                        description="Validate the CSV, then upload it with the official kaggle client. "
-                       "Credentials: ~/.kaggle/kaggle.json (mode 600) or KAGGLE_USERNAME/KAGGLE_KEY.")
+                       "Credentials: ~/.kaggle/kaggle.json (mode 600), KAGGLE_USERNAME/KAGGLE_KEY, "
+                       "or an API token in KAGGLE_API_TOKEN / ~/.kaggle/access_token.")
     p.add_argument("file", help="submission CSV")
     p.add_argument("-m", "--message", required=True, help="submission description shown on Kaggle")
     p.add_argument("--competition", default=COMPETITION, help=f"competition slug (default {COMPETITION})")
     p.add_argument("--stage", type=int, choices=[1, 2], default=None,
                    help="validate as this stage (default: inferred from the row count)")
     p.add_argument("--data-dir", default="data", help="folder holding the sample submissions (default data)")
+    p.add_argument("--sample", default=None, help="sample submission path (overrides --data-dir/--stage)")
 
 
 def _cmd_submit(args) -> int:
