@@ -43,6 +43,24 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool that is safe next to a deep-learning framework.
+
+    fork is fastest and needs no `if __name__ == "__main__"` guard in scripts, but forking a
+    process that runs TensorFlow/JAX/PyTorch threads can deadlock; once one of those is
+    imported, workers come from a forkserver (or spawn) instead.
+    """
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    threaded = any(m in sys.modules for m in ("tensorflow", "jax", "torch"))
+    if "fork" in methods and not threaded:
+        method = "fork"
+    else:
+        method = "forkserver" if "forkserver" in methods else "spawn"
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
+
+
 # --------------------------------------------------------------------------- train
 def find_train_images(data_dir: os.PathLike | str) -> pd.DataFrame:
     """Every training image as a row (image, label); image is relative to data_dir, sorted."""
@@ -256,7 +274,7 @@ def check_images(paths: list, workers: int = 0, progress: bool = True) -> pd.Dat
         results = [_check_one(p) for p in tqdm(paths, **bar)]
     else:
         chunksize = max(1, min(64, len(paths) // (workers * 8)))
-        with ProcessPoolExecutor(workers) as pool:
+        with process_pool(workers) as pool:
             results = list(tqdm(pool.map(_check_one, paths, chunksize=chunksize), **bar))
     df = pd.DataFrame(results, columns=["ok", "error", "width", "height", "thumb"])
     df.insert(0, "path", paths)

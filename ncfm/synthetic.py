@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +77,8 @@ def _class_boats(rng, boats: int) -> dict[str, tuple[list[int], np.ndarray]]:
 
 def _videos(rng, label: str, n: int, boat_list: list[int], weights, max_len: int) -> list[tuple]:
     """Split n images of a class into videos (boat, n_frames); each listed boat gets one first."""
+    # short enough videos that every listed boat gets at least one
+    max_len = max(1, min(max_len, n // len(boat_list)))
     videos, left, i = [], n, 0
     while left > 0:
         length = int(min(left, rng.integers(1, max_len + 1)))
@@ -347,7 +348,7 @@ def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int 
     """
     from tqdm import tqdm
 
-    from ncfm.dataset import cpu_count
+    from ncfm.dataset import cpu_count, process_pool
 
     if boats < 5:
         raise NcfmError(f"received boats={boats}; need at least 5 so every class spans several boats")
@@ -371,7 +372,7 @@ def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int 
             for chunk in chunks:
                 bar.update(_render_chunk(chunk, str(out), seed, boats, scale))
         else:
-            with ProcessPoolExecutor(workers) as pool:
+            with process_pool(workers) as pool:
                 futures = [pool.submit(_render_chunk, c, str(out), seed, boats, scale) for c in chunks]
                 for fut in futures:
                     bar.update(fut.result())
