@@ -1,0 +1,59 @@
+"""Shared fixtures: a small synthetic NCFM dataset and tiny hand-made Kaggle layouts.
+
+Other test files may add fixtures here; keep each one cheap or session-scoped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ncfm import CLASSES
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    """A 160-image synthetic dataset at scale 0.1 (128x72-class images), 12 boats. Read-only:
+    tests that change files use `synthetic_copy`."""
+    from ncfm.synthetic import make_synthetic
+
+    out = tmp_path_factory.mktemp("synthetic") / "data"
+    make_synthetic(out, n_train=160, n_test1=20, n_test2=30, boats=12, scale=0.1, seed=0)
+    return out
+
+
+@pytest.fixture
+def synthetic_copy(synthetic_data, tmp_path) -> Path:
+    """A private, writable copy of `synthetic_data`."""
+    dst = tmp_path / "data"
+    shutil.copytree(synthetic_data, dst, ignore=shutil.ignore_patterns("cache", "folds.*"))
+    return dst
+
+
+def write_image(path: Path, size=(16, 9), colour=(120, 60, 30), fmt="JPEG") -> Path:
+    """A tiny real image (JPEG unless fmt says otherwise) at path; folders created."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(zlib.crc32(path.name.encode()))
+    x = np.clip(np.array(colour) + rng.integers(-20, 21, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(x).save(path, fmt)
+    return path
+
+
+@pytest.fixture
+def kaggle_layout(tmp_path):
+    """Factory: a minimal Kaggle layout with `per_class` tiny JPEGs in each train/<CLASS>/."""
+
+    def make(per_class: int = 2, root: Path | None = None) -> Path:
+        root = root or tmp_path / "data"
+        for k, label in enumerate(CLASSES):
+            for i in range(per_class):
+                write_image(root / "train" / label / f"img_{k * 100 + i:05d}.jpg", colour=(30 * k, 100, 200 - 20 * k))
+        return root
+
+    return make
