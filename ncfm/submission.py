@@ -15,9 +15,12 @@ DataFrames/strings. Thin edges: `read_submission`, `read_sample`, `write_submiss
 
 from __future__ import annotations
 
+import csv
+import gzip
 import io
 import os
 import sys
+import zipfile
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -161,7 +164,7 @@ def _value_problems(df: pd.DataFrame, ids: list[str] | None) -> list[str]:
         sums = values.sum(axis=1)
         bad = np.nonzero(row_ok & (np.abs(sums - 1.0) > SUM_TOL))[0]
         if len(bad):
-            items = [f"{_at(i, ids)} sums to {sums[i]:.9g}" for i in bad[:SHOWN_PER_KIND]]
+            items = [f"{_at(i, ids)} sums to {sums[i]:.8g}" for i in bad[:SHOWN_PER_KIND]]
             problems.append(
                 f"{_plural(len(bad), 'row')} not summing to 1 (tolerance {SUM_TOL:g}; divide each row "
                 f"by its sum): {_examples(items, len(bad))}"
@@ -272,8 +275,25 @@ def _short(e: Exception, limit: int = 200) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
+def _open_text(path: Path):
+    """The file as text; `.gz` and single-file `.zip` too (Kaggle accepts compressed uploads)."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", newline="", encoding="utf-8")
+    if path.suffix == ".zip":
+        archive = zipfile.ZipFile(path)
+        names = [n for n in archive.namelist() if not n.endswith("/")]
+        if len(names) != 1:
+            raise ValueError(f"a zip holding one CSV was expected, found {len(names)} files")
+        return io.TextIOWrapper(archive.open(names[0]), encoding="utf-8", newline="")
+    return open(path, newline="", encoding="utf-8")
+
+
 def read_submission(path: os.PathLike | str) -> pd.DataFrame:
-    """A submission CSV as written, every cell a string (so 'nan', '' and 'abc' can be told apart)."""
+    """A submission CSV as written, every cell a string (so 'nan', '' and 'abc' can be told apart).
+
+    Read with the csv module rather than pandas: pandas silently turns a surplus first field into
+    the index, and renumbers lines around blank ones; here line N of the file is row N - 2.
+    """
     path = Path(path)
     if not path.exists():
         raise NcfmError(f"{path}: no such file")
@@ -282,19 +302,25 @@ def read_submission(path: os.PathLike | str) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise NcfmError(f"{path}: empty file (0 bytes)")
     try:
-        # skip_blank_lines=False keeps CSV line numbers exact; blank lines show up as empty rows.
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False)
-    except pd.errors.EmptyDataError as e:
-        raise NcfmError(f"{path}: no header line (the file holds only blank space)") from e
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError, EOFError) as e:
+        with _open_text(path) as f:
+            rows = list(csv.reader(f, strict=True))
+    except (csv.Error, UnicodeDecodeError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise NcfmError(f"{path}: not a readable CSV ({_short(e)})") from e
-    df = df.fillna("")  # short rows
-    # A blank line or two at the very end is not a row.
-    blank = (df.astype(str).apply(lambda col: col.str.strip()) == "").all(axis=1).to_numpy()
-    n = len(df)
-    while n and blank[n - 1]:
-        n -= 1
-    return df.iloc[:n].reset_index(drop=True)
+    while rows and not any(c.strip() for c in rows[-1]):  # blank lines at the very end are not rows
+        rows.pop()
+    if not rows:
+        raise NcfmError(f"{path}: no header line (the file holds only blank space)")
+    header, body = rows[0], rows[1:]
+    ragged = [(i, len(r)) for i, r in enumerate(body) if len(r) != len(header)]
+    if ragged:
+        items = [f"line {_line(i)} has {n} fields" for i, n in ragged]
+        problem = (f"{_plural(len(ragged), 'row')} with a number of fields other than the header's "
+                   f"{len(header)}: {_examples(items)}")
+        raise SubmissionError(f"{path}: not a well-formed CSV: {problem}", [problem])
+    if len(set(header)) != len(header):
+        raise SubmissionError(f"{path}: repeated column names in the header {','.join(header)}; "
+                              f"it must be exactly {','.join(HEADER)}")
+    return pd.DataFrame(body, columns=header, dtype=str)
 
 
 def _infer_stage(rows: int, data_dir: Path, path: Path) -> int:
