@@ -13,7 +13,10 @@ far better than the leaderboard. Each group stays inside one fold. Grouping (--g
 - size: the image size (width x height) alone.
 - none: plain StratifiedKFold; every image is its own group (group = its row number).
 
-Folds then come from StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed). Group
+Folds then come from StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed). Its
+greedy assignment visits groups in order of how uneven their class mix is, and the seed
+only breaks ties in that order: with a few large groups (boats) several seeds often give the
+same folds; with groups=none the seed matters as usual. Group
 ids are numbered in order of first appearance in the image-sorted table, so the CSV is
 byte-identical for the same images and seed.
 """
