@@ -136,7 +136,7 @@ def read_fold_scheme(run_path: Path, config: dict) -> dict:
     `folds_csv` in config.json is usually relative to where `ncfm train` ran (the project
     root), so it is looked for there, beside the runs/ folder, and as given.
     """
-    scheme: dict = {"n_folds": config.get("n_folds"), "seed": config.get("seed")}
+    scheme: dict = {"n_folds": config.get("n_folds")}  # config's `seed` is the training seed, not the split's
     given = config.get("folds_csv") or (Path(config["data_dir"]) / "folds.csv" if config.get("data_dir") else None)
     if not given:
         return scheme
@@ -160,6 +160,12 @@ def read_fold_scheme(run_path: Path, config: dict) -> dict:
     return scheme
 
 
+def _n_folds(folds: list[FoldRun]) -> int:
+    """Folds the run is meant to have: config.json's n_folds, or at least the folders present."""
+    declared = [f.config.get("n_folds") for f in folds]
+    return max([len(folds)] + [int(n) for n in declared if isinstance(n, (int, float, str)) and str(n).isdigit()])
+
+
 def load_run(run_dir: Path) -> Run:
     """Read a run folder. Raises NcfmError only when it is not a run folder at all."""
     run_dir = Path(run_dir)
@@ -177,12 +183,15 @@ def load_run(run_dir: Path) -> Run:
                      _read_history(path / "history.csv", notes))
         if (path / "oof.csv").is_file():
             fr.oof = read_oof(path / "oof.csv")
+            if fr.oof.empty:
+                fr.oof = None
+                notes.append(f"fold{k}: oof.csv has no rows; left out of the OOF numbers")
         else:
             notes.append(f"fold{k}: no oof.csv yet ({fr.status}); left out of the OOF numbers")
         folds.append(fr)
     config = next((f.config for f in folds if f.config), {})
-    n_folds = config.get("n_folds")
-    if n_folds and len(folds) < n_folds:
+    n_folds = _n_folds(folds)
+    if len(folds) < n_folds:
         present = {f.fold for f in folds}
         notes.append(f"folds not started: {', '.join(f'fold{k}' for k in range(n_folds) if k not in present)}")
     run = Run(run_dir, folds, _read_json(run_dir / "calibration.json", notes) or None,
@@ -272,7 +281,8 @@ def summarize_run(run: Run) -> dict:
     """The CV numbers of one run: per fold, pooled OOF, baselines and the OOF-fitted temperature."""
     oof = pooled_oof(run)
     freqs = None
-    summary: dict = {"run": str(run.path), "name": run.name, "folds": [], "oof": None,
+    n_folds = _n_folds(run.folds)
+    summary: dict = {"run": str(run.path), "name": run.name, "n_folds": n_folds, "folds": [], "oof": None,
                      "scheme": run.scheme, "calibration_json": run.calibration, "notes": run.notes}
     if oof is not None:
         y, p = _arrays(oof)
@@ -465,14 +475,15 @@ def plot_reliability(before: tuple[pd.DataFrame, float, float], after: tuple[pd.
                 label="(mean confidence, accuracy)")
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
         for c, a, n in zip(centers[filled], table["accuracy"][filled], table["images"][filled]):
-            ax.text(c, min(a + 0.02, 0.97), str(n), ha="center", fontsize=7, color="dimgrey")
+            ax.text(c, 0.015, f"n={n}", ha="center", va="bottom", fontsize=7,
+                    color="white" if a > 0.08 else "black")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("top-1 confidence (max probability)")
         ax.set_title(f"{title}: {name}\nlog loss {loss:.4f}, ECE {ece:.3f}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
-    axes[0].set_ylabel("fraction correct (grey: images in bin)")
+    axes[0].set_ylabel("accuracy (fraction correct in bin)")
     return _png(fig)
 
 
@@ -481,7 +492,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1240px;color:#222;padding:0 12px}
 h1{font-size:1.5em} h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:2em} h3{margin-top:1.5em}
 table{border-collapse:collapse;margin:8px 0 16px;font-size:0.92em}
-th,td{border:1px solid #ccc;padding:3px 9px} th{background:#f3f3f3} td.n{text-align:right;font-variant-numeric:tabular-nums}
+th,td{border:1px solid #ccc;padding:3px 9px} th{background:#f3f3f3} td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.total td{font-weight:bold;background:#fafafa} tr.base td{color:#555;font-style:italic}
 img{max-width:100%;height:auto;display:block;margin:6px 0 14px}
 .notes{background:#fff8e1;border:1px solid #f0d98c;padding:6px 14px} .muted{color:#666;font-size:0.9em}
@@ -531,14 +542,16 @@ def _scheme_html(scheme: dict) -> str:
     if scheme.get("folds_csv"):
         items.append(f"manifest <code>{html.escape(scheme['folds_csv'])}</code>"
                      + (f" ({scheme['manifest_images']} images)" if "manifest_images" in scheme else " (not found from here)"))
-    if scheme.get("n_folds"):
-        items.append(f"{scheme['n_folds']} folds")
-    if scheme.get("seed") is not None:
-        items.append(f"seed {scheme['seed']}")
-    for key, value in (scheme.get("sidecar") or {}).items():
-        if isinstance(value, (list, dict)) and len(value) > 6:
-            value = f"({type(value).__name__} of {len(value)})"
-        items.append(f"{html.escape(str(key))}: {html.escape(json.dumps(value) if not isinstance(value, str) else value)}")
+    sidecar = scheme.get("sidecar") or {}
+    if sidecar:
+        shown = []
+        for key, value in sidecar.items():
+            if isinstance(value, (list, dict)) and len(value) > 6:
+                value = f"({type(value).__name__} of {len(value)})"
+            shown.append(f"{key} {value if isinstance(value, str) else json.dumps(value)}")
+        items.append("split settings: " + html.escape(", ".join(shown)))
+    elif scheme.get("n_folds"):
+        items.append(f"{scheme['n_folds']} folds (no split sidecar JSON found)")
     if "n_groups" in scheme:
         leak = scheme["groups_spanning_folds"]
         items.append(f"{scheme['n_groups']} groups, "
@@ -561,7 +574,7 @@ def _cv_table(s: dict, slug: str) -> str:
                     + _td(_fmt(r["best_val_loss"])) + _td(r["status"], numeric=False) + "</tr>")
     o = s["oof"]
     if o is not None:
-        n_done, n_all = len(o["folds"]), len(s["folds"])
+        n_done, n_all = len(o["folds"]), s["n_folds"]
         label = "all OOF" if n_done == n_all else f"OOF of {n_done}/{n_all} folds"
         rows.append('<tr class="total">' + _td(label, numeric=False) + _td(o["images"])
                     + _td(_fmt(o["log_loss"]), f"{slug}-oof-log-loss") + _td(_pct(o["accuracy"]), f"{slug}-oof-accuracy")
@@ -598,7 +611,7 @@ def _per_class_html(table: pd.DataFrame) -> str:
 
 def _comparison_html(summaries: list[dict], ensemble: dict | None) -> str:
     head = "<tr><th></th>" + "".join(f"<th>{html.escape(s['name'])}</th>" for s in summaries) + "</tr>"
-    fields = [("folds with OOF", lambda o, s: f"{len(o['folds'])}/{len(s['folds'])}"),
+    fields = [("folds with OOF", lambda o, s: f"{len(o['folds'])}/{s['n_folds']}"),
               ("OOF images", lambda o, s: o["images"]),
               ("OOF log loss", lambda o, s: _fmt(o["log_loss"])),
               ("OOF accuracy", lambda o, s: _pct(o["accuracy"])),
@@ -606,7 +619,7 @@ def _comparison_html(summaries: list[dict], ensemble: dict | None) -> str:
               ("temperature", lambda o, s: _fmt(o["temperature"], 3)),
               ("class-prior baseline", lambda o, s: _fmt(o["prior_baseline"])),
               ("uniform baseline", lambda o, s: _fmt(o["uniform_baseline"])),
-              ("backbone / image size", None)]
+              ("model", None)]
     rows = []
     for label, get in fields:
         cells = []
@@ -651,6 +664,7 @@ def _run_section(run: Run, summary: dict, slug: str, prefix: str, out_dir: Path,
         parts.append('<div class="notes"><ul>' + "".join(f"<li>{html.escape(n)}</li>" for n in run.notes) + "</ul></div>")
     parts += ["<h3>Cross-validation summary</h3>", _cv_table(summary, slug),
               '<p class="muted">Log loss is Kaggle\'s (rows renormalised, clipped to [1e-15, 1-1e-15]). '
+              "A fold's class-prior baseline scores the pooled OOF class frequencies on that fold's images. "
               "The temperature is fitted and scored on the same OOF rows, so that line is slightly optimistic.</p>"]
 
     parts.append("<h3>Learning curves</h3>")
@@ -758,7 +772,8 @@ def format_summary(result: dict) -> str:
         if o is None:
             lines.append("  no out-of-fold predictions yet")
         else:
-            lines.append(f"  {'all OOF':<22}{o['images']:>7}{_fmt(o['log_loss']):>10}{_pct(o['accuracy']):>10}")
+            label = "all OOF" if len(o["folds"]) == s["n_folds"] else f"OOF of {len(o['folds'])}/{s['n_folds']} folds"
+            lines.append(f"  {label:<22}{o['images']:>7}{_fmt(o['log_loss']):>10}{_pct(o['accuracy']):>10}")
             lines.append(f"  {'class-prior baseline':<22}{'':>7}{_fmt(o['prior_baseline']):>10}")
             lines.append(f"  {'uniform baseline':<22}{'':>7}{_fmt(o['uniform_baseline']):>10}")
             lines.append(f"  {'T=' + format(o['temperature'], '.3f') + ' (OOF-fitted)':<22}{'':>7}"

@@ -69,14 +69,26 @@ def write_manifest(root: Path, frames: list[pd.DataFrame], groups: bool = True) 
     (data / "folds.json").write_text(json.dumps({"n_folds": len(frames), "seed": 7, "groups": "boat"}))
 
 
-@pytest.fixture
-def run3(tmp_path) -> tuple[Path, list[pd.DataFrame]]:
+def make_run3(root: Path) -> tuple[Path, list[pd.DataFrame]]:
     """runs/r1 with three finished folds of 20 OOF rows each, and its manifest."""
     rng = np.random.default_rng(0)
-    run = tmp_path / "runs" / "r1"
+    run = root / "runs" / "r1"
     frames = [write_fold(run, k, 3, rng, start=100 * k) for k in range(3)]
-    write_manifest(tmp_path, frames)
+    write_manifest(root, frames)
     return run, frames
+
+
+@pytest.fixture
+def run3(tmp_path) -> tuple[Path, list[pd.DataFrame]]:
+    """A fresh three-fold run, for tests that change it."""
+    return make_run3(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[dict, list[pd.DataFrame]]:
+    """The report of a three-fold run, rendered once for the tests that only read it."""
+    run, frames = make_run3(tmp_path_factory.mktemp("built"))
+    return report.build_report([run]), frames
 
 
 def cell(page: str, cell_id: str) -> str:
@@ -92,9 +104,10 @@ def score(df: pd.DataFrame) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- numbers and files
-def test_writes_page_and_pngs_into_the_run_folder(run3):
-    run, _ = run3
-    result = report.build_report([run])
+def test_writes_page_and_pngs_into_the_run_folder(built):
+    result, _ = built
+    run = result["html"].parent
+    assert run.name == "r1"
     assert result["html"] == run / "report.html" and result["html"].is_file()
     names = {p.name for p in result["pngs"]}
     assert names == {"report_curves_fold0.png", "report_curves_fold1.png", "report_curves_fold2.png",
@@ -103,9 +116,8 @@ def test_writes_page_and_pngs_into_the_run_folder(run3):
         assert p.parent == run and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_table_numbers_equal_kaggle_log_loss_on_the_oof_files(run3):
-    run, frames = run3
-    result = report.build_report([run])
+def test_table_numbers_equal_kaggle_log_loss_on_the_oof_files(built):
+    result, frames = built
     page = result["html"].read_text()
     summary = result["runs"][0]
     for k, df in enumerate(frames):
@@ -120,9 +132,8 @@ def test_table_numbers_equal_kaggle_log_loss_on_the_oof_files(run3):
     assert cell(page, "run0-oof-accuracy") == f"{100 * acc:.1f}%"
 
 
-def test_baselines_are_ln8_and_the_oof_class_frequencies(run3):
-    run, frames = run3
-    page_result = report.build_report([run])
+def test_baselines_are_ln8_and_the_oof_class_frequencies(built):
+    page_result, frames = built
     page = page_result["html"].read_text()
     y = pd.concat(frames)["label"].map(CLASSES.index).to_numpy()
     freqs = np.bincount(y, minlength=8) / len(y)
@@ -132,18 +143,16 @@ def test_baselines_are_ln8_and_the_oof_class_frequencies(run3):
     assert page_result["runs"][0]["oof"]["prior_baseline"] == pytest.approx(expected_prior, abs=1e-12)
 
 
-def test_temperature_is_fitted_on_the_pooled_oof_and_never_worse(run3):
-    run, frames = run3
-    o = report.build_report([run])["runs"][0]["oof"]
+def test_temperature_is_fitted_on_the_pooled_oof_and_never_worse(built):
+    o = built[0]["runs"][0]["oof"]
     assert o["calibrated_log_loss"] <= o["log_loss"] + 1e-9
     assert o["temperature"] != pytest.approx(1.0, abs=1e-3)
 
 
-def test_fold_and_group_scheme_is_shown_from_manifest_and_sidecar(run3):
-    run, _ = run3
-    page = report.build_report([run])["html"].read_text()
+def test_fold_and_group_scheme_is_shown_from_manifest_and_sidecar(built):
+    page = built[0]["html"].read_text()
     assert "data/folds.csv" in page and "(60 images)" in page
-    assert "groups: boat" in page and "each inside one fold" in page
+    assert "split settings: n_folds 3, seed 7, groups boat" in page and "each inside one fold" in page
 
 
 def test_groups_spanning_folds_are_flagged(tmp_path):
@@ -168,8 +177,9 @@ def test_partial_run_reports_finished_folds_and_lists_the_rest(tmp_path):
     assert s["oof"]["folds"] == [0] and s["oof"]["log_loss"] == pytest.approx(score(done)[0])
     assert s["folds"][1]["log_loss"] is None and s["folds"][1]["status"] == "training (epoch 5/8)"
     page = result["html"].read_text()
-    assert "OOF of 1/2 folds" in page
+    assert "OOF of 1/3 folds" in page
     assert "fold1: no oof.csv yet" in page and "folds not started: fold2" in page
+    assert "data/folds.csv</code> (not found from here)" in page  # no manifest written: still renders
     assert "report_curves_fold1.png" in {p.name for p in result["pngs"]}
 
 
@@ -180,6 +190,15 @@ def test_run_without_any_oof_still_renders_the_curves(tmp_path):
     assert result["runs"][0]["oof"] is None
     assert [p.name for p in result["pngs"]] == ["report_curves_fold0.png"]
     assert "No fold has out-of-fold predictions yet" in result["html"].read_text()
+
+
+def test_empty_oof_is_left_out_not_scored_as_nan(run3):
+    run, frames = run3
+    frames[2].iloc[:0].to_csv(run / "fold2" / "oof.csv", index=False)
+    s = report.summarize_run(report.load_run(run))  # the numbers only; no plotting needed
+    assert s["oof"]["folds"] == [0, 1]
+    assert s["oof"]["log_loss"] == pytest.approx(score(pd.concat(frames[:2]))[0])
+    assert "fold2: oof.csv has no rows" in " ".join(s["notes"])
 
 
 def test_malformed_oof_names_the_file(tmp_path):
@@ -222,6 +241,7 @@ def test_two_runs_side_by_side_and_their_ensemble_on_common_images(tmp_path, run
     assert 'id="comparison"' in page and cell(page, "run1-oof-log-loss") == f"{score(pd.concat(frames_b))[0]:.5f}"
     assert {p.parent for p in result["pngs"]} == {out}
     assert any(p.name.startswith("report_r2_") for p in result["pngs"])
+    assert '<td class="n">2/3</td>' in page  # r2 has 2 of its 3 folds
 
 
 def test_cli_prints_the_summary_table(run3, capsys):
@@ -232,9 +252,8 @@ def test_cli_prints_the_summary_table(run3, capsys):
     assert "class-prior baseline" in printed and "uniform baseline" in printed and "2.07944" in printed
 
 
-def test_page_is_self_contained(run3):
-    run, _ = run3
-    result = report.build_report([run])
+def test_page_is_self_contained(built):
+    result, _ = built
     page = result["html"].read_text()
     srcs = re.findall(r'<img[^>]*src="([^"]+)"', page)
     assert len(srcs) == len(result["pngs"]) == 6
@@ -270,9 +289,8 @@ def dump_dom(browser: str, page: Path, profile: Path) -> subprocess.CompletedPro
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
-def test_page_loads_in_headless_chromium_with_every_image_decoded(run3, chromium, tmp_path):
-    run, _ = run3
-    result = report.build_report([run])
+def test_page_loads_in_headless_chromium_with_every_image_decoded(built, chromium, tmp_path):
+    result, _ = built
     proc = dump_dom(chromium, result["html"], tmp_path / "profile")
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom = proc.stdout
@@ -283,12 +301,11 @@ def test_page_loads_in_headless_chromium_with_every_image_decoded(run3, chromium
     assert not console_errors, console_errors
 
 
-def test_the_browser_check_catches_a_broken_image(run3, chromium, tmp_path):
-    run, _ = run3
-    page = report.build_report([run])["html"]
-    text = page.read_text()
+def test_the_browser_check_catches_a_broken_image(built, chromium, tmp_path):
+    text = built[0]["html"].read_text()
     broken = re.sub(r'src="data:image/png;base64,[^"]{40}', 'src="data:image/png;base64,AAAA', text, count=1)
     assert broken != text
+    page = tmp_path / "broken.html"
     page.write_text(broken)
     dom = dump_dom(chromium, page, tmp_path / "profile").stdout
     assert 'data-images="broken"' in dom and "1 of 6 images failed to load" in dom
