@@ -344,7 +344,7 @@ def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int 
     """Write the dataset into out_dir (created; existing files of the same names are overwritten).
 
     Returns a summary: counts per class, boats and their sizes, seconds taken. workers=0 uses
-    every core for large sets (the output does not depend on it).
+    every core for large sets and one for small ones; the output never depends on it.
     """
     from tqdm import tqdm
 
@@ -363,9 +363,8 @@ def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int 
         (out / folder).mkdir(parents=True, exist_ok=True)
 
     w, h = _boat_size(0, boats, scale)
-    workers = cpu_count() if workers <= 0 else workers
-    if len(jobs) * w * h < 20e6:  # a pool costs more than it saves on small sets
-        workers = 1
+    if workers <= 0:  # auto: every core, unless a pool costs more than it saves
+        workers = 1 if len(jobs) * w * h < 20e6 else cpu_count()
     chunks = [jobs[i: i + 16] for i in range(0, len(jobs), 16)]
     with tqdm(total=len(jobs), desc="drawing images", unit="img", disable=not progress) as bar:
         if workers == 1:
