@@ -280,7 +280,7 @@ def main_submit(args) -> int:
         checked = submission.validate_file(args.file, stage=getattr(args, "stage", None),
                                            data_dir=getattr(args, "data_dir", "data"),
                                            sample=getattr(args, "sample", None))
-    except submission.SubmissionError as e:
+    except NcfmError as e:
         raise NcfmError(f"not uploading: {e}\nFix the file (or rebuild it with `ncfm predict`) and run "
                         f"`ncfm validate` until it passes") from None
     if not args.message.strip():

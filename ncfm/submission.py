@@ -325,17 +325,20 @@ def read_submission(path: os.PathLike | str) -> pd.DataFrame:
 
 def _infer_stage(rows: int, data_dir: Path, path: Path) -> int:
     """The stage whose sample submission has `rows` rows (Kaggle's counts when no sample is there)."""
+    counts = {}
     for stage in KAGGLE_ROWS:
         found = _existing(sample_path(data_dir, stage))
-        if found is not None and len(read_sample(found)) == rows:
-            return stage
+        if found is not None:
+            counts[stage] = len(read_sample(found))
+            if counts[stage] == rows:
+                return stage
     for stage, n in KAGGLE_ROWS.items():
-        if rows == n and _existing(sample_path(data_dir, stage)) is None:
+        if rows == n and stage not in counts:
             return stage
-    raise NcfmError(
-        f"{path}: cannot tell the stage from its {rows:,} rows (stage 1 has {KAGGLE_ROWS[1]:,}, stage 2 "
-        f"has {KAGGLE_ROWS[2]:,} rows in Kaggle's sample submissions); pass --stage 1 or --stage 2"
-    )
+    known = ", ".join(f"stage {s}: {counts[s]:,} rows in {sample_path(data_dir, s)}" if s in counts
+                      else f"stage {s}: {n:,} rows on Kaggle" for s, n in KAGGLE_ROWS.items())
+    raise NcfmError(f"{path}: cannot tell the stage from its {rows:,} rows ({known}); "
+                    f"pass --stage 1 or --stage 2")
 
 
 def write_submission(df: pd.DataFrame, path: os.PathLike | str, sample_ids: Sequence[str],
