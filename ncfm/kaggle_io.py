@@ -157,6 +157,8 @@ def _captured():
 
 def _client_output(buf: io.StringIO, creds: Credentials) -> str:
     text = " ".join(scrub(buf.getvalue(), creds.secrets).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
     return f" (client said: {text})" if text else ""
 
 
@@ -227,8 +229,9 @@ def submit_file(api, path: os.PathLike | str, message: str, competition: str, cr
     text = scrub(str(getattr(response, "message", "") or ""), creds.secrets)
     ref = int(getattr(response, "ref", 0) or 0)
     if text == getattr(api, "COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE", "Could not submit to competition"):
-        raise NcfmError(f"submitting {path}: the file upload failed, so nothing was submitted{said}. "
-                        f"ncfm does not retry; run the command again")
+        raise NcfmError(f"submitting {path}: the file upload failed (the upload server refused it or the "
+                        f"connection broke), so nothing was submitted{said}. ncfm does not retry; run the "
+                        f"command again")
     if _is_daily_limit(text):
         raise NcfmError(f"submitting {path}: daily submission limit reached for {competition} ({text}). "
                         f"Kaggle resets the count at 00:00 UTC; submit again then")
