@@ -175,6 +175,7 @@ def test_partial_run_reports_finished_folds_and_lists_the_rest(tmp_path):
     result = report.build_report([run])
     s = result["runs"][0]
     assert s["oof"]["folds"] == [0] and s["oof"]["log_loss"] == pytest.approx(score(done)[0])
+    assert s["folds"][0]["status"] == "finished"
     assert s["folds"][1]["log_loss"] is None and s["folds"][1]["status"] == "training (epoch 5/8)"
     page = result["html"].read_text()
     assert "OOF of 1/3 folds" in page
@@ -309,3 +310,10 @@ def test_the_browser_check_catches_a_broken_image(built, chromium, tmp_path):
     page.write_text(broken)
     dom = dump_dom(chromium, page, tmp_path / "profile").stdout
     assert 'data-images="broken"' in dom and "1 of 6 images failed to load" in dom
+
+
+def test_an_image_in_two_folds_is_noted(run3):
+    run, frames = run3
+    frames[1].assign(image=frames[0]["image"]).to_csv(run / "fold1" / "oof.csv", index=False)
+    notes = " ".join(report.load_run(run).notes)
+    assert "20 image(s) appear in more than one fold's oof.csv" in notes
