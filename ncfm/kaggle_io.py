@@ -104,6 +104,9 @@ def find_credentials(environ: Mapping[str, str] | None = None,
         if value:
             secrets.append(value)
             found.append(str(home / ".kaggle" / name))
+    oauth = home / ".kaggle" / "credentials.json"
+    if oauth.is_file():
+        found.append(f"{oauth} (kaggle auth login)")
 
     file_values: dict = {}
     if not (environ.get("KAGGLE_USERNAME") and environ.get("KAGGLE_KEY")) and cfg.is_file():
@@ -112,8 +115,11 @@ def find_credentials(environ: Mapping[str, str] | None = None,
             if not isinstance(file_values, dict):
                 raise ValueError("not a JSON object")
         except (ValueError, OSError) as e:
-            raise NcfmError(f"{cfg}: not a readable kaggle.json ({type(e).__name__}); it should hold "
-                            f'{{"username": "...", "key": "..."}}. {help_text}') from None
+            if found:  # the client ignores a broken kaggle.json when it has another way in
+                file_values = {}
+            else:
+                raise NcfmError(f"{cfg}: not a readable kaggle.json ({type(e).__name__}); it should hold "
+                                f'{{"username": "...", "key": "..."}}. {help_text}') from None
         if file_values.get("key"):
             secrets.append(str(file_values["key"]))
         if cfg.stat().st_mode & 0o077:
@@ -127,10 +133,6 @@ def find_credentials(environ: Mapping[str, str] | None = None,
         have, lack = ("username", "key") if username else ("key", "username")
         raise NcfmError(f"Kaggle credentials are incomplete: a {have} but no {lack} (looked in KAGGLE_USERNAME/"
                         f"KAGGLE_KEY and {cfg}). {help_text}")
-
-    oauth = home / ".kaggle" / "credentials.json"
-    if oauth.is_file():
-        found.append(f"{oauth} (kaggle auth login)")
 
     if not found:
         raise NcfmError(f"no Kaggle credentials found (looked for KAGGLE_API_TOKEN, KAGGLE_USERNAME/KAGGLE_KEY, "

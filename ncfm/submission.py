@@ -147,8 +147,8 @@ def _value_problems(df: pd.DataFrame, ids: list[str] | None) -> list[str]:
              lambda i, c: f"{_at(i, ids)} {c}={str(raw[c].iloc[i]).strip()!r}"),
             ("NaN value", np.isnan(values) & ~empty & ~non_numeric, lambda i, c: f"{_at(i, ids)} {c}"),
             ("infinite value", np.isinf(values), lambda i, c: f"{_at(i, ids)} {c}={values[i, classes.index(c)]}"),
-            ("negative value", values < 0, lambda i, c: f"{_at(i, ids)} {c}={values[i, classes.index(c)]:g}"),
-            ("value greater than 1", values > 1, lambda i, c: f"{_at(i, ids)} {c}={values[i, classes.index(c)]:g}"),
+            ("negative value", np.isfinite(values) & (values < 0), lambda i, c: f"{_at(i, ids)} {c}={values[i, classes.index(c)]:g}"),
+            ("value greater than 1", np.isfinite(values) & (values > 1), lambda i, c: f"{_at(i, ids)} {c}={values[i, classes.index(c)]:g}"),
         ]
     plurals = {"value that is not a number": "values that are not numbers"}
     problems = []
@@ -211,6 +211,8 @@ def find_problems(df: pd.DataFrame, sample_ids: Sequence[str]) -> list[str]:
     header = _header_problem([str(c) for c in df.columns])
     if header:
         problems.append(header)
+    if df.columns.duplicated().any():
+        return problems  # cells cannot be told apart by column name
     if "image" not in df.columns:
         problems.append("no `image` column, so ids could not be checked")
         return problems + _value_problems(df, None)

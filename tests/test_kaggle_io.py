@@ -265,3 +265,12 @@ def test_submissions_table_lines_up_columns():
     lines = table.splitlines()
     assert lines[0].startswith("date") and set(lines[1]) <= {"-", " "}
     assert lines[2].index("complete") == lines[3].index("pending")
+
+
+def test_a_kaggle_json_readable_by_others_gets_a_chmod_warning(tmp_path, capsys):
+    cfg = tmp_path / ".kaggle" / "kaggle.json"
+    cfg.parent.mkdir()
+    cfg.write_text('{"username": "u", "key": "sekret-123"}')
+    cfg.chmod(0o644)
+    assert find_credentials({}, home=tmp_path).source == str(cfg)
+    assert f"chmod 600 {cfg}" in capsys.readouterr().err
