@@ -26,7 +26,7 @@ class TrainConfig:
     epochs: int = 25  # total, both phases
     head_epochs: int = 3
     batch_size: int = 32
-    optimizer: str = "sgd"  # sgd (Nesterov, momentum 0.9) or adam
+    optimizer: str = "auto"  # auto = sgd (Nesterov, momentum 0.9) when pretrained, adam from scratch; sgd, adam, adamw
     momentum: float = 0.9
     head_lr: float = 0.0  # 0 = auto: 1e-2 (sgd) / 1e-3 (adam)
     lr: float = 0.0  # 0 = auto: 1e-4 with pretrained weights, 1e-2 (sgd) / 1e-3 (adam) without
@@ -35,6 +35,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     unfreeze_from: str = ""  # "" = the whole backbone; else a layer name (e.g. mixed5)
     freeze_bn: str = "auto"  # auto = keep BatchNorm frozen when weights are pretrained
+    bn_momentum: float = 0.0  # 0 = auto: the backbone's own (0.99) when pretrained, 0.9 from scratch
     patience: int = 6  # early stopping on val_loss (phase 2), 0 = off
     # augmentation (training); all run inside the model, on the accelerator
     hflip: bool = True

@@ -1,0 +1,239 @@
+"""Training augmentation and test-time views, as Keras layers that run on the accelerator.
+
+Every geometric change (flips, rotation, zoom, shift, shear) is folded into one affine map per
+image and applied with a single bilinear resampling written in `keras.ops` (gathers), so it
+runs on any backend and stays inside XLA. Keras' own RandomRotation/RandomZoom use
+ImageProjectiveTransform on TensorFlow, which switches XLA off for the whole model.
+
+Coordinates: pixel centres, origin at the image centre. A sampling matrix A (2x2) and offset t
+map each output pixel p to the input location A @ p + t; out-of-range locations reflect.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def affine_warp(images, matrices, offsets):
+    """Resample `images` (B, H, W, C) float at A @ p + t for each output pixel p.
+
+    matrices: (B, 2, 2) acting on (x, y); offsets: (B, 2) in pixels. Identity rows return the
+    input exactly (all bilinear weights are 0 or 1).
+    """
+    shape = ops.shape(images)
+    b, h, w, c = shape[0], shape[1], shape[2], shape[3]
+    ys = ops.arange(h, dtype="float32") - (ops.cast(h, "float32") - 1.0) / 2.0
+    xs = ops.arange(w, dtype="float32") - (ops.cast(w, "float32") - 1.0) / 2.0
+    gy, gx = ops.meshgrid(ys, xs, indexing="ij")  # (H, W)
+    grid = ops.stack([ops.reshape(gx, (-1,)), ops.reshape(gy, (-1,))], axis=0)  # (2, HW)
+    src = ops.matmul(matrices, grid) + ops.expand_dims(offsets, -1)  # (B, 2, HW)
+    sx = _reflect(src[:, 0, :] + (ops.cast(w, "float32") - 1.0) / 2.0, w)
+    sy = _reflect(src[:, 1, :] + (ops.cast(h, "float32") - 1.0) / 2.0, h)
+
+    x0 = ops.floor(sx)
+    y0 = ops.floor(sy)
+    wx = ops.expand_dims(sx - x0, -1)
+    wy = ops.expand_dims(sy - y0, -1)
+    x0 = ops.cast(x0, "int32")
+    y0 = ops.cast(y0, "int32")
+    x1 = ops.minimum(x0 + 1, w - 1)
+    y1 = ops.minimum(y0 + 1, h - 1)
+
+    flat = ops.reshape(images, (-1, c))
+    base = ops.expand_dims(ops.arange(b, dtype="int32") * (h * w), -1)  # (B, 1)
+
+    def gather(yi, xi):
+        return ops.take(flat, ops.reshape(base + yi * w + xi, (-1,)), axis=0)
+
+    wx = ops.reshape(wx, (-1, 1))
+    wy = ops.reshape(wy, (-1, 1))
+    top = gather(y0, x0) * (1.0 - wx) + gather(y0, x1) * wx
+    bottom = gather(y1, x0) * (1.0 - wx) + gather(y1, x1) * wx
+    out = top * (1.0 - wy) + bottom * wy
+    return ops.reshape(out, (b, h, w, c))
+
+
+def _reflect(coord, size):
+    """Mirror coordinates into [0, size-1] (fill_mode='reflect' about the edge pixels)."""
+    last = ops.cast(size, "float32") - 1.0
+    period = ops.maximum(2.0 * last, 1.0)
+    coord = ops.abs(ops.mod(coord, period))  # mod may keep the sign on some backends
+    return ops.clip(ops.where(coord > last, period - coord, coord), 0.0, last)
+
+
+def compose_affine(flip_x, flip_y, angle, zoom, shear, shift_x, shift_y):
+    """Sampling matrices and offsets from per-image parameters (arrays of shape (B,)).
+
+    angle and shear in radians; zoom > 1 magnifies; shifts in pixels. Works for keras tensors
+    and numpy arrays alike.
+    """
+    cos, sin = ops.cos(angle), ops.sin(angle)
+    inv_zoom = 1.0 / zoom
+    # rotation @ shear (x' = x + tan(shear) * y), scaled by 1/zoom, then flips on the output axes
+    tan_s = ops.tan(shear)
+    a00 = cos * inv_zoom * flip_x
+    a01 = (cos * tan_s - sin) * inv_zoom * flip_x
+    a10 = sin * inv_zoom * flip_y
+    a11 = (sin * tan_s + cos) * inv_zoom * flip_y
+    matrices = ops.reshape(ops.stack([a00, a01, a10, a11], axis=-1), (-1, 2, 2))
+    offsets = ops.stack([shift_x, shift_y], axis=-1)
+    return matrices, offsets
+
+
+@keras.saving.register_keras_serializable(package="ncfm")
+class RandomAugment(keras.layers.Layer):
+    """Random flips, rotation, zoom, shift, shear, brightness and contrast; training only.
+
+    Takes uint8 or float images in [0, 255] and returns float32 in [0, 255]. At inference it is
+    a cast, so a saved model predicts on raw pixels with no augmentation.
+    """
+
+    def __init__(self, hflip=True, vflip=True, rotation=10.0, zoom=0.1, shift=0.1, shear=5.0,
+                 brightness=0.15, contrast=0.15, seed=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # resample in float32 even under mixed precision
+        super().__init__(**kwargs)
+        self.hflip, self.vflip = bool(hflip), bool(vflip)
+        self.rotation, self.zoom, self.shift, self.shear = float(rotation), float(zoom), float(shift), float(shear)
+        self.brightness, self.contrast = float(brightness), float(contrast)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    @property
+    def geometric(self) -> bool:
+        return self.hflip or self.vflip or any(v > 0 for v in (self.rotation, self.zoom, self.shift, self.shear))
+
+    def call(self, images, training=None):
+        x = ops.cast(images, "float32")
+        if not training:
+            return x
+        b = ops.shape(x)[0]
+        h = ops.cast(ops.shape(x)[1], "float32")
+        w = ops.cast(ops.shape(x)[2], "float32")
+
+        def uniform(limit):
+            return keras.random.uniform((b,), -limit, limit, seed=self.seed_generator)
+
+        def coin(enabled):
+            if not enabled:
+                return ops.ones((b,), "float32")
+            return ops.where(keras.random.uniform((b,), 0.0, 1.0, seed=self.seed_generator) < 0.5, -1.0, 1.0)
+
+        if self.geometric:
+            matrices, offsets = compose_affine(
+                coin(self.hflip), coin(self.vflip),
+                uniform(math.radians(self.rotation)),
+                ops.exp(uniform(math.log1p(self.zoom))),
+                uniform(math.radians(self.shear)),
+                uniform(self.shift) * w, uniform(self.shift) * h,
+            )
+            x = affine_warp(x, matrices, offsets)
+        if self.contrast > 0:
+            factor = ops.reshape(1.0 + uniform(self.contrast), (-1, 1, 1, 1))
+            mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+            x = (x - mean) * factor + mean
+        if self.brightness > 0:
+            x = x * ops.reshape(1.0 + uniform(self.brightness), (-1, 1, 1, 1))
+        return ops.clip(x, 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return super().get_config() | dict(
+            hflip=self.hflip, vflip=self.vflip, rotation=self.rotation, zoom=self.zoom,
+            shift=self.shift, shear=self.shear, brightness=self.brightness,
+            contrast=self.contrast, seed=self.seed)
+
+
+# ----------------------------------------------------------------------------- test-time views
+VIEW_KINDS = ("flips", "zoom", "shift", "crop")
+
+
+def tta_parameters(n_views: int, kinds=("flips", "zoom", "shift"), seed: int = 2016) -> np.ndarray:
+    """Parameters of `n_views` deterministic views, shape (V, 7): flip_x, flip_y, angle, zoom,
+    shear, shift_x, shift_y (shifts as fractions of the image size).
+
+    View 0 is always the plain image. Flips come first (h, v, both), then seeded random mixes
+    of the chosen kinds: small zoom-in, shift, and `crop` (a stronger zoom-in at an offset).
+    """
+    if n_views < 1:
+        raise ValueError(f"tta must be >= 1, received tta={n_views}")
+    kinds = tuple(kinds)
+    unknown = set(kinds) - set(VIEW_KINDS)
+    if unknown:
+        raise ValueError(f"unknown TTA view kinds {sorted(unknown)}; choose from {VIEW_KINDS}")
+    rng = np.random.default_rng(seed)
+    views = [(1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0)]
+    flips = [(-1.0, 1.0), (1.0, -1.0), (-1.0, -1.0)] if "flips" in kinds else []
+    for fx, fy in flips:
+        if len(views) < n_views:
+            views.append((fx, fy, 0.0, 1.0, 0.0, 0.0, 0.0))
+    while len(views) < n_views:
+        fx, fy = (rng.choice([-1.0, 1.0]), rng.choice([-1.0, 1.0])) if flips else (1.0, 1.0)
+        zoom, sx, sy = 1.0, 0.0, 0.0
+        if "zoom" in kinds:
+            zoom = float(rng.uniform(1.04, 1.12))
+        if "shift" in kinds:
+            sx, sy = rng.uniform(-0.06, 0.06, size=2)
+        if "crop" in kinds and rng.random() < 0.5:
+            zoom = float(rng.uniform(1.15, 1.3))
+            limit = (1 - 1 / zoom) / 2  # stay inside the image
+            sx, sy = rng.uniform(-limit, limit, size=2)
+        views.append((fx, fy, 0.0, zoom, 0.0, float(sx), float(sy)))
+    return np.asarray(views[:n_views], dtype="float32")
+
+
+@keras.saving.register_keras_serializable(package="ncfm")
+class TTAViews(keras.layers.Layer):
+    """(B, H, W, C) images -> (B * V, H, W, C): V fixed views of each image, image-major."""
+
+    def __init__(self, views, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.views = np.asarray(views, dtype="float32").tolist()
+
+    def call(self, images):
+        x = ops.cast(images, "float32")
+        v = len(self.views)
+        if v == 1 and self.views[0] == [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0]:
+            return x
+        p = np.asarray(self.views, dtype="float32")
+        size = np.array(images.shape[1:3][::-1], dtype="float32")  # (W, H), static
+        matrices, offsets = compose_affine(p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4],
+                                           p[:, 5] * size[0], p[:, 6] * size[1])
+        b = ops.shape(x)[0]
+        x = ops.repeat(x, v, axis=0)
+        matrices = ops.tile(ops.cast(matrices, "float32"), (b, 1, 1))
+        offsets = ops.tile(ops.cast(offsets, "float32"), (b, 1))
+        return affine_warp(x, matrices, offsets)
+
+    def compute_output_shape(self, input_shape):
+        batch = None if input_shape[0] is None else input_shape[0] * len(self.views)
+        return (batch,) + tuple(input_shape[1:])
+
+    def get_config(self):
+        return super().get_config() | {"views": self.views}
+
+
+@keras.saving.register_keras_serializable(package="ncfm")
+class GroupViews(keras.layers.Layer):
+    """(B * V, K) per-view outputs -> (B, V, K), undoing TTAViews' image-major layout."""
+
+    def __init__(self, n_views, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.n_views = int(n_views)
+
+    def call(self, x):
+        return ops.reshape(ops.cast(x, "float32"), (-1, self.n_views, x.shape[-1]))
+
+    def compute_output_shape(self, input_shape):
+        batch = None if input_shape[0] is None else input_shape[0] // self.n_views
+        return (batch, self.n_views, input_shape[-1])
+
+    def get_config(self):
+        return super().get_config() | {"n_views": self.n_views}

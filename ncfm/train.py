@@ -1,0 +1,389 @@
+"""Train one fold: two phases, the best checkpoint by validation log loss, resumable.
+
+    ncfm train --fold 0 --run runs/inception299 [--data-dir data] [--config cfg.toml] [flags]
+
+writes runs/inception299/fold0/:
+    config.json     resolved settings (what this fold was trained with)
+    history.csv     one row per epoch over both phases: epoch, phase, loss, accuracy, val_loss,
+                    val_accuracy, learning_rate, seconds
+    best.keras      the model with the lowest val_loss so far (written atomically)
+    last.keras      the model + optimizer after the last finished epoch (for --resume)
+    state.json      progress: epochs done, best epoch, early-stopping counter, finished
+    oof.csv         out-of-fold predictions of best.keras: image,label,<8 class probabilities>
+    train.log       the milestones printed on the console
+    logs/           TensorBoard event files (when TensorFlow is installed)
+
+Phase 1 trains the new head on a frozen backbone (BatchNorm in inference mode); phase 2
+unfreezes the backbone and trains at a lower rate with cosine decay. Interrupt at any point
+and rerun the same command: the fold continues after its last finished epoch, with the same
+optimizer state, data order and augmentation stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ncfm import CLASSES, NcfmError
+from ncfm.config import TrainConfig, make_config
+from ncfm.fileio import atomic_write_text, fsync_dir, fsync_file
+
+HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
+# settings that may change between an interrupted run and its resumption
+EXECUTION_FIELDS = {"workers", "cache_dir", "tensorboard", "jit_compile", "patience"}
+
+
+# ----------------------------------------------------------------------------- settings
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """Fill every 'auto' value so config.json says exactly what ran."""
+    from ncfm import runtime
+    from ncfm.model import get_backbone
+
+    spec = get_backbone(cfg.backbone)
+    pretrained = cfg.weights not in ("none", "None", "")
+    # SGD at 1e-2 diverges on a random InceptionV3 within a few steps; Adam at 1e-3 learns
+    optimizer = cfg.optimizer if cfg.optimizer != "auto" else ("sgd" if pretrained else "adam")
+    if optimizer not in ("sgd", "adam", "adamw"):
+        raise NcfmError(f"optimizer must be auto, sgd, adam or adamw; received optimizer={cfg.optimizer!r}")
+    fresh_lr = 1e-2 if optimizer == "sgd" else 1e-3
+    if cfg.epochs < 1 or cfg.head_epochs < 0:
+        raise NcfmError(f"need epochs >= 1 and head_epochs >= 0; received epochs={cfg.epochs}, "
+                        f"head_epochs={cfg.head_epochs}")
+    return dataclasses.replace(
+        cfg,
+        optimizer=optimizer,
+        image_size=cfg.image_size or spec.size,
+        head_lr=cfg.head_lr or fresh_lr,
+        # a pretrained backbone is fine-tuned gently; a random one has to learn from scratch
+        lr=cfg.lr or (1e-4 if pretrained else fresh_lr),
+        bn_momentum=cfg.bn_momentum or (0.99 if pretrained else 0.9),
+        freeze_bn=str(cfg.freeze_bn if cfg.freeze_bn != "auto" else pretrained).lower(),
+        mixed_precision=runtime.resolve_precision(cfg.mixed_precision),
+        jit_compile="on" if runtime.resolve_jit(cfg.jit_compile) else "off",
+    )
+
+
+# ----------------------------------------------------------------------------- data
+def read_manifest(folds_csv: Path, fold: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    if not folds_csv.is_file():
+        raise NcfmError(f"{folds_csv}: folds manifest not found; run `ncfm split_train_val` first "
+                        f"(or pass --folds-csv)")
+    df = pd.read_csv(folds_csv)
+    missing = {"image", "label", "fold"} - set(df.columns)
+    if missing:
+        raise NcfmError(f"{folds_csv}: missing columns {sorted(missing)}; expected image,label,fold[,group]")
+    unknown = sorted(set(df.label) - set(CLASSES))
+    if unknown:
+        raise NcfmError(f"{folds_csv}: unknown labels {unknown}; expected {', '.join(CLASSES)}")
+    folds = sorted(df.fold.unique())
+    if fold not in folds:
+        raise NcfmError(f"received fold={fold}, but {folds_csv} has folds {folds[0]}..{folds[-1]}")
+    return df[df.fold != fold], df[df.fold == fold], len(folds)
+
+
+def one_hot(labels) -> np.ndarray:
+    index = {c: i for i, c in enumerate(CLASSES)}
+    y = np.zeros((len(labels), len(CLASSES)), dtype="float32")
+    y[np.arange(len(labels)), [index[c] for c in labels]] = 1.0
+    return y
+
+
+def make_batches(images, rows, labels=None, batch_size=32, train=False, seed=0, start_epoch=0, workers=2):
+    """A keras PyDataset over rows of the uint8 image cache.
+
+    train=True: an endless stream of fixed-size batches (the remainder of each epoch is dropped,
+    so every step has the same shape and XLA compiles once); epoch e uses permutation
+    seed+e, so a resumed run sees exactly the batches an uninterrupted one would.
+    train=False: each row once, in order (the last batch may be smaller).
+    """
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
+            self.steps = len(rows) // batch_size if train else math.ceil(len(rows) / batch_size)
+            self._orders = {}
+
+        @property
+        def num_batches(self):
+            return None if train else self.steps
+
+        def _order(self, epoch):
+            if epoch not in self._orders:
+                self._orders = {epoch: np.random.default_rng(seed + epoch).permutation(len(rows))}
+            return self._orders[epoch]
+
+        def __getitem__(self, i):
+            if train:
+                epoch, step = divmod(start_epoch * self.steps + i, self.steps)
+                pick = np.sort(self._order(epoch)[step * batch_size:(step + 1) * batch_size])
+            else:
+                pick = np.arange(i * batch_size, min((i + 1) * batch_size, len(rows)))
+            x = np.asarray(images[rows[pick]])
+            return (x, labels[pick]) if labels is not None else (x,)
+
+    return Batches()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_model_atomic(model, path: Path) -> None:
+    """model.save to a temp file, fsync, rename: a crash mid-write never breaks `path`."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    try:
+        model.save(tmp)
+        fsync_file(tmp)
+        tmp.replace(path)
+        fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _fold_callback(fold_dir: Path, phase: int, state: dict, history: list, patience: int, log):
+    import keras
+    from keras import ops
+
+    class FoldCheckpoint(keras.callbacks.Callback):
+        """Per epoch: history row, best.keras on val_loss, last.keras, then state.json (the
+        commit point that resume trusts), early stopping in phase 2, NaN stops with a raise."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            seconds = time.time() - self.started
+            loss, val_loss = float(logs.get("loss", np.nan)), float(logs.get("val_loss", np.nan))
+            if not (np.isfinite(loss) and np.isfinite(val_loss)):
+                raise FloatingPointError(
+                    f"epoch {epoch + 1}: loss={loss}, val_loss={val_loss}; stopped. The last good "
+                    f"epoch ({state['epoch']}) is kept in {fold_dir / 'last.keras'}: lower the learning "
+                    f"rate (--lr/--head-lr) and rerun to resume")
+            lr = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            row = dict(epoch=epoch + 1, phase=phase, loss=loss, accuracy=float(logs.get("accuracy", np.nan)),
+                       val_loss=val_loss, val_accuracy=float(logs.get("val_accuracy", np.nan)),
+                       learning_rate=lr, seconds=round(seconds, 3))
+            history.append(row)
+            improved = val_loss < state["best_val_loss"]
+            if improved:
+                save_model_atomic(self.model, fold_dir / "best.keras")
+                state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0)
+            elif phase == 2:
+                state["wait"] += 1
+            save_model_atomic(self.model, fold_dir / "last.keras")
+            write_history(fold_dir / "history.csv", history)
+            state.update(epoch=epoch + 1, phase=phase)
+            atomic_write_text(fold_dir / "state.json", json.dumps(state, indent=2) + "\n")
+            log(f"epoch {epoch + 1:3d} phase {phase}  loss {loss:.4f}  acc {row['accuracy']:.3f}  "
+                f"val_loss {val_loss:.4f}  val_acc {row['val_accuracy']:.3f}  lr {lr:.2e}  "
+                f"{seconds:.1f}s{'  *best' if improved else ''}")
+            if phase == 2 and patience and state["wait"] >= patience:
+                log(f"early stopping: val_loss has not improved for {patience} epochs")
+                state["stopped_early"] = True
+                self.model.stop_training = True
+
+    return FoldCheckpoint()
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    df = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    atomic_write_text(path, df.to_csv(index=False))
+
+
+# ----------------------------------------------------------------------------- training
+def make_optimizer(cfg: TrainConfig, lr: float, total_steps: int, warmup_steps: int = 0):
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else lr,
+        decay_steps=max(1, total_steps - warmup_steps), alpha=0.01,
+        warmup_target=lr if warmup_steps else None, warmup_steps=warmup_steps)
+    wd = cfg.weight_decay or None
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=cfg.momentum, nesterov=True, weight_decay=wd)
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay or 1e-4)
+    return keras.optimizers.Adam(schedule, weight_decay=wd)
+
+
+def compile_model(model, cfg: TrainConfig, optimizer):
+    import keras
+
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                  metrics=["accuracy"], jit_compile=cfg.jit_compile == "on")
+
+
+def augment_settings(cfg: TrainConfig) -> dict:
+    return {k: getattr(cfg, k) for k in ("hflip", "vflip", "rotation", "zoom", "shift", "shear",
+                                          "brightness", "contrast")}
+
+
+def _logger(path: Path):
+    def log(message: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {message}"
+        print(line, flush=True)
+        with open(path, "a") as f:
+            f.write(line + "\n")
+
+    return log
+
+
+def _check_same_settings(saved: dict, cfg: TrainConfig, fold_dir: Path) -> None:
+    current = dataclasses.asdict(cfg)
+    changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in current.items()
+               if k not in EXECUTION_FIELDS and k in saved and saved[k] != v]
+    if changed:
+        raise NcfmError(f"{fold_dir} was started with other settings ({'; '.join(changed)}); "
+                        f"resume with the same settings, pass --retrain to start over, or use a new --run")
+
+
+def train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, run_dir: Path,
+               retrain: bool = False, max_train_images: int = 0) -> dict:
+    """Train (or resume, or skip if finished) one fold; returns the fold's summary."""
+    import keras
+
+    from ncfm import runtime
+    from ncfm.cache import load_images
+    from ncfm.model import build_model, freeze_backbone, unfreeze_backbone
+
+    train_df, val_df, n_folds = read_manifest(folds_csv, fold)
+    fold_dir = run_dir / f"fold{fold}"
+    if retrain and fold_dir.exists():
+        shutil.rmtree(fold_dir)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    log = _logger(fold_dir / "train.log")
+    state_path = fold_dir / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else None
+    if state and state.get("finished") and (fold_dir / "oof.csv").is_file():
+        log(f"fold {fold} already trained (best epoch {state['best_epoch']}, val_loss "
+            f"{state['best_val_loss']:.4f}); pass --retrain to train it again")
+        return state
+
+    cfg = resolve_config(cfg)
+    if state and (fold_dir / "config.json").is_file():
+        _check_same_settings(json.loads((fold_dir / "config.json").read_text()), cfg, fold_dir)
+    runtime.setup(cfg.seed + fold, cfg.mixed_precision, cfg.deterministic)
+    extra = dict(fold=fold, n_folds=n_folds, folds_csv=str(folds_csv), data_dir=str(data_dir),
+                 backend=runtime.backend(), accelerator=runtime.accelerator(), keras=keras.__version__)
+    cfg.to_json(fold_dir / "config.json", **extra)
+    if max_train_images:
+        train_df = train_df.iloc[:max_train_images]
+    log(f"fold {fold}/{n_folds}: {len(train_df)} train, {len(val_df)} validation images; "
+        f"{cfg.backbone} at {cfg.image_size}px, weights={cfg.weights}; {runtime.describe()}, "
+        f"{cfg.mixed_precision}, XLA {cfg.jit_compile}")
+
+    # decode once: one uint8 cache for all rows, shared by every fold, epoch and view
+    every = pd.concat([train_df, val_df])
+    images = load_images(data_dir, list(every.image), cfg.image_size,
+                         cache_dir=cfg.cache_dir or None, workers=cfg.workers)
+    train_rows = np.arange(len(train_df))
+    val_rows = np.arange(len(train_df), len(every))
+    y_train, y_val = one_hot(train_df.label), one_hot(val_df.label)
+
+    batch = min(cfg.batch_size, len(train_rows))
+    steps = len(train_rows) // batch
+    head_epochs = min(cfg.head_epochs, cfg.epochs)
+    if state and (fold_dir / "last.keras").is_file() and state.get("epoch", 0) > 0:
+        log(f"resuming after epoch {state['epoch']} (best {state['best_epoch']}, "
+            f"val_loss {state['best_val_loss']:.4f})")
+        model = keras.saving.load_model(fold_dir / "last.keras")
+        history = pd.read_csv(fold_dir / "history.csv").to_dict("records")[: state["epoch"]]
+    else:
+        state = dict(epoch=0, phase=1, best_epoch=0, best_val_loss=float("inf"), wait=0, finished=False)
+        history = []
+        model = build_model(cfg.backbone, cfg.weights, cfg.image_size, cfg.dropout,
+                            augment_settings(cfg), seed=cfg.seed + fold)
+    val_data = make_batches(images, val_rows, y_val, batch_size=max(batch, 64))
+    callbacks_common = []
+    if cfg.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+            import tensorflow  # noqa: F401  (the TensorBoard callback writes with tf.summary)
+
+            callbacks_common.append(keras.callbacks.TensorBoard(fold_dir / "logs", write_graph=False))
+        except ImportError:
+            pass
+    verbose = 1 if sys.stdout.isatty() else 2
+    started = time.time()
+
+    def run_phase(phase, first_epoch, last_epoch, resumed):
+        if first_epoch >= last_epoch or state.get("stopped_early"):
+            return
+        if not resumed:
+            if phase == 1:
+                freeze_backbone(model)
+                optimizer = make_optimizer(cfg, cfg.head_lr, steps * (last_epoch - first_epoch))
+            else:
+                n = unfreeze_backbone(model, cfg.unfreeze_from, cfg.freeze_bn == "true", cfg.bn_momentum)
+                log(f"phase 2: backbone unfrozen ({n} trainable tensors), lr {cfg.lr:g}")
+                optimizer = make_optimizer(cfg, cfg.lr, steps * (last_epoch - first_epoch),
+                                           int(cfg.warmup_epochs * steps))
+        else:
+            optimizer = model.optimizer  # restored with its state from last.keras
+        compile_model(model, cfg, optimizer)
+        train_data = make_batches(images, train_rows, y_train, batch, train=True,
+                                  seed=cfg.seed * 1000 + fold * 100, start_epoch=first_epoch)
+        callback = _fold_callback(fold_dir, phase, state, history, cfg.patience, log)
+        model.fit(train_data, steps_per_epoch=steps, epochs=last_epoch, initial_epoch=first_epoch,
+                  validation_data=val_data, callbacks=[callback, *callbacks_common], verbose=verbose, shuffle=False)
+
+    done = state["epoch"]
+    run_phase(1, done, head_epochs, resumed=done > 0 and done < head_epochs)
+    done = state["epoch"]
+    run_phase(2, max(done, head_epochs), cfg.epochs, resumed=done > head_epochs)
+
+    oof = write_oof(fold_dir, val_df, images, val_rows, batch_size=max(batch, 64))
+    from ncfm.calibrate import kaggle_log_loss
+
+    labels = np.argmax(y_val, axis=1)
+    state.update(finished=True, oof_log_loss=kaggle_log_loss(labels, oof),
+                 oof_accuracy=float(np.mean(np.argmax(oof, axis=1) == labels)),
+                 train_seconds=round(time.time() - started, 1))
+    atomic_write_text(state_path, json.dumps(state, indent=2) + "\n")
+    log(f"fold {fold} done: best epoch {state['best_epoch']}, OOF log loss {state['oof_log_loss']:.4f}, "
+        f"accuracy {state['oof_accuracy']:.3f} -> {fold_dir}")
+    _try_report(run_dir, log)
+    return state
+
+
+def write_oof(fold_dir: Path, val_df: pd.DataFrame, images, val_rows, batch_size: int) -> np.ndarray:
+    """Predict the held-out rows with best.keras and write oof.csv."""
+    import keras
+
+    best = keras.saving.load_model(fold_dir / "best.keras", compile=False)
+    probs = best.predict(make_batches(images, val_rows, None, batch_size=batch_size), verbose=0)
+    probs = np.asarray(probs, dtype="float64")
+    probs /= probs.sum(axis=1, keepdims=True)
+    out = pd.DataFrame(probs, columns=list(CLASSES))
+    out.insert(0, "label", list(val_df.label))
+    out.insert(0, "image", list(val_df.image))
+    atomic_write_text(fold_dir / "oof.csv", out.to_csv(index=False, float_format="%.8f"))
+    return probs
+
+
+def _try_report(run_dir: Path, log) -> None:
+    try:
+        from ncfm import report
+
+        report.build_report([run_dir])
+    except Exception as e:  # a report must never cost a trained fold
+        log(f"report skipped ({type(e).__name__}: {e})")
+
+
+def main(args) -> int:
+    overrides = {name: getattr(args, name) for name in TrainConfig.field_names()}
+    cfg = make_config(args.config, **overrides)
+    data_dir = Path(args.data_dir)
+    folds_csv = Path(args.folds_csv) if args.folds_csv else data_dir / "folds.csv"
+    train_fold(cfg, data_dir, folds_csv, args.fold, Path(args.run), retrain=args.retrain,
+               max_train_images=args.max_train_images)
+    return 0
