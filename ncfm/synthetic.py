@@ -279,6 +279,21 @@ def _draw_fish(label: str, length: float, rng):
     return img
 
 
+_NOISE_MARGIN = 64
+_NOISE: dict = {}  # per process: (w, h) -> int16 noise field
+
+
+def _noise_field(w: int, h: int) -> np.ndarray:
+    if (w, h) not in _NOISE:
+        rng = np.random.default_rng([w, h])
+        _NOISE[(w, h)] = np.round(rng.normal(0, 5, (h + _NOISE_MARGIN, w + _NOISE_MARGIN))).astype(np.int16)
+    return _NOISE[(w, h)]
+
+
+def _gain_lut(gain: float) -> list[int]:
+    return np.clip(np.round(np.arange(256) * gain), 0, 255).astype(int).tolist()
+
+
 def _render(job, seed: int, boats: int, scale: float) -> bytes:
     """Draw one frame: the boat's deck (camera nudged), the video's fish moved a little, gear, noise."""
     from io import BytesIO
@@ -316,13 +331,20 @@ def _render(job, seed: int, boats: int, scale: float) -> bytes:
         sprite = _draw_fish(label, length, fish_rng).rotate(angle, expand=True, resample=Image.BILINEAR)
         pil.paste(sprite, (int(cx - sprite.width / 2), int(cy - sprite.height / 2)), sprite)
 
-    x = np.asarray(pil, dtype=np.float32)
     if night:  # monochrome night vision: same scene, its luminance in grey or green
-        lum = x @ np.array([0.299, 0.587, 0.114], np.float32)
-        x = lum[..., None] * (np.array([0.55, 1.0, 0.55], np.float32) if green else np.ones(3, np.float32))
+        lum = pil.convert("L")
         gain *= 0.8
-    x *= gain
-    x += fr.normal(0, 9 if night else 5, (h, w, 1)).astype(np.float32)  # sensor noise
+        tint = (0.55, 1.0, 0.55) if green else (1.0, 1.0, 1.0)
+        pil = Image.merge("RGB", [lum.point(_gain_lut(gain * t)) for t in tint])
+    else:
+        pil = pil.point(_gain_lut(gain) * 3)
+    # sensor noise: a window of a fixed noise field at a per-frame offset (drawing millions
+    # of normals per frame would cost more than everything else together)
+    field = _noise_field(w, h)
+    oy, ox = fr.integers(0, _NOISE_MARGIN, 2)
+    noise = field[oy: oy + h, ox: ox + w]
+    x = np.asarray(pil).astype(np.int16)
+    x += (noise * 2 if night else noise)[..., None]
     out = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
     buf = BytesIO()
     out.save(buf, "JPEG", quality=JPEG_QUALITY)
