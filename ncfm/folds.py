@@ -7,9 +7,10 @@ label-stratified folds put near-identical frames on both sides and validation lo
 far better than the leaderboard. Each group stays inside one fold. Grouping (--groups):
 
 - boat (default): a boat/camera proxy. Images of one size (the camera's resolution) are
-  clustered by their downscaled luminance thumbnails (32x18; correlation distance, average
-  linkage, cut at BOAT_DISTANCE). Luminance with per-image standardisation compares the
-  scene's layout, so night-vision frames of a deck join its day frames.
+  clustered by their downscaled luminance thumbnails (32x18) in two stages: frames that
+  correlate strongly (pieces of videos), then pieces whose median thumbnails match on most
+  pixels (see boat_groups). Standardised luminance compares the scene's layout, so
+  night-vision frames of a deck join its day frames, and a large fish does not split a deck.
 - size: the image size (width x height) alone.
 - none: plain StratifiedKFold; every image is its own group (group = its row number).
 
@@ -34,27 +35,55 @@ from ncfm import CLASSES, NcfmError
 from ncfm.fileio import atomic_write_text
 
 GROUPINGS = ("boat", "size", "none")
-# Correlation distance (1 - Pearson r between standardised luminance thumbnails) at which
-# boat clusters stop merging. Frames of one deck sit well below it; different decks above.
-BOAT_DISTANCE = 0.5
+# Stage 1 links frames whose standardised luminance thumbnails correlate (1 - Pearson r below
+# FRAME_DISTANCE, average linkage): pieces of videos, strict enough never to mix decks.
+FRAME_DISTANCE = 0.3
+# Stage 2 joins those pieces into boats by comparing their pixelwise-median thumbnails (fish
+# move, the deck does not) with a trimmed distance: the RMS of robust z-score differences
+# over the best-matching TRIM_KEEP of pixels, so a big fish covering part of the frame does
+# not hide the deck. Frames of one synthetic deck stay below ~0.36; other decks sit above ~0.6.
+BOAT_DISTANCE = 0.45
+TRIM_KEEP = 0.7
 
 
-def _standardised_luminance(thumbs) -> np.ndarray:
+def _luminance(thumbs) -> np.ndarray:
     x = np.stack([np.asarray(t, dtype=np.float32) for t in thumbs])
     if x.ndim == 4:  # (N, H, W, 3) RGB -> luminance
         x = x @ np.array([0.299, 0.587, 0.114], np.float32)
-    x = x.reshape(len(x), -1)
-    x -= x.mean(axis=1, keepdims=True)
+    return x.reshape(len(x), -1)
+
+
+def _unit_centred(x: np.ndarray) -> np.ndarray:
+    x = x - x.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norm > 0, norm, 1)
 
 
+def _robust_z(x: np.ndarray) -> np.ndarray:
+    """Per image: (value - median) / (1.4826 MAD + 1); night-vision frames land on their deck."""
+    med = np.median(x, axis=1, keepdims=True)
+    mad = np.median(np.abs(x - med), axis=1, keepdims=True)
+    return (x - med) / (1.4826 * mad + 1)
+
+
+def _trimmed_distances(p: np.ndarray, keep: float = TRIM_KEEP) -> np.ndarray:
+    """Condensed (scipy pdist order) trimmed RMS distances between the rows of p."""
+    k = max(1, int(p.shape[1] * keep))
+    out = []
+    for i in range(len(p) - 1):
+        sq = (p[i + 1:] - p[i]) ** 2
+        out.append(np.sqrt(np.partition(sq, k - 1, axis=1)[:, :k].mean(axis=1)))
+    return np.concatenate(out)
+
+
 def boat_groups(df: pd.DataFrame, features=None, distance: float = BOAT_DISTANCE) -> np.ndarray:
-    """A boat id per row: same image size and a similar-looking scene.
+    """A boat id per row: same image size and the same-looking deck.
 
     df needs width and height; features is one thumbnail per row (an (H, W, 3) or (H, W)
-    array, or already a flat vector), default df["thumb"] as check_images makes it. Ids are
-    0..G-1 in order of first appearance in df.
+    array, or already a flat luminance vector), default df["thumb"] as check_images makes it.
+    Within each size: stage 1 clusters frames by correlation (FRAME_DISTANCE), stage 2 joins
+    clusters whose median thumbnails match on most pixels (`distance`). Ids are 0..G-1 in
+    order of first appearance in df; the result depends only on df's order and contents.
     """
     from scipy.cluster.hierarchy import fcluster, linkage
 
@@ -64,18 +93,26 @@ def boat_groups(df: pd.DataFrame, features=None, distance: float = BOAT_DISTANCE
         features = df["thumb"].tolist()
     if len(features) != len(df):
         raise ValueError(f"received {len(features)} features for {len(df)} images")
-    x = _standardised_luminance(features)
-    sizes = list(zip(df["width"].to_numpy(), df["height"].to_numpy()))
+    lum = _luminance(features)
+    unit, robust = _unit_centred(lum), _robust_z(lum)
+    sizes = list(zip(df["width"].to_numpy().tolist(), df["height"].to_numpy().tolist()))
     labels = np.empty(len(df), dtype=object)
     for size in sorted(set(sizes)):
         rows = np.flatnonzero([s == size for s in sizes])
         if len(rows) == 1:
             labels[rows] = [(size, 0)]
             continue
-        # rows are unit vectors with zero mean: Pearson correlation distance = 1 - dot
-        tree = linkage(x[rows], method="average", metric="correlation")
-        clusters = fcluster(tree, t=distance, criterion="distance")
-        labels[rows] = [(size, int(c)) for c in clusters]
+        pieces = fcluster(linkage(unit[rows], method="average", metric="correlation"),
+                          t=FRAME_DISTANCE, criterion="distance")
+        ids = np.unique(pieces)
+        if len(ids) > 1:
+            medians = np.stack([np.median(robust[rows[pieces == i]], axis=0) for i in ids])
+            joined = fcluster(linkage(_trimmed_distances(medians), method="average"),
+                              t=distance, criterion="distance")
+            boat_of_piece = dict(zip(ids.tolist(), joined.tolist()))
+        else:
+            boat_of_piece = {int(ids[0]): 1}
+        labels[rows] = [(size, boat_of_piece[int(p)]) for p in pieces]
     return _number_by_first_appearance(labels)
 
 
@@ -194,7 +231,7 @@ def main(args) -> int:
         "skipped": [{"image": img, "error": err} for img, err in bad],
     }
     if args.groups == "boat":
-        meta["boat_distance"] = BOAT_DISTANCE
+        meta.update(frame_distance=FRAME_DISTANCE, boat_distance=BOAT_DISTANCE, trim_keep=TRIM_KEEP)
     meta_text = json.dumps(meta, indent=2) + "\n"
     sidecar = out.with_suffix(".json")
     if out.exists():
