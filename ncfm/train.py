@@ -72,7 +72,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
 
 
 # ----------------------------------------------------------------------------- data
-def read_manifest(folds_csv: Path, fold: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+def read_manifest(folds_csv: Path, fold: int | None = None) -> tuple[pd.DataFrame, int]:
     if not folds_csv.is_file():
         raise NcfmError(f"{folds_csv}: folds manifest not found; run `ncfm split_train_val` first "
                         f"(or pass --folds-csv)")
@@ -84,9 +84,9 @@ def read_manifest(folds_csv: Path, fold: int) -> tuple[pd.DataFrame, pd.DataFram
     if unknown:
         raise NcfmError(f"{folds_csv}: unknown labels {unknown}; expected {', '.join(CLASSES)}")
     folds = sorted(df.fold.unique())
-    if fold not in folds:
+    if fold is not None and fold not in folds:
         raise NcfmError(f"received fold={fold}, but {folds_csv} has folds {folds[0]}..{folds[-1]}")
-    return df[df.fold != fold], df[df.fold == fold], len(folds)
+    return df.reset_index(drop=True), len(folds)
 
 
 def one_hot(labels) -> np.ndarray:
@@ -255,7 +255,8 @@ def train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, run
     from ncfm.cache import load_images
     from ncfm.model import build_model, freeze_backbone, unfreeze_backbone
 
-    train_df, val_df, n_folds = read_manifest(folds_csv, fold)
+    manifest, n_folds = read_manifest(folds_csv, fold)
+    train_df, val_df = manifest[manifest.fold != fold], manifest[manifest.fold == fold]
     fold_dir = run_dir / f"fold{fold}"
     if retrain and fold_dir.exists():
         shutil.rmtree(fold_dir)
@@ -275,18 +276,17 @@ def train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, run
     extra = dict(fold=fold, n_folds=n_folds, folds_csv=str(folds_csv), data_dir=str(data_dir),
                  backend=runtime.backend(), accelerator=runtime.accelerator(), keras=keras.__version__)
     cfg.to_json(fold_dir / "config.json", **extra)
-    if max_train_images:
+    if max_train_images:  # for quick experiments and the benchmark
         train_df = train_df.iloc[:max_train_images]
     log(f"fold {fold}/{n_folds}: {len(train_df)} train, {len(val_df)} validation images; "
         f"{cfg.backbone} at {cfg.image_size}px, weights={cfg.weights}; {runtime.describe()}, "
         f"{cfg.mixed_precision}, XLA {cfg.jit_compile}")
 
-    # decode once: one uint8 cache for all rows, shared by every fold, epoch and view
-    every = pd.concat([train_df, val_df])
-    images = load_images(data_dir, list(every.image), cfg.image_size,
+    # decode once: one uint8 cache of the whole manifest, shared by every fold, epoch and view
+    images = load_images(data_dir, list(manifest.image), cfg.image_size,
                          cache_dir=cfg.cache_dir or None, workers=cfg.workers)
-    train_rows = np.arange(len(train_df))
-    val_rows = np.arange(len(train_df), len(every))
+    train_rows = manifest.index.get_indexer(train_df.index)
+    val_rows = manifest.index.get_indexer(val_df.index)
     y_train, y_val = one_hot(train_df.label), one_hot(val_df.label)
 
     batch = min(cfg.batch_size, len(train_rows))
