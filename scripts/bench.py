@@ -88,6 +88,8 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
       predict_first_call_s  compile + first prediction batch
       peak_rss_mb, gpu_peak_mb (bench_peers.jax_memory_mb()["peak_mb"]: process-wide for JAX)
       data, notes           what fed the model and what the timing excludes
+      report_lines          optional list of extra lines for the report (e.g. a full-job time)
+    Extra keywords come from `--ncfm-opt KEY=VALUE` (repeatable).
     Use bench_peers._keras_sync(model) as the device sync, the way bench_guide_keras does.
     """
     raise NotImplementedError("bench_ncfm: to be written against ncfm's training code")
@@ -298,6 +300,8 @@ def write_report(path, rows, meta, args):
     for r in rows:
         if r.get("notes"):
             lines.append(f"- {r['label']}: {r['notes']}.")
+        for extra_line in r.get("report_lines") or ():  # free-form lines a benchmark adds
+            lines.append(f"- {r['label']}: {extra_line}")
     ratios, rcols = ratio_rows(rows)
     if ratios:
         lines += ["", "## Ratios (same run)", "", markdown_table(ratios, rcols)]
@@ -331,6 +335,10 @@ def write_report(path, rows, meta, args):
 # driver
 # --------------------------------------------------------------------------------------------
 
+class _Skipped(Exception):
+    pass
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -352,10 +360,13 @@ def parse_args(argv=None):
                    default="auto")
     p.add_argument("--guide-workers", type=int, default=None, help="default min(16, cpus)")
     p.add_argument("--guide-multiprocessing", action="store_true")
-    p.add_argument("--guide-predict-steps", type=int, default=5)
+    p.add_argument("--guide-predict-steps", type=int, default=10)
     p.add_argument("--predict-batch-size", type=int, default=256)
     p.add_argument("--predict-steps", type=int, default=10)
     p.add_argument("--tta-views", type=int, default=5)
+    p.add_argument("--ncfm-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra keyword for bench_ncfm (VALUE parsed as JSON if it can be); "
+                        "repeatable")
     p.add_argument("--torch-amp", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     p.add_argument("--torch-no-compile", action="store_true")
     p.add_argument("--torch-no-channels-last", action="store_true")
@@ -366,6 +377,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     p.add_argument("--json", default=None, help="also write every figure as JSON here")
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="skip the benchmarks that would start after this many seconds")
     return p.parse_args(argv)
 
 
@@ -397,10 +410,15 @@ def main(argv=None) -> int:
 
     def run(name, run_precision, fn, **kw):
         label = f"{name} {run_precision}"
-        print(f"[bench] {label} ...", flush=True)
+        elapsed = time.perf_counter() - t_begin
+        print(f"[bench] {label} ... (at {elapsed:.0f} s)", flush=True)
         t0 = time.perf_counter()
         try:
+            if args.budget_s and elapsed > args.budget_s:
+                raise _Skipped(f"skipped: {elapsed:.0f} s > --budget-s {args.budget_s:.0f}")
             row = fn(**kw)
+        except _Skipped as e:
+            row = {"error": str(e)}
         except NotImplementedError as e:
             row = {"error": f"not implemented: {e}"}
         except Exception as e:  # noqa: BLE001 - keep going: one failure must not lose the rest
@@ -416,7 +434,7 @@ def main(argv=None) -> int:
         print(f"[bench] {label}: {json.dumps(shown, default=str)}", flush=True)
         save()
 
-    t_data = time.perf_counter()
+    t_begin = t_data = time.perf_counter()
     data_dir, how = prepare_data(args.data_dir, args.n_images, args.synth, seed=2016)
     meta["data"] = (f"{how} in {data_dir}/train ({time.perf_counter() - t_data:.1f} s to "
                     "make or find)")
@@ -424,11 +442,18 @@ def main(argv=None) -> int:
 
     common = dict(image_size=args.image_size, batch_size=args.batch_size, steps=args.steps,
                   warmup_steps=args.warmup)
+    ncfm_opts = {}
+    for kv in args.ncfm_opt:
+        k, _, v = kv.partition("=")
+        try:
+            ncfm_opts[k.strip().replace("-", "_")] = json.loads(v)
+        except ValueError:
+            ncfm_opts[k.strip().replace("-", "_")] = v
     if "ncfm" in which:
         for prec in [p.strip() for p in args.ncfm_precisions.split(",") if p.strip()]:
             run("ncfm", prec, bench_ncfm, data_dir=data_dir, precision=prec,
                 predict_batch_size=args.predict_batch_size, predict_steps=args.predict_steps,
-                tta_views=args.tta_views, seed=args.seed, **common)
+                tta_views=args.tta_views, seed=args.seed, **common, **ncfm_opts)
     if "guide" in which:
         run("keras-guide", args.guide_precision, bench_peers.bench_guide_keras,
             image_dir=data_dir / "train", mixed_precision=args.guide_precision != "float32",

@@ -510,7 +510,8 @@ def bench_guide_keras(image_dir, image_size=299, batch_size=64, steps=30, warmup
             dt = time.perf_counter() - t0
             res["predict_views_per_s"] = len(out) / dt
             res["predict_batch_size"] = predict_batch_size
-            res["predict_note"] = "includes decoding (the guide's predict reads the JPEGs)"
+            res["predict_note"] = ("includes decoding and the pipeline start-up of one predict() call "
+                                   "(the guide predicts from the JPEGs)")
             del pred_ds
             mem = jax_memory_mb() if backend == "jax" else {}
             if mem.get("peak_mb") is not None:
@@ -606,6 +607,10 @@ def bench_torch_peer(image_size=299, batch_size=64, steps=30, warmup_steps=5, co
         if amp_dtype:
             notes.append("CPU fallback: float32, no autocast")
         compile, amp_dtype = False, None
+        if steps > 3 or predict_steps > 2:
+            notes.append("CPU fallback: at most 3 train / 2 predict steps")
+        steps, warmup_steps = min(steps, 3), min(warmup_steps, 1)
+        predict_steps, host_images = min(predict_steps, 2), min(host_images, 64)
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, None: None,
              "float32": None}[amp_dtype]
     mf = torch.channels_last if channels_last else torch.contiguous_format
