@@ -168,10 +168,9 @@ def find_test_images(data_dir: os.PathLike | str, stage: int) -> tuple[pd.DataFr
     """
     data_dir = Path(data_dir)
     sample = read_sample_submission(data_dir, stage)
-    folder_names = ["test_stg1"] if stage == 1 else ["test_stg1", "test_stg2"]
-    folders = {name: _image_folder(data_dir, name) for name in folder_names}
-
     if sample is None:
+        folder_names = ["test_stg1"] if stage == 1 else ["test_stg1", "test_stg2"]
+        folders = {name: _image_folder(data_dir, name) for name in folder_names}
         ids, paths, counts = [], [], []
         for name, folder in folders.items():
             if folder is None:
