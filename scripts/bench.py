@@ -10,10 +10,14 @@
 It writes a markdown report (table + ratios + machine + the exact command) and a JSON file with
 every figure. Results are saved after every benchmark, so a run cut short keeps what it did.
 
-GPU machine (no TensorFlow; keras from wheels, see shared/GPU.md), about 8 minutes:
+GPU machine (no TensorFlow; keras carried as wheels in .whl, see shared/GPU.md), one call of
+about 8 minutes (--budget-s skips what would start too late; results are saved as it goes):
 
+    python3 -m pip install -q --no-index --no-deps --target .site .whl/*.whl && \\
+    export PYTHONPATH=$PWD/.site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1 || exit; \\
     python3 scripts/bench.py --image-size 299 --batch-size 64 --steps 30 --warmup 5 \\
-        --n-images 1024 --out $OUT/BENCHMARKS.md --json $OUT/bench.json
+        --n-images 1024 --data-dir /tmp/bench_data --budget-s 420 \\
+        --out $OUT/BENCHMARKS.md --json $OUT/bench.json 2>&1 | tee $OUT/bench.log
 
 CPU smoke test:
 
@@ -92,7 +96,87 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
     Extra keywords come from `--ncfm-opt KEY=VALUE` (repeatable).
     Use bench_peers._keras_sync(model) as the device sync, the way bench_guide_keras does.
     """
-    raise NotImplementedError("bench_ncfm: to be written against ncfm's training code")
+    import tempfile
+
+    import keras
+    import numpy as np
+
+    from bench_peers import _keras_sync, jax_memory_mb, list_images
+    from ncfm import runtime
+    from ncfm.augment import tta_parameters
+    from ncfm.cache import load_images
+    from ncfm.model import build_model, build_tta_model, unfreeze_backbone
+    from ncfm.train import compile_model, make_batches, make_optimizer, one_hot, resolve_config
+    from ncfm.config import TrainConfig
+
+    train_bn = bool(kwargs.get("train_bn", True))  # parity with the peers, which train BatchNorm
+    res = {"name": "ncfm", "precision": precision, "batch_size": batch_size, "image_size": image_size,
+           "backend": keras.backend.backend()}
+    paths, labels, classes = list_images(Path(data_dir) / "train")
+    rel = [str(Path(p).relative_to(data_dir)) for p in paths]
+    res["n_images"] = len(rel)
+
+    # decode once: the uint8 cache (PIL draft + resize, all cores), timed from cold
+    cache_dir = kwargs.get("cache_dir") or tempfile.mkdtemp(prefix="ncfm_bench_cache_")
+    t = time.perf_counter()
+    pixels = load_images(data_dir, rel, image_size, cache_dir=cache_dir, progress=False)
+    res["decode_images_per_s"] = len(rel) / (time.perf_counter() - t)
+    t = time.perf_counter()
+    pixels = load_images(data_dir, rel, image_size, cache_dir=cache_dir, progress=False)
+    res["cache_hit_s"] = time.perf_counter() - t
+
+    t_start = time.perf_counter()
+    runtime.setup(seed, precision)
+    cfg = resolve_config(TrainConfig(weights="none", image_size=image_size, batch_size=batch_size,
+                                     mixed_precision=precision))
+    model = build_model("inception_v3", "none", image_size, augment=dict(
+        hflip=cfg.hflip, vflip=cfg.vflip, rotation=cfg.rotation, zoom=cfg.zoom, shift=cfg.shift,
+        shear=cfg.shear, brightness=cfg.brightness, contrast=cfg.contrast), seed=seed)
+    unfreeze_backbone(model, "", freeze_bn=not train_bn, bn_momentum=0.9)
+    total = warmup_steps + steps
+    compile_model(model, cfg, make_optimizer(cfg, 1e-3, total))
+    y = one_hot([classes[i] for i in labels])
+    rows = np.arange(len(rel))
+    data = make_batches(pixels, rows, y, batch_size, train=True, seed=seed, workers=4)
+    marks = {}
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch in (1, warmup_steps):
+                _keras_sync(self.model)
+                marks[batch] = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            _keras_sync(self.model)
+            marks["end"] = time.perf_counter()
+
+    model.fit(data, steps_per_epoch=total, epochs=1, callbacks=[Timer()], verbose=0, shuffle=False)
+    res["time_to_first_step_s"] = marks[1] - t_start
+    res["train_images_per_s"] = steps * batch_size / (marks["end"] - marks[warmup_steps])
+    res["train_step_ms"] = 1000 * (marks["end"] - marks[warmup_steps]) / steps
+
+    # prediction: every view of a batch in one call, uint8 in, views built on the device
+    views = tta_parameters(tta_views)
+    tta = build_tta_model(model, views)
+    n_pred = min(len(rel), predict_batch_size * max(1, predict_steps))
+    batches = make_batches(pixels, rows[:n_pred], None, batch_size=predict_batch_size, workers=4)
+    t = time.perf_counter()
+    tta.predict(make_batches(pixels, rows[:predict_batch_size], None, batch_size=predict_batch_size),
+                verbose=0)
+    res["predict_first_call_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    out = tta.predict(batches, verbose=0)
+    res["predict_views_per_s"] = n_pred * len(views) / (time.perf_counter() - t)
+    res["predict_images"] = int(out.shape[0])
+    res["tta_views"] = len(views)
+    res["gpu_peak_mb"] = jax_memory_mb().get("peak_mb") if res["backend"] == "jax" else None
+    res["data"] = "uint8 cache (memory-mapped) -> PyDataset (4 threads) -> device; augmentation in the model"
+    res["notes"] = (f"full fine-tune, BatchNorm {'trained' if train_bn else 'frozen'}; predict "
+                    f"batch {predict_batch_size} images x {len(views)} views per call; timings exclude "
+                    f"decoding (measured separately as decode_images_per_s)")
+    del model, tta
+    keras.backend.clear_session()
+    return res
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,8 +405,10 @@ def write_report(path, rows, meta, args):
         f"- **MFU**: images/s x InceptionV3 FLOPs per image ({bench_peers.INCEPTION_TRAIN_FLOPS_299/1e9:.1f} "
         f"GFLOP train, {bench_peers.INCEPTION_FWD_FLOPS_299/1e9:.2f} forward at 299, scaled by area "
         f"for other sizes) / peak "
-        + (f"{pf/1e12:.0f} TFLOP/s (dense bf16), for every row, float32 ones too."
-           if pf else "(unknown on this machine: not computed)."),
+        + ((f"{pf/1e12:g} TFLOP/s "
+            + ("(--peak-tflops)" if args.peak_tflops else "(dense bf16 tensor-core peak)")
+            + ", for every row, float32 ones too.")
+           if pf else "(unknown on this machine: not computed; give --peak-tflops)."),
         "- **peak RSS**: the process's high-water mark so far (rows run in table order, so it "
         "only grows); **GPU peak**: torch's `max_memory_allocated` for its own run, JAX's "
         "process-wide peak for Keras rows.",
@@ -426,6 +512,9 @@ def main(argv=None) -> int:
             row = {"error": f"{type(e).__name__}: {e}"[:300]}
         row["name"] = name
         row.setdefault("precision", run_precision)
+        if not row.get("error"):
+            row.setdefault("batch_size", args.batch_size)
+            row.setdefault("image_size", args.image_size)
         row["label"] = f"{name} {row['precision']}"  # the precision that actually ran
         row["wall_s"] = time.perf_counter() - t0
         row.setdefault("peak_rss_mb", peak_rss_mb())
