@@ -71,6 +71,8 @@ def setup(seed: int, precision: str, deterministic: bool = False) -> None:
     if deterministic and backend() == "jax":
         # must be in the environment before XLA compiles anything
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
+    if backend() == "jax":
+        _jax_compilation_cache()
     keras.utils.set_random_seed(seed)
     keras.mixed_precision.set_global_policy(precision)
     if deterministic:
@@ -82,6 +84,17 @@ def setup(seed: int, precision: str, deterministic: bool = False) -> None:
             import torch
 
             torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _jax_compilation_cache() -> None:
+    """Keep XLA executables on disk: folds 1..k-1 (same model, same shapes) and every later
+    predict reuse fold 0's compilation instead of paying it again. NCFM_JAX_CACHE="" disables."""
+    import jax
+
+    path = os.environ.get("NCFM_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ncfm", "jax"))
+    if path and not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
 
 
 def describe() -> str:
