@@ -54,6 +54,7 @@ class TrainConfig:
     cache_dir: str = ""  # "" = <data-dir>/cache
     workers: int = 0  # decoding processes, 0 = all cores
     tensorboard: bool = True
+    checkpoint_seconds: float = 30.0  # flush last/best checkpoints at most this often (and per phase)
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -38,7 +38,7 @@ from ncfm.fileio import atomic_write_text, fsync_dir, fsync_file
 
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
 # settings that may change between an interrupted run and its resumption
-EXECUTION_FIELDS = {"workers", "cache_dir", "tensorboard", "jit_compile", "patience"}
+EXECUTION_FIELDS = {"workers", "cache_dir", "tensorboard", "jit_compile", "patience", "checkpoint_seconds"}
 
 
 # ----------------------------------------------------------------------------- settings
@@ -147,13 +147,22 @@ def save_model_atomic(model, path: Path) -> None:
             tmp.unlink()
 
 
-def _fold_callback(fold_dir: Path, phase: int, state: dict, history: list, patience: int, log):
+def _fold_callback(fold_dir: Path, phase: int, state: dict, history: list, cfg: TrainConfig, log):
     import keras
     from keras import ops
 
     class FoldCheckpoint(keras.callbacks.Callback):
-        """Per epoch: history row, best.keras on val_loss, last.keras, then state.json (the
-        commit point that resume trusts), early stopping in phase 2, NaN stops with a raise."""
+        """Per epoch: history row, best weights on val_loss, early stopping in phase 2, a raise
+        on NaN. Checkpoints are flushed to disk at most every `checkpoint_seconds` and at the end
+        of each phase: last.keras, best.keras (if a better epoch came since), history.csv, and
+        state.json last, the commit point that resume trusts. On a GPU an epoch of NCFM takes
+        about a second while saving InceptionV3 with its optimizer takes about one, so saving
+        every epoch would double a fold's time; on a CPU an epoch outlasts the interval anyway.
+        """
+
+        def on_train_begin(self, logs=None):
+            self.flushed_at = time.time()
+            self.best_weights = None  # host copy of the best epoch not yet written to disk
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.time()
@@ -164,9 +173,9 @@ def _fold_callback(fold_dir: Path, phase: int, state: dict, history: list, patie
             loss, val_loss = float(logs.get("loss", np.nan)), float(logs.get("val_loss", np.nan))
             if not (np.isfinite(loss) and np.isfinite(val_loss)):
                 raise FloatingPointError(
-                    f"epoch {epoch + 1}: loss={loss}, val_loss={val_loss}; stopped. The last good "
-                    f"epoch ({state['epoch']}) is kept in {fold_dir / 'last.keras'}: lower the learning "
-                    f"rate (--lr/--head-lr) and rerun to resume")
+                    f"epoch {epoch + 1}: loss={loss}, val_loss={val_loss}; stopped. The last saved "
+                    f"epoch is kept in {fold_dir / 'last.keras'}: lower the learning rate "
+                    f"(--lr/--head-lr) and rerun the same command to resume from it")
             lr = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
             row = dict(epoch=epoch + 1, phase=phase, loss=loss, accuracy=float(logs.get("accuracy", np.nan)),
                        val_loss=val_loss, val_accuracy=float(logs.get("val_accuracy", np.nan)),
@@ -174,21 +183,36 @@ def _fold_callback(fold_dir: Path, phase: int, state: dict, history: list, patie
             history.append(row)
             improved = val_loss < state["best_val_loss"]
             if improved:
-                save_model_atomic(self.model, fold_dir / "best.keras")
+                self.best_weights = [np.array(ops.convert_to_numpy(w)) for w in self.model.weights]
                 state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0)
             elif phase == 2:
                 state["wait"] += 1
-            save_model_atomic(self.model, fold_dir / "last.keras")
-            write_history(fold_dir / "history.csv", history)
             state.update(epoch=epoch + 1, phase=phase)
-            atomic_write_text(fold_dir / "state.json", json.dumps(state, indent=2) + "\n")
             log(f"epoch {epoch + 1:3d} phase {phase}  loss {loss:.4f}  acc {row['accuracy']:.3f}  "
                 f"val_loss {val_loss:.4f}  val_acc {row['val_accuracy']:.3f}  lr {lr:.2e}  "
                 f"{seconds:.1f}s{'  *best' if improved else ''}")
-            if phase == 2 and patience and state["wait"] >= patience:
-                log(f"early stopping: val_loss has not improved for {patience} epochs")
+            if phase == 2 and cfg.patience and state["wait"] >= cfg.patience:
+                log(f"early stopping: val_loss has not improved for {cfg.patience} epochs")
                 state["stopped_early"] = True
                 self.model.stop_training = True
+            if time.time() - self.flushed_at >= cfg.checkpoint_seconds:
+                self.flush()
+
+        def on_train_end(self, logs=None):
+            if history and history[-1]["epoch"] == state["epoch"]:
+                self.flush()
+
+        def flush(self):
+            if self.best_weights is not None:
+                current = self.model.get_weights()
+                self.model.set_weights(self.best_weights)
+                save_model_atomic(self.model, fold_dir / "best.keras")
+                self.model.set_weights(current)
+                self.best_weights = None
+            save_model_atomic(self.model, fold_dir / "last.keras")
+            write_history(fold_dir / "history.csv", history)
+            atomic_write_text(fold_dir / "state.json", json.dumps(state, indent=2) + "\n")
+            self.flushed_at = time.time()
 
     return FoldCheckpoint()
 
@@ -332,7 +356,7 @@ def train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, run
         compile_model(model, cfg, optimizer)
         train_data = make_batches(images, train_rows, y_train, batch, train=True,
                                   seed=cfg.seed * 1000 + fold * 100, start_epoch=first_epoch)
-        callback = _fold_callback(fold_dir, phase, state, history, cfg.patience, log)
+        callback = _fold_callback(fold_dir, phase, state, history, cfg, log)
         model.fit(train_data, steps_per_epoch=steps, epochs=last_epoch, initial_epoch=first_epoch,
                   validation_data=val_data, callbacks=[callback, *callbacks_common], verbose=verbose, shuffle=False)
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Time a full NCFM-sized job end to end with the real commands, as a user would run them:
+
+  make_synthetic (3,777 train + 1,000 + 12,153 test images at full size)
+  -> split_train_val -> train every fold (one process each) -> predict stage 2 with TTA
+
+Each step's wall time (compilation included) goes to a JSON file as soon as it finishes, so a
+run cut short keeps what it measured. On the GPU machine (see shared/GPU.md for the set-up):
+
+    python3 scripts/full_job.py --work /tmp/ncfm_job --out $OUT/full_job.json --batch-size 128
+
+Data generation is timed but is not part of the job (Kaggle ships the images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", default="/tmp/ncfm_job", help="folder for data and runs")
+    p.add_argument("--out", default="full_job.json", help="JSON file of step timings")
+    p.add_argument("--n-train", type=int, default=3777)
+    p.add_argument("--n-test1", type=int, default=1000)
+    p.add_argument("--n-test2", type=int, default=12153)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--head-epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=299)
+    p.add_argument("--tta", type=int, default=8)
+    p.add_argument("--stage", type=int, default=2)
+    args = p.parse_args()
+
+    work = Path(args.work)
+    data, run = work / "data", work / "runs" / "job"
+    result = {"args": vars(args), "steps": []}
+    out = Path(args.out)
+
+    def step(name, argv):
+        t = time.perf_counter()
+        print(f"\n== {name}: ncfm {' '.join(argv)}", flush=True)
+        code = subprocess.call([sys.executable, "-m", "ncfm.cli", *argv])
+        seconds = time.perf_counter() - t
+        result["steps"].append({"step": name, "seconds": round(seconds, 1), "exit": code})
+        result["job_seconds"] = round(sum(s["seconds"] for s in result["steps"] if s["step"] != "make_synthetic"), 1)
+        out.write_text(json.dumps(result, indent=1))
+        print(f"== {name}: {seconds:.1f} s (exit {code})", flush=True)
+        if code:
+            raise SystemExit(code)
+
+    if not (data / "sample_submission_stg2.csv").is_file():
+        step("make_synthetic", ["make_synthetic", str(data), "--n-train", str(args.n_train), "--n-test1",
+                                str(args.n_test1), "--n-test2", str(args.n_test2), "--scale", "1.0", "--force"])
+    step("split_train_val", ["split_train_val", "--data-dir", str(data), "--folds", str(args.folds), "--force"])
+    for k in range(args.folds):
+        step(f"train fold {k}", ["train", "--data-dir", str(data), "--fold", str(k), "--run", str(run),
+                                 "--weights", "none", "--epochs", str(args.epochs), "--head-epochs",
+                                 str(args.head_epochs), "--batch-size", str(args.batch_size),
+                                 "--image-size", str(args.image_size), "--patience", "0", "--retrain"])
+    step("predict", ["predict", "--data-dir", str(data), "--run", str(run), "--stage", str(args.stage),
+                     "--tta", str(args.tta), "--out", str(work / "submission.csv"), "--force"])
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
