@@ -313,8 +313,15 @@ def train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, run
     val_rows = manifest.index.get_indexer(val_df.index)
     y_train, y_val = one_hot(train_df.label), one_hot(val_df.label)
 
-    batch = min(cfg.batch_size, len(train_rows))
-    steps = len(train_rows) // batch
+    # Every fold takes the same number of steps per epoch (that of the smallest training split;
+    # each epoch is a fresh random subset, so no image is left out for good). Identical step
+    # counts give identical learning-rate schedules and so identical XLA programs: with JAX's
+    # persistent compilation cache, folds 1..k-1 reuse fold 0's compilation.
+    smallest = min((manifest.fold != k).sum() for k in manifest.fold.unique())
+    if max_train_images:
+        smallest = min(smallest, len(train_rows))
+    batch = min(cfg.batch_size, smallest)
+    steps = smallest // batch
     head_epochs = min(cfg.head_epochs, cfg.epochs)
     if state and (fold_dir / "last.keras").is_file() and state.get("epoch", 0) > 0:
         log(f"resuming after epoch {state['epoch']} (best {state['best_epoch']}, "
