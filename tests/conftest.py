@@ -57,3 +57,28 @@ def kaggle_layout(tmp_path):
         return root
 
     return make
+
+
+# ----------------------------------------------------------------------------- trained models
+# Settings small enough for a 2-core CPU: a random InceptionV3 at its minimum size (75).
+TINY_TRAIN = ["--weights", "none", "--image-size", "75", "--epochs", "2", "--head-epochs", "1",
+              "--batch-size", "16", "--tensorboard", "false"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> dict:
+    """A 2-fold run trained once per test session on a 96-image synthetic dataset (both test
+    stages, stage 2 nested as test_stg2/test_stg2/). Read-only: copy it before changing it.
+
+    Returns {"data": data dir, "run": run dir, "folds": 2}.
+    """
+    from ncfm.cli import main
+    from ncfm.synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("trained")
+    data, run = root / "data", root / "runs" / "tiny"
+    make_synthetic(data, n_train=96, n_test1=12, n_test2=16, boats=8, scale=0.1, seed=3, nested_stg2=True)
+    assert main(["split_train_val", "--data-dir", str(data), "--folds", "2"]) == 0
+    for fold in (0, 1):
+        assert main(["train", "--data-dir", str(data), "--fold", str(fold), "--run", str(run), *TINY_TRAIN]) == 0
+    return {"data": data, "run": run, "folds": 2}
