@@ -222,7 +222,8 @@ def _add_demo(sub):
     p.add_argument("--epochs", type=int, default=8, help="epochs per fold (default 8)")
     p.add_argument("--n-train", type=int, default=400, help="synthetic training images (default 400)")
     p.add_argument("--tta", type=int, default=4, help="TTA views (default 4)")
-    p.add_argument("--force", action="store_true", help="start over in a non-empty --dir")
+    p.add_argument("--force", action="store_true",
+                   help="replace a non-empty --dir that an earlier demo did not make")
 
 
 def _cmd_demo(args) -> int:

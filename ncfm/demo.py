@@ -22,10 +22,15 @@ def main(args) -> int:
     from ncfm.cli import main as ncfm
 
     root = Path(args.dir)
+    marker = root / ".ncfm-demo"
     if root.exists() and any(root.iterdir()):
-        if not args.force:
-            raise NcfmError(f"{root}: not empty; pass --force to start the demo over there, or --dir NEW")
+        # a folder an earlier demo made is the demo's own scratch space; anything else is not ours
+        if not (args.force or marker.is_file()):
+            raise NcfmError(f"{root}: not empty and not made by `ncfm demo`; pass --force to replace "
+                            f"it, or --dir NEW")
         shutil.rmtree(root)
+    root.mkdir(parents=True)
+    marker.write_text("made by ncfm demo; rerunning the demo replaces this folder\n")
     data, run = root / "data", root / "runs" / "demo"
     submission = root / "submissions" / "demo_stage2.csv"
     started = time.time()
