@@ -75,9 +75,9 @@ def predict_views(model, images, rows, views, batch_size: int, progress: bool = 
     if len(rows) == 0:
         return np.zeros((0, len(CLASSES)))
     tta = build_tta_model(model, views)
-    batches = make_batches(images, np.asarray(rows), None, batch_size=batch_size)
+    batches = make_batches(images, np.asarray(rows), None, batch_size=batch_size, pad=True)
     per_view = tta.predict(batches, verbose=1 if progress and sys.stdout.isatty() else 0)
-    probs = np.asarray(per_view, dtype="float64").mean(axis=1)
+    probs = np.asarray(per_view, dtype="float64")[: len(rows)].mean(axis=1)
     return probs / probs.sum(axis=1, keepdims=True)
 
 

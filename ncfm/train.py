@@ -96,20 +96,30 @@ def one_hot(labels) -> np.ndarray:
     return y
 
 
-def make_batches(images, rows, labels=None, batch_size=32, train=False, seed=0, start_epoch=0, workers=2):
+def make_batches(images, rows, labels=None, batch_size=32, train=False, seed=0, start_epoch=0, workers=2,
+                 steps_per_epoch=0, pad=False):
     """A keras PyDataset over rows of the uint8 image cache.
 
-    train=True: an endless stream of fixed-size batches (the remainder of each epoch is dropped,
-    so every step has the same shape and XLA compiles once); epoch e uses permutation
-    seed+e, so a resumed run sees exactly the batches an uninterrupted one would.
-    train=False: each row once, in order (the last batch may be smaller).
+    train=True: an endless stream of fixed-size batches, `steps_per_epoch` of them per epoch
+    (default: all full batches; the remainder is dropped, so every step has the same shape and
+    XLA compiles once); epoch e draws from permutation seed+e, so a resumed run sees exactly
+    the batches an uninterrupted one would.
+    train=False: each row once, in order; the last batch is smaller, or with pad=True (for
+    prediction: one compiled shape) filled up by repeating its last row — drop the extra
+    outputs with `[:len(rows)]`.
     """
     import keras
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
-            self.steps = len(rows) // batch_size if train else math.ceil(len(rows) / batch_size)
+            if train:
+                self.steps = steps_per_epoch or len(rows) // batch_size
+                if self.steps * batch_size > len(rows):
+                    raise ValueError(f"{self.steps} steps of {batch_size} need {self.steps * batch_size} "
+                                     f"rows; received {len(rows)}")
+            else:
+                self.steps = math.ceil(len(rows) / batch_size)
             self._orders = {}
 
         @property
@@ -127,6 +137,8 @@ def make_batches(images, rows, labels=None, batch_size=32, train=False, seed=0, 
                 pick = np.sort(self._order(epoch)[step * batch_size:(step + 1) * batch_size])
             else:
                 pick = np.arange(i * batch_size, min((i + 1) * batch_size, len(rows)))
+                if pad and len(pick) < batch_size:
+                    pick = np.concatenate([pick, np.full(batch_size - len(pick), pick[-1])])
             x = np.asarray(images[rows[pick]])
             return (x, labels[pick]) if labels is not None else (x,)
 
@@ -362,7 +374,8 @@ def train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, run
             optimizer = model.optimizer  # restored with its state from last.keras
         compile_model(model, cfg, optimizer)
         train_data = make_batches(images, train_rows, y_train, batch, train=True,
-                                  seed=cfg.seed * 1000 + fold * 100, start_epoch=first_epoch)
+                                  seed=cfg.seed * 1000 + fold * 100, start_epoch=first_epoch,
+                                  steps_per_epoch=steps)
         callback = _fold_callback(fold_dir, phase, state, history, cfg, log)
         model.fit(train_data, steps_per_epoch=steps, epochs=last_epoch, initial_epoch=first_epoch,
                   validation_data=val_data, callbacks=[callback, *callbacks_common], verbose=verbose, shuffle=False)
@@ -391,8 +404,8 @@ def write_oof(fold_dir: Path, val_df: pd.DataFrame, images, val_rows, batch_size
     import keras
 
     best = keras.saving.load_model(fold_dir / "best.keras", compile=False)
-    probs = best.predict(make_batches(images, val_rows, None, batch_size=batch_size), verbose=0)
-    probs = np.asarray(probs, dtype="float64")
+    probs = best.predict(make_batches(images, val_rows, None, batch_size=batch_size, pad=True), verbose=0)
+    probs = np.asarray(probs, dtype="float64")[: len(val_rows)]
     probs /= probs.sum(axis=1, keepdims=True)
     out = pd.DataFrame(probs, columns=list(CLASSES))
     out.insert(0, "label", list(val_df.label))
