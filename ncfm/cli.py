@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 
 from ncfm import COMPETITION, NcfmError
@@ -267,6 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except UserError as e:
         print(f"ncfm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"ncfm {args.command}: error: disk full{where}. Files are written to a temporary name "
+              f"and renamed only when complete, so nothing earlier was overwritten; free some space "
+              f"and rerun the same command (train resumes from its last checkpoint).", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ncfm {args.command}: interrupted", file=sys.stderr)
