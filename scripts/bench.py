@@ -121,6 +121,21 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
     t = time.perf_counter()
     pixels = load_images(data_dir, rel, image_size, cache_dir=cache_dir, progress=False)
     res["decode_images_per_s"] = len(rel) / (time.perf_counter() - t)
+    res["decode_workers"] = _decode_workers(len(rel))
+    if kwargs.get("decode_single", True):
+        # the same cache build on one worker, which then runs in this process: its CPU time is
+        # visible to getrusage (pool workers come from a forkserver, not from us), so this gives
+        # images per CPU-second, the per-core rate, independent of other load on the machine
+        n1 = min(len(rel), int(kwargs.get("decode_single_images", 128)))
+        one_dir = tempfile.mkdtemp(prefix="ncfm_bench_cache1_")
+        c, t = _cpu_s(), time.perf_counter()
+        load_images(data_dir, rel[:n1], image_size, cache_dir=one_dir, workers=1, progress=False)
+        wall, cpu = time.perf_counter() - t, _cpu_s() - c
+        res["decode_1worker_images_per_s"] = n1 / wall
+        res["decode_images_per_cpu_s"] = n1 / cpu
+        import shutil
+
+        shutil.rmtree(one_dir, ignore_errors=True)
     t = time.perf_counter()
     pixels = load_images(data_dir, rel, image_size, cache_dir=cache_dir, progress=False)
     res["cache_hit_s"] = time.perf_counter() - t
@@ -169,7 +184,11 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
     res["predict_views_per_s"] = n_pred * len(views) / (time.perf_counter() - t)
     res["predict_images"] = int(out.shape[0])
     res["tta_views"] = len(views)
+    res["predict_batch_size"] = predict_batch_size
     res["gpu_peak_mb"] = jax_memory_mb().get("peak_mb") if res["backend"] == "jax" else None
+    if kwargs.get("profile"):
+        res.update(_profile_ncfm(model, cfg, pixels, rows, y, batch_size, steps, warmup_steps,
+                                 seed, train_bn, res["train_images_per_s"]))
     res["data"] = "uint8 cache (memory-mapped) -> PyDataset (4 threads) -> device; augmentation in the model"
     res["notes"] = (f"full fine-tune, BatchNorm {'trained' if train_bn else 'frozen'}; predict "
                     f"batch {predict_batch_size} images x {len(views)} views per call; timings exclude "
@@ -177,6 +196,79 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
     del model, tta
     keras.backend.clear_session()
     return res
+
+
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process (all its threads) so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _decode_workers(n: int) -> int:
+    """How many processes ncfm.cache uses for n images with workers=0 (all cores)."""
+    from ncfm.cache import _CHUNK
+    from ncfm.dataset import cpu_count
+
+    return min(cpu_count(), max(1, n // _CHUNK))
+
+
+def _profile_ncfm(model, cfg, pixels, rows, y, batch_size, steps, warmup_steps, seed, train_bn,
+                  full_rate) -> dict:
+    """Where an ncfm train step goes: the same model and optimizer trained once more with the
+    augmentation switched off (RandomAugment reduced to a cast), and the input pipeline alone
+    (PyDataset batches fetched with no model). Train throughput is measured as in bench_ncfm."""
+    import keras
+
+    from bench_peers import _keras_sync
+    from ncfm.model import build_model, unfreeze_backbone
+    from ncfm.train import compile_model, make_batches, make_optimizer
+
+    out = {}
+    data = make_batches(pixels, rows, y, batch_size, train=True, seed=seed, workers=4)
+    n = max(4, steps)
+    data[0]  # noqa: B018
+    t = time.perf_counter()
+    for i in range(1, n + 1):
+        data[i]  # noqa: B018 - one batch: memmap gather + labels
+    dt = time.perf_counter() - t
+    out["profile_input_batch_ms"] = 1000 * dt / n
+    out["profile_input_images_per_s"] = n * batch_size / dt
+
+    off = dict(hflip=False, vflip=False, rotation=0.0, zoom=0.0, shift=0.0, shear=0.0,
+               brightness=0.0, contrast=0.0)
+    plain = build_model("inception_v3", "none", cfg.image_size, augment=off, seed=seed)
+    unfreeze_backbone(plain, "", freeze_bn=not train_bn, bn_momentum=0.9)
+    compile_model(plain, cfg, make_optimizer(cfg, 1e-3, warmup_steps + steps))
+    marks = {}
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == warmup_steps:
+                _keras_sync(self.model)
+                marks["start"] = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            _keras_sync(self.model)
+            marks["end"] = time.perf_counter()
+
+    plain.fit(make_batches(pixels, rows, y, batch_size, train=True, seed=seed, workers=4),
+              steps_per_epoch=warmup_steps + steps, epochs=1, callbacks=[Timer()], verbose=0,
+              shuffle=False)
+    rate = steps * batch_size / (marks["end"] - marks["start"])
+    out["profile_train_no_augment_images_per_s"] = rate
+    out["profile_train_no_augment_step_ms"] = 1000 * (marks["end"] - marks["start"]) / steps
+    if full_rate:
+        # share of a step spent augmenting = 1 - (time per image without) / (time per image with)
+        out["profile_augment_share"] = 1.0 - full_rate / rate
+    out.setdefault("report_lines", []).append(
+        f"profile: input pipeline alone {out['profile_input_batch_ms']:.1f} ms/batch "
+        f"({out['profile_input_images_per_s']:.0f} img/s); training with augmentation off "
+        f"{rate:.2f} img/s vs {full_rate:.2f} with it (augmentation ~"
+        f"{100 * out.get('profile_augment_share', float('nan')):.0f}% of a step)")
+    del plain
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,6 +394,7 @@ COLUMNS = [
     ("batch_size", "batch"),
     ("time_to_first_step_s", "first step s", ".1f"),
     ("decode_images_per_s", "decode img/s", ".0f"),
+    ("decode_images_per_cpu_s", "decode img/CPU-s", ".1f"),
     ("train_images_per_s", "train img/s", ".1f"),
     ("mfu_train", "train MFU", ".1%"),
     ("predict_views_per_s", "predict views/s", ".1f"),
@@ -330,6 +423,7 @@ def ratio_rows(rows):
     out = []
     metrics = [("train_images_per_s", "train img/s"), ("predict_views_per_s", "predict views/s"),
                ("decode_images_per_s", "decode img/s"),
+               ("decode_images_per_cpu_s", "decode img/CPU-s"),
                ("time_to_first_step_s", "first step s (lower is better)")]
     for o in ours:
         for p in peers:
@@ -361,7 +455,7 @@ def write_report(path, rows, meta, args):
     ]
     m = meta["machine"]
     for k in ("gpu_name", "nvidia_smi", "jax_devices", "cpu", "cpu_count", "affinity_cpus",
-              "mem_total_gib", "platform", "python", "keras_backend", "keras_version",
+              "loadavg_start", "loadavg_end", "mem_total_gib", "platform", "python", "keras_backend", "keras_version",
               "jax_version", "jaxlib_version", "tensorflow_version", "torch_version",
               "timm_version", "numpy_version", "PIL_version"):
         if m.get(k) is not None:
@@ -399,7 +493,11 @@ def write_report(path, rows, meta, args):
         "one `fit()` of warmup+steps steps with its async dispatch left alone. Input pipeline "
         "included for ncfm and the guide; the torch row is fed from uint8 tensors already on "
         "the GPU (decode and H2D excluded), its host-feed figure includes a host gather + H2D.",
-        "- **decode img/s**: the input pipeline alone, no model (JPEG decode + resize).",
+        "- **decode img/s**: the input pipeline alone, no model (JPEG decode + resize), wall "
+        "clock on all the workers it uses (ncfm: one process per core; the guide: tf.data's "
+        "parallel map). **decode img/CPU-s**: images per CPU-second (user + system of the "
+        "process, all threads), i.e. the per-core rate; for ncfm measured on a one-worker build "
+        "that runs in-process, because pool workers are not children whose CPU time we see.",
         "- **predict views/s**: forward passes per second in inference mode (one TTA view of one "
         "image = one view).",
         f"- **MFU**: images/s x InceptionV3 FLOPs per image ({bench_peers.INCEPTION_TRAIN_FLOPS_299/1e9:.1f} "
@@ -447,6 +545,8 @@ def parse_args(argv=None):
     p.add_argument("--guide-workers", type=int, default=None, help="default min(16, cpus)")
     p.add_argument("--guide-multiprocessing", action="store_true")
     p.add_argument("--guide-predict-steps", type=int, default=10)
+    p.add_argument("--guide-decode-batches", type=int, default=None,
+                   help="batches timed for the guide's decode rate (default min(steps, 20), >= 2)")
     p.add_argument("--predict-batch-size", type=int, default=256)
     p.add_argument("--predict-steps", type=int, default=10)
     p.add_argument("--tta-views", type=int, default=5)
@@ -479,10 +579,13 @@ def main(argv=None) -> int:
         [Path(sys.executable).name, os.path.relpath(__file__, os.getcwd())] + sys.argv[1:])
     meta = {"started": _dt.datetime.now().isoformat(timespec="seconds"), "finished": None,
             "command": command, "args": vars(args)}
+    meta["loadavg_start"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     rows: list[dict] = []
 
     def save():
         info = gpu_info()
+        info["loadavg_start"] = meta.get("loadavg_start")
+        info["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
         meta["machine"] = info
         meta["peak_flops"] = (args.peak_tflops * 1e12 if args.peak_tflops
                               else bench_peers.default_peak_flops(info))
@@ -548,6 +651,7 @@ def main(argv=None) -> int:
             image_dir=data_dir / "train", mixed_precision=args.guide_precision != "float32",
             variant=args.guide_variant, workers=args.guide_workers,
             use_multiprocessing=args.guide_multiprocessing,
+            decode_batches=args.guide_decode_batches,
             predict_batch_size=args.predict_batch_size,
             predict_steps=args.guide_predict_steps, seed=args.seed, **common)
     if "torch" in which:

@@ -59,6 +59,16 @@ def peak_rss_mb() -> float:
     return rss / 1024.0
 
 
+def _cpu_s(children: bool = False) -> float:
+    """User + system CPU seconds of this process (all threads), plus reaped children if asked."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    t = r.ru_utime + r.ru_stime
+    if children:
+        c = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t += c.ru_utime + c.ru_stime
+    return t
+
+
 def jax_memory_mb() -> dict:
     """{'bytes_in_use_mb', 'peak_mb'} of the first JAX device, or {} (CPU, or jax not imported).
 
@@ -432,6 +442,7 @@ def bench_guide_keras(image_dir, image_size=299, batch_size=64, steps=30, warmup
         jobs = [ds.batch_paths(i)[0] for i in range(1, decode_batches + 1)]
         pool = (Pool(workers) if use_multiprocessing else ThreadPoolExecutor(workers))
         try:
+            c0 = _cpu_s(children=use_multiprocessing)
             t0 = time.perf_counter()
             if use_multiprocessing:
                 batches = pool.starmap(_decode_batch, [(j, image_size) for j in jobs])
@@ -443,20 +454,24 @@ def bench_guide_keras(image_dir, image_size=299, batch_size=64, steps=30, warmup
         finally:
             if use_multiprocessing:
                 pool.close()
-                pool.join()
+                pool.join()  # reaped children: their CPU time shows in RUSAGE_CHILDREN
             else:
                 pool.shutdown()
+        c1 = _cpu_s(children=use_multiprocessing)
     else:
         it = iter(ds)
         next(it)
+        c0 = _cpu_s()  # tf.data / grain threads run in this process
         t0 = time.perf_counter()
         for _ in range(decode_batches):
             xb, _ = next(it)
             n += int(xb.shape[0])
         t1 = time.perf_counter()
+        c1 = _cpu_s()
         del it
     del ds
     res["decode_images_per_s"] = n / (t1 - t0)
+    res["decode_images_per_cpu_s"] = n / (c1 - c0) if c1 > c0 else None
     res["decode_images"] = n
 
     # ---- training -----------------------------------------------------------------------------
