@@ -1,0 +1,148 @@
+"""Kaggle's log-loss scorer, and temperature / floor calibration fitted on out-of-fold predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import log_loss
+
+from ncfm.calibrate import (
+    apply_floor, apply_temperature, calibrate, fit_calibration, fit_floor, fit_temperature, kaggle_log_loss,
+    per_sample_log_loss,
+)
+
+K = 8
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def random_probs(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, K, n), rng.dirichlet(np.ones(K), size=n)
+
+
+def overconfident(n=20000, true_temperature=2.5, seed=0):
+    """Labels drawn from softmax(z); predictions softmax(T z) are over-confident by a factor T."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 1.2, size=(n, K))
+    truth = softmax(z)
+    labels = (rng.random((n, 1)) > truth.cumsum(axis=1)).sum(axis=1)  # one draw per row
+    return labels, softmax(true_temperature * z), truth
+
+
+# ----------------------------------------------------------------------------- the scorer
+def test_log_loss_matches_sklearn_on_normalised_probabilities():
+    labels, probs = random_probs(500)
+    assert kaggle_log_loss(labels, probs) == pytest.approx(log_loss(labels, probs, labels=range(K)), rel=1e-12)
+
+
+def test_log_loss_divides_each_row_by_its_sum_like_kaggle():
+    labels, probs = random_probs(50, seed=1)
+    scale = np.random.default_rng(2).uniform(0.5, 4.0, size=(50, 1))
+    assert kaggle_log_loss(labels, probs * scale) == pytest.approx(kaggle_log_loss(labels, probs), rel=1e-12)
+
+
+def test_a_confident_wrong_answer_costs_34_5_not_infinity():
+    wrong = np.eye(K)[[1]]  # all mass on BET, truth ALB
+    assert kaggle_log_loss([0], wrong) == pytest.approx(-np.log(1e-15), rel=1e-12)
+    assert kaggle_log_loss([0], wrong) == pytest.approx(34.539, abs=1e-3)
+    assert kaggle_log_loss([1], wrong) == pytest.approx(0.0, abs=1e-12)  # clipped at 1 - 1e-15 too
+
+
+def test_uniform_guess_scores_log_8():
+    labels, _ = random_probs(20)
+    assert kaggle_log_loss(labels, np.full((20, K), 1 / K)) == pytest.approx(np.log(K))  # 2.07944
+
+
+def test_per_sample_losses_average_to_the_log_loss():
+    labels, probs = random_probs(100, seed=3)
+    assert per_sample_log_loss(labels, probs).mean() == pytest.approx(kaggle_log_loss(labels, probs))
+
+
+def test_mismatched_shapes_are_an_error_naming_them():
+    with pytest.raises(ValueError, match=r"\(3, 8\).*4 labels"):
+        kaggle_log_loss([0, 1, 2, 3], np.full((3, K), 1 / K))
+
+
+# ----------------------------------------------------------------------------- temperature
+def test_temperature_one_changes_nothing_and_larger_flattens():
+    _, probs = random_probs(10)
+    np.testing.assert_allclose(apply_temperature(probs, 1.0), probs, atol=1e-12)
+    flat = apply_temperature(probs, 3.0)
+    np.testing.assert_allclose(flat.sum(axis=1), 1.0)
+    assert (flat.max(axis=1) < probs.max(axis=1)).all()
+    assert (np.argmax(flat, axis=1) == np.argmax(probs, axis=1)).all()  # the ranking is kept
+
+
+def test_fit_temperature_recovers_a_known_over_confidence_and_lowers_log_loss():
+    labels, probs, truth = overconfident(true_temperature=2.5)
+    t = fit_temperature(labels, probs)
+    assert t == pytest.approx(2.5, rel=0.05)
+    fixed = apply_temperature(probs, t)
+    assert kaggle_log_loss(labels, fixed) < kaggle_log_loss(labels, probs) - 0.1
+    assert kaggle_log_loss(labels, fixed) == pytest.approx(kaggle_log_loss(labels, truth), abs=0.01)
+
+
+def test_fit_temperature_leaves_calibrated_predictions_alone():
+    labels, _, truth = overconfident(true_temperature=1.0, seed=4)
+    assert fit_temperature(labels, truth) == pytest.approx(1.0, rel=0.05)
+
+
+# ----------------------------------------------------------------------------- floor
+def test_floor_lifts_every_probability_and_keeps_rows_summing_to_one():
+    _, probs = random_probs(100, seed=5)
+    probs = np.where(probs < 0.05, 1e-9, probs)
+    out = apply_floor(probs, 0.02)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0)
+    assert out.min() >= 0.02 / (1 + K * 0.02)  # floored, then renormalised
+
+
+@pytest.mark.parametrize("floor", [-0.1, 1.0])
+def test_floor_outside_0_1_is_an_error_echoing_it(floor):
+    with pytest.raises(ValueError, match=f"received floor={floor}"):
+        apply_floor(np.full((1, K), 1 / K), floor)
+
+
+def test_fit_floor_rescues_confident_wrong_answers():
+    labels, probs, _ = overconfident(n=2000, true_temperature=1.0, seed=6)
+    probs = probs.copy()
+    probs[:20] = np.eye(K)[(labels[:20] + 1) % K]  # 1% confidently wrong: 34.5 each
+    f = fit_floor(labels, probs)
+    assert 0.0 < f <= 0.1
+    assert kaggle_log_loss(labels, apply_floor(probs, f)) < kaggle_log_loss(labels, probs) - 0.2
+
+
+# ----------------------------------------------------------------------------- composition
+def test_calibrate_applies_the_temperature_then_the_floor():
+    _, probs = random_probs(30, seed=7)
+    np.testing.assert_allclose(calibrate(probs, 2.0, 0.01), apply_floor(apply_temperature(probs, 2.0), 0.01))
+    np.testing.assert_allclose(calibrate(probs * 3.0), probs, atol=1e-12)  # defaults only renormalise
+
+
+@pytest.mark.parametrize("method", ["temperature", "floor", "both"])
+def test_fit_calibration_fits_only_what_it_is_asked_and_never_makes_oof_worse(method):
+    labels, probs, _ = overconfident(n=3000, true_temperature=2.0, seed=8)
+    fit = fit_calibration(labels, probs, method)
+    assert set(fit) == {"temperature", "floor", "before", "after"}
+    assert fit["before"] == pytest.approx(kaggle_log_loss(labels, probs))
+    assert fit["after"] == pytest.approx(kaggle_log_loss(labels, calibrate(probs, fit["temperature"], fit["floor"])))
+    assert fit["after"] < fit["before"]
+    if method == "temperature":
+        assert fit["floor"] == 0.0 and fit["temperature"] > 1.5
+    if method == "floor":
+        assert fit["temperature"] == 1.0 and fit["floor"] > 0.0
+
+
+def test_both_is_at_least_as_good_as_either_alone():
+    labels, probs, _ = overconfident(n=3000, true_temperature=2.0, seed=9)
+    probs[:15] = np.eye(K)[(labels[:15] + 1) % K]
+    after = {m: fit_calibration(labels, probs, m)["after"] for m in ("temperature", "floor", "both")}
+    assert after["both"] <= min(after["temperature"], after["floor"]) + 1e-6
+
+
+def test_unknown_calibration_method_is_an_error_echoing_it():
+    with pytest.raises(ValueError, match="received 'platt'"):
+        fit_calibration([0], np.full((1, K), 1 / K), "platt")
