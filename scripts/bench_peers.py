@@ -489,11 +489,13 @@ def bench_guide_keras(image_dir, image_size=299, batch_size=64, steps=30, warmup
             if batch == warmup_steps:
                 _keras_sync(self.model)
                 times["steady_start"] = time.perf_counter()
+                times["cpu_start"] = _cpu_s()
 
         def on_epoch_end(self, epoch, logs=None):
             # logs were made into Python floats before this call: the last step has finished
             _keras_sync(self.model)
             times["steady_end"] = time.perf_counter()
+            times["cpu_end"] = _cpu_s()
 
     try:
         if mixed_precision:
@@ -508,6 +510,8 @@ def bench_guide_keras(image_dir, image_size=299, batch_size=64, steps=30, warmup
         res["time_to_first_step_s"] = times["first_step_done"] - t_start
         res["train_images_per_s"] = steps * batch_size / (times["steady_end"] - times["steady_start"])
         res["train_steps_timed"] = steps
+        # process CPU-seconds (model + tf.data threads) over the timed steps
+        res["train_images_per_cpu_s"] = steps * batch_size / (times["cpu_end"] - times["cpu_start"])
         res["peak_rss_mb"] = peak_rss_mb()
         mem = jax_memory_mb() if backend == "jax" else {}
         if mem.get("peak_mb") is not None:
