@@ -61,7 +61,8 @@ def _read_probs(path: Path, ids) -> np.ndarray | None:
     if not path.is_file():
         return None
     df = pd.read_csv(path)
-    if list(df.iloc[:, 0]) != list(ids) or list(df.columns[1:9]) != list(CLASSES):
+    # test files are image,ALB..YFT; OOF files carry a label column after the image
+    if list(df.iloc[:, 0]) != list(ids) or [c for c in df.columns if c in CLASSES] != list(CLASSES):
         return None
     return df[list(CLASSES)].to_numpy("float64")
 
@@ -109,6 +110,10 @@ def predict_run(run_dir: Path, data_dir: Path, stage: int, test: pd.DataFrame, v
         test_path = out_dir / f"stage{stage}_{fold_dir.name}_tta{n_views}.csv"
         oof_path = fold_dir / f"oof_tta{n_views}.csv"
         test_probs = None if force else _read_probs(test_path, test.id)
+        if test_probs is not None:  # rows left blank in the file were unreadable when it was written
+            recorded = np.flatnonzero(np.isnan(test_probs).any(axis=1))
+            _check_unreadable(data_dir, test, recorded, fill_rows, recorded_in=test_path)
+            test_probs[recorded] = 1.0 / len(CLASSES)  # placeholder; main gives these rows the priors
         oof_plain = pd.read_csv(fold_dir / "oof.csv") if (fold_dir / "oof.csv").is_file() else None
         oof_probs = None if (force or oof_plain is None) else _read_probs(oof_path, oof_plain.image)
         if test_probs is not None and (oof_probs is not None or oof_plain is None):
@@ -121,7 +126,9 @@ def predict_run(run_dir: Path, data_dir: Path, stage: int, test: pd.DataFrame, v
                     _check_unreadable(data_dir, test, bad, fill_rows)
                 log(f"{fold_dir}: {len(test)} test images x {n_views} views")
                 test_probs = predict_views(model, pixels, np.arange(len(test)), views, batch_size)
-                atomic_write_text(test_path, _frame(test.id, test_probs).to_csv(index=False, float_format="%.8f"))
+                saved = _frame(test.id, test_probs)
+                saved.loc[bad, list(CLASSES)] = np.nan  # a black image's prediction is no prediction
+                atomic_write_text(test_path, saved.to_csv(index=False, float_format="%.8f"))
             if oof_plain is not None and oof_probs is None:
                 oof_probs = _oof_views(model, oof_plain, cfg, data_dir, size, views, batch_size,
                                        load_images, read_manifest, log)
@@ -158,15 +165,17 @@ def _oof_views(model, oof_plain, cfg, data_dir, size, views, batch_size, load_im
     return predict_views(model, pixels, rows, views, batch_size, progress=False)
 
 
-def _check_unreadable(data_dir: Path, test: pd.DataFrame, bad, fill_rows) -> None:
+def _check_unreadable(data_dir: Path, test: pd.DataFrame, bad, fill_rows, recorded_in: Path | None = None) -> None:
     if len(bad) == 0:
         return
     names = [str(data_dir / test.path.iloc[i]) for i in bad]
     if fill_rows is None:  # sentinel: not allowed to fill
-        raise NcfmError(f"{len(names)} unreadable test image(s); no row may be dropped from a "
+        when = (f" when {recorded_in} was written (pass --force to read them again once replaced)"
+                if recorded_in else "")
+        raise NcfmError(f"{len(names)} unreadable test image(s){when}; no row may be dropped from a "
                         f"submission. Replace them, or pass --fill-unreadable to give them the "
                         f"class priors:\n  " + "\n  ".join(names))
-    fill_rows.extend(int(i) for i in bad)
+    fill_rows.extend(int(i) for i in bad if int(i) not in fill_rows)  # once, however many folds
 
 
 # ----------------------------------------------------------------------------- command
@@ -217,6 +226,11 @@ def main(args) -> int:
     if args.clip:
         probs = cal.apply_floor(probs, args.clip)
         calibration["clip"] = args.clip
+        if oof_labels is not None:  # show what the manual floor does, as for a fitted one
+            unclipped = cal.calibrate(oof_probs, calibration["temperature"], calibration["floor"])
+            before = cal.kaggle_log_loss(oof_labels, unclipped)
+            after = cal.kaggle_log_loss(oof_labels, cal.apply_floor(unclipped, args.clip))
+            log(f"clip {args.clip:g}: OOF log loss {before:.4f} -> {after:.4f}")
     if fill_rows:
         priors = _priors(run_oofs)
         probs[fill_rows] = priors

@@ -1,0 +1,363 @@
+"""`ncfm predict`: folds x views x runs -> per-fold files -> calibrated, validated Kaggle CSV.
+
+Every test starts from the session's `trained_run` (a 2-fold run on a synthetic dataset whose
+stage-2 images sit in a nested test_stg2/test_stg2/). Predicting writes into the run folder, so
+tests work on copies. Models are loaded only where the behaviour needs it: `predicted` runs the
+models once per module and the option tests reuse its per-fold files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ncfm import CLASSES
+from ncfm.calibrate import calibrate
+from ncfm.cli import main as ncfm
+from ncfm.submission import read_sample, sample_path, validate_file
+
+TTA = 2
+
+
+def _link_or_copy(src, dst):
+    """Models are read, never written, by predict: a hard link is a copy that costs nothing."""
+    if src.endswith(".keras"):
+        try:
+            return os.link(src, dst)
+        except OSError:
+            pass
+    return shutil.copy2(src, dst)
+
+
+def copy_run(run: Path, dst: Path) -> Path:
+    """A private copy of a run folder, without the resume checkpoints predict never reads."""
+    shutil.copytree(run, dst, ignore=shutil.ignore_patterns("last.keras"), copy_function=_link_or_copy)
+    return dst
+
+
+def predict(data: Path, run: Path | list[Path], out: Path, *flags: str, stage: int = 2, tta: int = TTA) -> int:
+    runs = [run] if isinstance(run, Path) else run
+    argv = ["predict", "--data-dir", str(data), "--stage", str(stage), "--tta", str(tta), "--out", str(out)]
+    for r in runs:
+        argv += ["--run", str(r)]
+    return ncfm(argv + list(flags))
+
+
+def probs_of(csv: Path) -> pd.DataFrame:
+    return pd.read_csv(csv, dtype={"image": str}).set_index("image")[list(CLASSES)]
+
+
+@pytest.fixture(scope="module")
+def predicted(trained_run, tmp_path_factory) -> dict:
+    """A copy of the trained run after one stage-2 and one stage-1 predict (TTA 2): its
+    predictions/ and fold<K>/oof_tta2.csv exist, so later predicts need no model."""
+    root = tmp_path_factory.mktemp("predicted")
+    run = copy_run(trained_run["run"], root / "runs" / "tiny")
+    out = {"data": trained_run["data"], "run": run, "root": root}
+    for stage in (2, 1):
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log):
+            assert predict(trained_run["data"], run, root / f"stage{stage}.csv", stage=stage) == 0
+        out[f"stage{stage}"] = root / f"stage{stage}.csv"
+        out[f"log{stage}"] = log.getvalue()
+    return out
+
+
+@pytest.fixture
+def run_copy(predicted, tmp_path) -> Path:
+    """A private copy of the predicted run (fold prediction files included)."""
+    return copy_run(predicted["run"], tmp_path / "runs" / "tiny")
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Fail the test if anything loads a Keras model."""
+    import keras
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a model was loaded: {args[0] if args else kwargs}")
+
+    monkeypatch.setattr(keras.saving, "load_model", refuse)
+
+
+def fold_files(run: Path, stage: int = 2, tta: int = TTA) -> list[Path]:
+    return [run / "predictions" / f"stage{stage}_fold{k}_tta{tta}.csv" for k in (0, 1)]
+
+
+# ----------------------------------------------------------------------------- the submission
+def test_stage2_submission_holds_exactly_the_sample_ids_with_their_test_stg2_prefix(predicted):
+    data = predicted["data"]
+    assert (data / "test_stg2" / "test_stg2").is_dir()  # the nested folder the 7z unpacks to
+    checked = validate_file(predicted["stage2"], stage=2, data_dir=data)
+    sample_ids = read_sample(sample_path(data, 2))["image"].tolist()
+    written = pd.read_csv(predicted["stage2"], dtype={"image": str})
+    assert checked.rows == len(sample_ids) == 12 + 16
+    assert list(written.columns) == ["image", *CLASSES]
+    assert sorted(written.image) == sorted(sample_ids)
+    assert sum(i.startswith("test_stg2/image_") for i in written.image) == 16
+
+
+def test_stage1_submission_passes_validation(predicted):
+    checked = validate_file(predicted["stage1"], stage=1, data_dir=predicted["data"])
+    assert checked.rows == 12
+
+
+def test_every_fold_writes_its_predictions_before_averaging(predicted):
+    run = predicted["run"]
+    for path in fold_files(run, 2) + fold_files(run, 1):
+        assert path.is_file(), path
+    for k in (0, 1):
+        oof = pd.read_csv(run / f"fold{k}" / f"oof_tta{TTA}.csv")
+        assert list(oof.columns) == ["image", "label", *CLASSES]
+        np.testing.assert_allclose(oof[list(CLASSES)].sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_submission_is_the_calibrated_mean_of_the_fold_files(predicted):
+    # predicted["run"]'s calibration.json is the last predict's: stage 1
+    calibration = json.loads((predicted["run"] / "calibration.json").read_text())
+    assert calibration["method"] == "temperature" and calibration["stage"] == 1
+    folds = [probs_of(p) for p in fold_files(predicted["run"], 1)]
+    expected = calibrate(np.mean([f.to_numpy() for f in folds], axis=0), calibration["temperature"])
+    written = probs_of(predicted["stage1"]).loc[folds[0].index]
+    np.testing.assert_allclose(written.to_numpy(), expected, atol=1e-8)
+
+
+def test_a_second_predict_reuses_the_fold_files_without_loading_a_model(predicted, run_copy, tmp_path,
+                                                                        no_model_loading, capsys):
+    before = {p: p.stat().st_mtime_ns for p in fold_files(run_copy)}
+    assert predict(predicted["data"], run_copy, tmp_path / "again.csv") == 0
+    assert "reusing" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in fold_files(run_copy)} == before
+    pd.testing.assert_frame_equal(probs_of(tmp_path / "again.csv"), probs_of(predicted["stage2"]))
+
+
+def test_force_recomputes_the_fold_files(predicted, run_copy, tmp_path, monkeypatch):
+    import keras
+
+    loaded = []
+    real_load = keras.saving.load_model
+    monkeypatch.setattr(keras.saving, "load_model", lambda *a, **k: loaded.append(a[0]) or real_load(*a, **k))
+    files = fold_files(run_copy)
+    for p in files:  # date the old files so a rewrite shows
+        os.utime(p, ns=(0, 0))
+    assert predict(predicted["data"], run_copy, tmp_path / "forced.csv", "--force") == 0
+    assert len(loaded) == 2
+    assert all(p.stat().st_mtime_ns > 0 for p in files)
+    np.testing.assert_allclose(probs_of(tmp_path / "forced.csv"), probs_of(predicted["stage2"]), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- test-time views
+@pytest.fixture(scope="module")
+def fold0_model_and_images(trained_run):
+    import keras
+
+    from ncfm import model as _registers_layers  # noqa: F401
+    from ncfm.cache import decode_resized
+
+    model = keras.saving.load_model(trained_run["run"] / "fold0" / "best.keras", compile=False)
+    paths = sorted((trained_run["data"] / "test_stg1").glob("*.jpg"))[:6]
+    images = np.stack([decode_resized(p, 75) for p in paths])
+    assert images.dtype == np.uint8
+    return model, images
+
+
+def test_view_0_of_tta_is_the_plain_prediction(fold0_model_and_images):
+    from ncfm.augment import tta_parameters
+    from ncfm.model import build_tta_model
+
+    model, images = fold0_model_and_images
+    per_view = build_tta_model(model, tta_parameters(4)).predict(images, verbose=0)
+    plain = model.predict(images, verbose=0)
+    assert per_view.shape == (len(images), 4, len(CLASSES))
+    np.testing.assert_allclose(per_view[:, 0], plain, atol=1e-5)
+
+
+def test_tta_views_are_different_images_and_give_different_predictions(fold0_model_and_images):
+    from ncfm.augment import TTAViews, tta_parameters
+    from ncfm.model import build_tta_model
+
+    model, images = fold0_model_and_images
+    views = tta_parameters(6, ("flips", "zoom", "shift", "crop"))
+    pixels = np.asarray(TTAViews(views)(images[:2])).reshape(2, 6, 75, 75, 3)
+    per_view = build_tta_model(model, views).predict(images, verbose=0)
+    for a in range(6):
+        for b in range(a + 1, 6):
+            assert np.abs(pixels[:, a] - pixels[:, b]).mean() > 1.0, (a, b)
+            assert np.abs(per_view[:, a] - per_view[:, b]).max() > 1e-6, (a, b)
+
+
+# ----------------------------------------------------------------------------- refusals
+def test_an_existing_out_file_is_not_overwritten_without_force(predicted, run_copy, tmp_path, capsys):
+    out = tmp_path / "mine.csv"
+    out.write_text("keep me\n")
+    assert predict(predicted["data"], run_copy, out) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "already exists" in err and "--force" in err
+    assert out.read_text() == "keep me\n"
+
+
+def copy_data_with_a_bad_image(data: Path, dst: Path) -> tuple[Path, str]:
+    """A copy of the data whose first stage-1 test image is garbage bytes (same name). The
+    image cache is copied too: its key sees the new size and mtime."""
+    shutil.copytree(data, dst)
+    bad = sorted((dst / "test_stg1").glob("*.jpg"))[0]
+    bad.write_bytes(b"this is not a jpeg" * 10)
+    return dst, bad.name
+
+
+def test_an_unreadable_test_image_is_an_error_naming_it(trained_run, tmp_path, capsys):
+    data, bad = copy_data_with_a_bad_image(trained_run["data"], tmp_path / "data")
+    run = copy_run(trained_run["run"], tmp_path / "runs" / "tiny")
+    out = tmp_path / "sub.csv"
+    assert predict(data, run, out, stage=1, tta=1) == 2
+    err = capsys.readouterr().err
+    assert str(data / "test_stg1" / bad) in err and "--fill-unreadable" in err
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def filled(trained_run, tmp_path_factory) -> dict:
+    """One stage-1 predict with --fill-unreadable on data with one garbage test image."""
+    root = tmp_path_factory.mktemp("filled")
+    data, bad = copy_data_with_a_bad_image(trained_run["data"], root / "data")
+    run = copy_run(trained_run["run"], root / "runs" / "tiny")
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        assert predict(data, run, root / "filled.csv", "--fill-unreadable", stage=1, tta=1) == 0
+    return {"data": data, "bad": bad, "run": run, "out": root / "filled.csv", "log": log.getvalue()}
+
+
+def test_fill_unreadable_gives_the_image_the_class_priors_and_lists_it(filled):
+    assert f"1 unreadable test image(s) given the class priors: {filled['bad']}\n" in filled["log"]
+    validate_file(filled["out"], stage=1, data_dir=filled["data"])  # no row dropped
+    labels = pd.read_csv(filled["data"] / "folds.csv").label.value_counts().reindex(list(CLASSES), fill_value=0)
+    priors = (labels + 1) / (labels + 1).sum()  # the folds' OOF rows cover the whole training set
+    np.testing.assert_allclose(probs_of(filled["out"]).loc[filled["bad"]].to_numpy(), priors.to_numpy(), atol=1e-8)
+
+
+def test_an_image_filled_once_is_still_unreadable_when_the_fold_files_are_reused(filled, tmp_path, capsys,
+                                                                                no_model_loading):
+    run = copy_run(filled["run"], tmp_path / "runs" / "tiny")
+    assert predict(filled["data"], run, tmp_path / "again.csv", stage=1, tta=1) == 2
+    err = capsys.readouterr().err
+    assert filled["bad"] in err and "stage1_fold0_tta1.csv" in err and "--force" in err
+    assert predict(filled["data"], run, tmp_path / "filled.csv", "--fill-unreadable", stage=1, tta=1) == 0
+    assert f"1 unreadable test image(s) given the class priors: {filled['bad']}\n" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(probs_of(tmp_path / "filled.csv"), probs_of(filled["out"]))
+
+
+# ----------------------------------------------------------------------------- options
+def test_without_a_sample_submission_ids_come_from_the_folders_and_the_user_is_told(predicted, run_copy,
+                                                                                   tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(predicted["data"], data, ignore=shutil.ignore_patterns("sample_submission_stg2.csv"))
+    out = tmp_path / "sub.csv"
+    assert predict(data, run_copy, out) == 0
+    said = capsys.readouterr().out
+    assert "no sample_submission_stg2.csv" in said and "folder listing" in said
+    expected = read_sample(sample_path(predicted["data"], 2))["image"].tolist()
+    assert sorted(pd.read_csv(out, dtype={"image": str}).image) == sorted(expected)
+
+
+def test_geometric_mean_averages_the_folds_in_log_space(predicted, run_copy, tmp_path, no_model_loading):
+    out = tmp_path / "geo.csv"
+    assert predict(predicted["data"], run_copy, out, "--mean", "geometric", "--calibrate", "none") == 0
+    folds = [probs_of(p) for p in fold_files(run_copy)]
+    expected = np.exp(np.mean([np.log(f.to_numpy()) for f in folds], axis=0))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probs_of(out).loc[folds[0].index].to_numpy(), expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["none", "temperature", "floor", "both"])
+def test_calibration_methods_print_oof_log_loss_before_and_after(predicted, run_copy, tmp_path, capsys,
+                                                                 no_model_loading, method):
+    out = tmp_path / f"{method}.csv"
+    assert predict(predicted["data"], run_copy, out, "--calibrate", method) == 0
+    said = capsys.readouterr().out
+    assert "OOF log loss, all folds:" in said
+    calibration = json.loads((run_copy / "calibration.json").read_text())
+    assert calibration["method"] == method
+    if method == "none":
+        assert calibration["temperature"] == 1.0 and calibration["floor"] == 0.0
+    else:
+        assert f"calibration ({method})" in said and "->" in said
+        assert calibration["after"] <= calibration["before"] + 1e-9
+    if method == "temperature":
+        assert calibration["floor"] == 0.0
+    if method == "floor":
+        assert calibration["temperature"] == 1.0
+    validate_file(out, stage=2, data_dir=predicted["data"])
+
+
+def test_clip_puts_a_floor_under_every_probability_and_reports_its_oof_effect(predicted, run_copy, tmp_path,
+                                                                              capsys, no_model_loading):
+    out = tmp_path / "clipped.csv"
+    assert predict(predicted["data"], run_copy, out, "--calibrate", "none", "--clip", "0.02") == 0
+    said = capsys.readouterr().out
+    assert "clip 0.02" in said and "->" in said
+    p = probs_of(out).to_numpy()
+    assert p.min() >= 0.02 / (1 + 8 * 0.02) - 1e-9  # floor then renormalise
+    assert json.loads((run_copy / "calibration.json").read_text())["clip"] == 0.02
+
+
+def test_several_runs_are_ensembled(predicted, run_copy, tmp_path, capsys, no_model_loading):
+    twin = copy_run(run_copy, tmp_path / "runs" / "twin")
+    out = tmp_path / "two.csv"
+    assert predict(predicted["data"], [run_copy, twin], out, "--calibrate", "none") == 0
+    said = capsys.readouterr().out
+    assert "2 run(s)" in said and "OOF log loss, all folds and runs" in said
+    assert said.count("reusing") == 4  # 2 runs x 2 folds
+    single = tmp_path / "one.csv"
+    assert predict(predicted["data"], run_copy, single, "--calibrate", "none") == 0
+    np.testing.assert_allclose(probs_of(out), probs_of(single), atol=1e-9)  # twins average to themselves
+
+
+# ----------------------------------------------------------------------------- validate after predict
+def _drop_last_row(df):
+    return df.iloc[:-1]
+
+
+def _add_row(df):
+    extra = df.iloc[[0]].assign(image="test_stg2/image_99999.jpg")
+    return pd.concat([df, extra])
+
+
+def _nan(df):
+    df = df.copy()
+    df.loc[3, "BET"] = np.nan
+    return df
+
+
+def _header(df):
+    return df.rename(columns={"NoF": "NOF"})
+
+
+def _unnormalised(df):
+    df = df.copy()
+    df.loc[5, "ALB"] += 0.5
+    return df
+
+
+@pytest.mark.parametrize("corrupt, expected", [
+    (_drop_last_row, "missing: {last}"),
+    (_add_row, "line 30 (test_stg2/image_99999.jpg)"),
+    (_nan, "line 5 ({id3}) BET"),
+    (_header, "'NOF' should be 'NoF'"),
+    (_unnormalised, "line 7 ({id5}) sums to"),
+], ids=["missing-id", "extra-id", "nan", "header", "sum"])
+def test_validate_rejects_a_damaged_predict_output_naming_the_row(predicted, tmp_path, capsys, corrupt, expected):
+    df = pd.read_csv(predicted["stage2"], dtype={"image": str})
+    bad = tmp_path / "bad.csv"
+    corrupt(df).to_csv(bad, index=False, na_rep="nan")
+    assert ncfm(["validate", str(bad), "--data-dir", str(predicted["data"]), "--stage", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "INVALID" in err
+    assert expected.format(last=df.image.iloc[-1], id3=df.image.iloc[3], id5=df.image.iloc[5]) in err
