@@ -1,0 +1,48 @@
+"""`ncfm demo`: the whole offline journey, synthetic data to a validated stage-2 submission."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ncfm.cli import main as ncfm
+from ncfm.submission import validate_file
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_to_a_validated_stage2_submission(tmp_path, capsys):
+    root = tmp_path / "demo"
+    argv = ["demo", "--dir", str(root), "--folds", "2", "--epochs", "2", "--n-train", "120",
+            "--image-size", "75", "--tta", "2"]
+    assert ncfm(argv) == 0
+    said = capsys.readouterr().out
+
+    # each step is shown as the command a user would type, in order
+    steps = re.findall(r"^\$ ncfm (\w+)", said, flags=re.M)
+    assert steps == ["make_synthetic", "split_train_val", "train", "train", "predict", "validate"]
+
+    submission = root / "submissions" / "demo_stage2.csv"
+    checked = validate_file(submission, stage=2, data_dir=root / "data")
+    assert checked.rows > 0
+    assert (root / "runs" / "demo" / "predictions" / "stage2_fold1_tta2.csv").is_file()
+
+    loss = re.search(r"cross-validated OOF log loss: (\d+\.\d+) \(uniform guess: 2\.0794\), "
+                     r"after calibration (\d+\.\d+)", said)
+    assert loss, said[-2000:]
+    before, after = map(float, loss.groups())
+    assert 0.0 < after <= before + 1e-9
+    # next steps: the real-data commands, in order
+    assert said.index("ncfm split_train_val --data-dir data") < said.index("ncfm train --fold") \
+        < said.index("ncfm predict --run") < said.index("ncfm submit")
+
+
+def test_demo_refuses_a_non_empty_dir_without_force(tmp_path, capsys):
+    root = tmp_path / "work"
+    root.mkdir()
+    (root / "notes.txt").write_text("mine\n")
+    assert ncfm(["demo", "--dir", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert str(root) in err and "not empty" in err and "--force" in err
+    assert (root / "notes.txt").read_text() == "mine\n"
+    assert sorted(p.name for p in root.iterdir()) == ["notes.txt"]
