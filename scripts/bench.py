@@ -127,9 +127,11 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
         # visible to getrusage (pool workers come from a forkserver, not from us), so this gives
         # images per CPU-second, the per-core rate, independent of other load on the machine
         n1 = min(len(rel), int(kwargs.get("decode_single_images", 128)))
+        # evenly spaced over the (class-sorted) list, so every boat size is represented
+        subset = [rel[int(i)] for i in np.linspace(0, len(rel) - 1, n1)]
         one_dir = tempfile.mkdtemp(prefix="ncfm_bench_cache1_")
         c, t = _cpu_s(), time.perf_counter()
-        load_images(data_dir, rel[:n1], image_size, cache_dir=one_dir, workers=1, progress=False)
+        load_images(data_dir, subset, image_size, cache_dir=one_dir, workers=1, progress=False)
         wall, cpu = time.perf_counter() - t, _cpu_s() - c
         res["decode_1worker_images_per_s"] = n1 / wall
         res["decode_images_per_cpu_s"] = n1 / cpu
