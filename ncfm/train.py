@@ -45,7 +45,7 @@ EXECUTION_FIELDS = {"workers", "cache_dir", "tensorboard", "jit_compile", "patie
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
     """Fill every 'auto' value so config.json says exactly what ran."""
     from ncfm import runtime
-    from ncfm.model import get_backbone
+    from ncfm.model import get_backbone, resolve_weights
 
     spec = get_backbone(cfg.backbone)
     pretrained = cfg.weights not in ("none", "None", "")
@@ -57,10 +57,15 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.epochs < 1 or cfg.head_epochs < 0:
         raise NcfmError(f"need epochs >= 1 and head_epochs >= 0; received epochs={cfg.epochs}, "
                         f"head_epochs={cfg.head_epochs}")
+    # refuse what build_model would refuse now, before minutes of decoding images
+    image_size = cfg.image_size or spec.size
+    if image_size < spec.min_size:
+        raise NcfmError(f"image_size={image_size} is too small for {cfg.backbone}; its minimum is {spec.min_size}")
+    resolve_weights(cfg.weights, spec)  # a missing weights file
     return dataclasses.replace(
         cfg,
         optimizer=optimizer,
-        image_size=cfg.image_size or spec.size,
+        image_size=image_size,
         head_lr=cfg.head_lr or fresh_lr,
         # a pretrained backbone is fine-tuned gently; a random one has to learn from scratch
         lr=cfg.lr or (1e-4 if pretrained else fresh_lr),
@@ -145,6 +150,24 @@ def make_batches(images, rows, labels=None, batch_size=32, train=False, seed=0, 
     return Batches()
 
 
+# ----------------------------------------------------------------------------- randomness
+SEED_STRIDE = 2**20  # random draws one epoch may make before its stream meets the next epoch's
+
+
+def reseed_random_layers(model, epoch: int) -> None:
+    """Start every random stream of the model (augmentation, dropout) at a point fixed by the epoch.
+
+    A SeedGenerator's state (seed, counter) is a variable that model.save does not store, so a
+    model loaded from last.keras restarts every counter at 0 and a resumed run would replay
+    epoch 1's augmentations and dropout masks. Setting the counter to epoch * SEED_STRIDE at the
+    start of each epoch makes what an epoch draws depend only on the seed and the epoch number.
+    """
+    for v in model.variables:
+        if v.name == "seed_generator_state":
+            seed = int(np.asarray(v.numpy())[0])
+            v.assign(np.array([seed, epoch * SEED_STRIDE], dtype=v.dtype))
+
+
 # ----------------------------------------------------------------------------- checkpoints
 def save_model_atomic(model, path: Path) -> None:
     """model.save to a temp file, fsync, rename: a crash mid-write never breaks `path`."""
@@ -178,6 +201,7 @@ def _fold_callback(fold_dir: Path, phase: int, state: dict, history: list, cfg: 
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.time()
+            reseed_random_layers(self.model, epoch)
 
         def on_epoch_end(self, epoch, logs=None):
             logs = dict(logs or {})
