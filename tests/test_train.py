@@ -1,0 +1,407 @@
+"""Training one fold: what a run folder holds, resuming after a kill or a crash mid-checkpoint,
+skipping finished folds, and errors a user can act on.
+
+Every training here is a random InceptionV3 at 75 px on the synthetic data of `trained_run`
+(96 images, 2 folds). Most tests read the session's trained run; the rest train 16 images
+for a few epochs (`--max-train-images 16 --batch-size 8`), which costs seconds per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import TINY_TRAIN
+from ncfm import CLASSES, NcfmError
+from ncfm.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+# 2 steps of 8 images per epoch: cheap, yet both phases, dropout and augmentation all run
+SMALL = ["--weights", "none", "--image-size", "75", "--batch-size", "8", "--max-train-images", "16",
+         "--tensorboard", "false"]
+
+
+def train_args(data: Path, run: Path, *extra: str, fold: int = 0) -> list[str]:
+    return ["train", "--data-dir", str(data), "--fold", str(fold), "--run", str(run), *extra]
+
+
+def copy_fold(src: Path, dst: Path) -> Path:
+    """A private copy of a trained fold; the large checkpoints are hard links (training replaces
+    them by rename, never writes into them, so the original stays intact)."""
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.suffix == ".keras":
+            os.link(f, dst / f.name)
+        elif f.is_file():
+            shutil.copy2(f, dst / f.name)
+    return dst
+
+
+def weights_of(path: Path) -> list[np.ndarray]:
+    return keras.saving.load_model(path, compile=False).get_weights()
+
+
+def same_weights(a: list[np.ndarray], b: list[np.ndarray], atol=1e-6) -> bool:
+    return len(a) == len(b) and all(x.shape == y.shape and np.allclose(x, y, rtol=0, atol=atol) for x, y in zip(a, b))
+
+
+def snapshot(folder: Path) -> dict:
+    return {f.name: (f.stat().st_mtime_ns, f.stat().st_size, f.stat().st_ino)
+            for f in folder.iterdir() if f.is_file() and f.name != "train.log"}
+
+
+# ----------------------------------------------------------------------------- outputs
+def test_checkpoints_load_and_predict_probabilities(trained_run):
+    fold_dir = trained_run["run"] / "fold0"
+    x = np.zeros((2, 75, 75, 3), dtype="uint8")
+    for name in ("best.keras", "last.keras"):
+        model = keras.saving.load_model(fold_dir / name)
+        probs = keras.ops.convert_to_numpy(model(x, training=False))
+        assert probs.shape == (2, len(CLASSES)), name
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert keras.saving.load_model(fold_dir / "last.keras").optimizer.iterations.numpy() > 0  # resumable
+
+
+def test_config_json_holds_resolved_values(trained_run):
+    cfg = json.loads((trained_run["run"] / "fold0" / "config.json").read_text())
+    assert cfg["image_size"] == 75
+    assert cfg["weights"] == "none"
+    assert cfg["optimizer"] == "adam"  # auto -> adam from scratch
+    assert cfg["lr"] == 1e-3 and cfg["head_lr"] == 1e-3  # auto (0) resolved
+    assert cfg["mixed_precision"] == "float32"  # auto on a CPU
+    assert cfg["jit_compile"] == "off"  # auto with TensorFlow on a CPU
+    assert cfg["freeze_bn"] == "false" and cfg["bn_momentum"] == 0.9  # a random backbone trains BN
+    assert (cfg["fold"], cfg["n_folds"], cfg["epochs"], cfg["head_epochs"]) == (0, 2, 2, 1)
+    assert cfg["backend"] == keras.backend.backend() and cfg["keras"] == keras.__version__
+    assert "auto" not in cfg.values()
+
+
+@pytest.mark.parametrize("fold", [0, 1])
+def test_oof_rows_are_exactly_the_folds_validation_rows(trained_run, fold):
+    manifest = pd.read_csv(trained_run["data"] / "folds.csv")
+    val = manifest[manifest.fold == fold]
+    oof = pd.read_csv(trained_run["run"] / f"fold{fold}" / "oof.csv")
+    assert list(oof.columns) == ["image", "label", *CLASSES]
+    assert list(oof.image) == list(val.image) and list(oof.label) == list(val.label)
+    probs = oof[list(CLASSES)].to_numpy()
+    assert (probs >= 0).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_history_has_both_phases_with_continuous_epochs(trained_run):
+    history = pd.read_csv(trained_run["run"] / "fold0" / "history.csv")
+    assert list(history.columns) == ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy",
+                                     "learning_rate", "seconds"]
+    assert list(history.epoch) == [1, 2]  # TINY_TRAIN: 2 epochs, the first on the head only
+    assert list(history.phase) == [1, 2]
+    assert np.isfinite(history[["loss", "val_loss", "learning_rate"]].to_numpy()).all()
+
+
+@pytest.mark.parametrize("fold", [0, 1])
+def test_best_checkpoint_is_the_epoch_with_the_lowest_val_loss(trained_run, fold):
+    fold_dir = trained_run["run"] / f"fold{fold}"
+    history = pd.read_csv(fold_dir / "history.csv")
+    state = json.loads((fold_dir / "state.json").read_text())
+    best = int(history.epoch[history.val_loss.idxmin()])
+    assert state["finished"] and state["epoch"] == 2
+    assert state["best_epoch"] == best
+    assert state["best_val_loss"] == pytest.approx(history.val_loss.min(), rel=1e-6)
+    # oof.csv is predicted by best.keras, so its log loss is that epoch's val_loss
+    oof = pd.read_csv(fold_dir / "oof.csv")
+    labels = oof.label.map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
+    p = np.clip(oof[list(CLASSES)].to_numpy(), 1e-15, 1 - 1e-15)
+    oof_loss = -np.mean(np.log(p[np.arange(len(p)), labels]))
+    assert oof_loss == pytest.approx(history.val_loss.min(), abs=2e-4)
+    assert state["oof_log_loss"] == pytest.approx(oof_loss, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- resume
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ncfm.cli", *args]
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+    return env | extra
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(trained_run, tmp_path):
+    settings = [*SMALL, "--epochs", "4", "--head-epochs", "1", "--checkpoint-seconds", "0",
+                "--deterministic", "true", "--cache-dir", str(tmp_path / "cache")]
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    command = _cli(*train_args(trained_run["data"], killed, *settings))
+
+    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    state_path, deadline = killed / "fold0" / "state.json", time.time() + 300
+    try:
+        while proc.poll() is None and time.time() < deadline:
+            if state_path.is_file() and json.loads(state_path.read_text())["epoch"] >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"finished or died before it could be killed: {proc.stderr.read()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)  # no handler, no cleanup: as a lost machine
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    state = json.loads(state_path.read_text())
+    assert 2 <= state["epoch"] < 4 and not state["finished"] and not (killed / "fold0" / "oof.csv").exists()
+
+    resumed = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming after epoch {state['epoch']}" in (killed / "fold0" / "train.log").read_text()
+    uninterrupted = subprocess.run(_cli(*train_args(trained_run["data"], whole, *settings)), env=_env(),
+                                   capture_output=True, text=True, timeout=400)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+
+    h_killed = pd.read_csv(killed / "fold0" / "history.csv")
+    h_whole = pd.read_csv(whole / "fold0" / "history.csv")
+    assert list(h_killed.epoch) == list(h_whole.epoch) == [1, 2, 3, 4]
+    assert list(h_killed.phase) == [1, 2, 2, 2]
+    np.testing.assert_allclose(h_killed.val_loss, h_whole.val_loss, rtol=1e-6)
+    assert same_weights(weights_of(killed / "fold0" / "last.keras"), weights_of(whole / "fold0" / "last.keras"))
+    assert same_weights(weights_of(killed / "fold0" / "best.keras"), weights_of(whole / "fold0" / "best.keras"))
+
+
+def test_a_crash_while_writing_a_checkpoint_keeps_the_previous_one_and_resumes(trained_run, tmp_path, monkeypatch,
+                                                                                 capsys):
+    run = tmp_path / "run"
+    args = train_args(trained_run["data"], run, *SMALL, "--epochs", "2", "--head-epochs", "2",
+                      "--checkpoint-seconds", "0", "--cache-dir", str(tmp_path / "cache"))
+    real_save, calls = keras.Model.save, []
+
+    def save_then_crash(self, filepath, *a, **k):
+        calls.append(Path(filepath))
+        if len(calls) <= 2:  # epoch 1: best.keras, last.keras
+            return real_save(self, filepath, *a, **k)
+        Path(filepath).write_bytes(b"PK\x03\x04 half a zip")  # epoch 2: the disk fills mid-write
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", save_then_crash)
+    assert main(args) == 2
+    assert "disk full" in capsys.readouterr().err
+    fold_dir = run / "fold0"
+    assert len(calls) == 3 and calls[2].name.startswith(".tmp-")  # the crash hit a temp file...
+    assert not list(fold_dir.glob(".tmp-*"))  # ...which is cleaned up
+    assert json.loads((fold_dir / "state.json").read_text())["epoch"] == 1
+    epoch1 = weights_of(fold_dir / "best.keras")  # still loads
+    assert same_weights(epoch1, weights_of(fold_dir / "last.keras"), atol=0)
+
+    monkeypatch.undo()
+    assert main(args) == 0
+    state = json.loads((fold_dir / "state.json").read_text())
+    assert state["finished"] and state["epoch"] == 2
+    assert list(pd.read_csv(fold_dir / "history.csv").epoch) == [1, 2]
+    assert "resuming after epoch 1" in (fold_dir / "train.log").read_text()
+    assert not same_weights(epoch1, weights_of(fold_dir / "last.keras"))  # epoch 2 did train
+
+
+def test_a_finished_fold_is_skipped_unless_retrain(trained_run, tmp_path):
+    run = tmp_path / "run"
+    fold_dir = copy_fold(trained_run["run"] / "fold0", run / "fold0")
+    before = snapshot(fold_dir)
+    started = time.time()
+    assert main(train_args(trained_run["data"], run, *TINY_TRAIN)) == 0
+    assert time.time() - started < 10
+    assert snapshot(fold_dir) == before
+    assert "already trained" in (fold_dir / "train.log").read_text()
+
+    assert main(train_args(trained_run["data"], run, *SMALL, "--epochs", "1", "--head-epochs", "1",
+                           "--retrain", "--cache-dir", str(tmp_path / "cache"))) == 0
+    assert list(pd.read_csv(fold_dir / "history.csv").epoch) == [1]
+    assert snapshot(fold_dir)["best.keras"][2] != before["best.keras"][2]  # a new file, not the old one
+    assert json.loads((fold_dir / "config.json").read_text())["epochs"] == 1
+
+
+def test_resuming_with_other_settings_is_refused(trained_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    fold_dir = run / "fold0"
+    fold_dir.mkdir(parents=True)
+    src = trained_run["run"] / "fold0"
+    shutil.copy(src / "config.json", fold_dir)
+    state = json.loads((src / "state.json").read_text()) | {"epoch": 1, "finished": False}
+    (fold_dir / "state.json").write_text(json.dumps(state))
+
+    assert main(train_args(trained_run["data"], run, *TINY_TRAIN, "--lr", "0.01")) == 2
+    err = capsys.readouterr().err
+    assert "lr: 0.001 -> 0.01" in err and "--retrain" in err and str(fold_dir) in err
+    with pytest.raises(NcfmError, match="other settings"):
+        from ncfm.config import make_config
+        from ncfm.train import train_fold
+
+        cfg = make_config(None, weights="none", image_size=75, epochs=2, head_epochs=1, batch_size=16, lr=0.01)
+        train_fold(cfg, trained_run["data"], trained_run["data"] / "folds.csv", 0, run)
+    assert json.loads((fold_dir / "state.json").read_text()) == state  # nothing touched
+
+
+def test_execution_settings_may_change_on_resume(trained_run, tmp_path, monkeypatch):
+    """workers, cache folder, TensorBoard, patience and the checkpoint interval are not part of
+    what was trained; changing them passes the settings check (stopped right after it)."""
+    run = tmp_path / "run"
+    fold_dir = run / "fold0"
+    fold_dir.mkdir(parents=True)
+    src = trained_run["run"] / "fold0"
+    shutil.copy(src / "config.json", fold_dir)
+    (fold_dir / "state.json").write_text(json.dumps(json.loads((src / "state.json").read_text()) | {"finished": False}))
+
+    class Reached(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Reached
+
+    monkeypatch.setattr("ncfm.cache.load_images", stop)
+    with pytest.raises(Reached):
+        main(train_args(trained_run["data"], run, *TINY_TRAIN, "--workers", "1", "--patience", "2",
+                        "--checkpoint-seconds", "5", "--cache-dir", str(tmp_path / "cache")))
+
+
+# ----------------------------------------------------------------------------- errors
+def test_a_fold_the_manifest_lacks_is_named(trained_run, tmp_path, capsys):
+    assert main(train_args(trained_run["data"], tmp_path / "run", *TINY_TRAIN, fold=7)) == 2
+    err = capsys.readouterr().err
+    assert "fold=7" in err and "folds 0..1" in err
+    assert not (tmp_path / "run" / "fold7").exists()
+
+
+def test_a_missing_manifest_says_to_run_split_train_val(tmp_path, capsys):
+    assert main(train_args(tmp_path / "data", tmp_path / "run", *TINY_TRAIN)) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "data" / "folds.csv") in err and "split_train_val" in err
+
+
+def test_a_missing_weights_file_is_named_before_any_work(trained_run, tmp_path, capsys):
+    missing = tmp_path / "nowhere" / "inception.h5"
+    args = train_args(trained_run["data"], tmp_path / "run", *TINY_TRAIN, "--weights", str(missing),
+                      "--cache-dir", str(tmp_path / "cache"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--weights {missing}: file not found" in err and "notop" in err
+    assert not (tmp_path / "cache").exists()  # refused before decoding a single image
+
+
+def test_image_size_below_the_minimum_is_refused_before_any_work(trained_run, tmp_path, capsys):
+    args = train_args(trained_run["data"], tmp_path / "run", *TINY_TRAIN, "--image-size", "60",
+                      "--cache-dir", str(tmp_path / "cache"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "image_size=60" in err and "inception_v3" in err and "minimum is 75" in err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_imagenet_weights_that_cannot_download_ask_for_a_path(tmp_path, monkeypatch):
+    from keras.src.utils import file_utils
+
+    from ncfm.model import build_model
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no cached weights file
+    attempts = []
+
+    def offline(fname, origin=None, *a, **k):
+        attempts.append(origin)
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(NcfmError, match=r"could not download ImageNet weights for InceptionV3.*--weights PATH"):
+        build_model("inception_v3", "imagenet", 75)
+    assert attempts and "inception_v3" in attempts[0]
+
+
+def test_imagenet_weights_come_from_the_keras_cache_when_present(tmp_path, monkeypatch):
+    from ncfm.model import BACKBONES, resolve_weights
+
+    spec = BACKBONES["inception_v3"]
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert resolve_weights("imagenet", spec) == "imagenet"
+    cached = tmp_path / "models" / spec.weights_file
+    cached.parent.mkdir()
+    cached.write_bytes(b"")
+    assert resolve_weights("imagenet", spec) == str(cached)
+
+
+# ----------------------------------------------------------------------------- config file
+def test_a_config_file_sets_values_and_flags_override_them(trained_run, tmp_path, monkeypatch):
+    config = tmp_path / "small.toml"
+    config.write_text('[train]\nweights = "none"\nimage_size = 75\nepochs = 7\nhead_lr = 0.005\n'
+                      'dropout = 0.3\nhflip = false\nbatch_size = 8\n')
+
+    class Reached(Exception):
+        pass
+
+    def stop(*a, **k):  # the resolved config is written before any image is decoded
+        raise Reached
+
+    monkeypatch.setattr("ncfm.cache.load_images", stop)
+    with pytest.raises(Reached):
+        main(train_args(trained_run["data"], tmp_path / "run", "--config", str(config),
+                        "--epochs", "3", "--dropout", "0.2"))
+    saved = json.loads((tmp_path / "run" / "fold0" / "config.json").read_text())
+    assert (saved["epochs"], saved["dropout"]) == (3, 0.2)  # flags win
+    assert (saved["head_lr"], saved["image_size"], saved["hflip"], saved["batch_size"]) == (0.005, 75, False, 8)
+    assert saved["weights"] == "none" and saved["lr"] == 1e-3 and saved["optimizer"] == "adam"  # auto, resolved
+    assert saved["rotation"] == 10.0  # untouched defaults are there too
+
+
+def test_a_config_file_with_an_unknown_key_is_refused(tmp_path):
+    from ncfm.config import make_config
+
+    config = tmp_path / "bad.toml"
+    config.write_text("epochs = 3\nlearning_rate = 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown settings \['learning_rate'\]"):
+        make_config(str(config))
+
+
+# ----------------------------------------------------------------------------- JAX
+@pytest.mark.slow
+def test_training_under_jax_writes_the_same_outputs(trained_run, tmp_path):
+    run = tmp_path / "run"
+    command = _cli(*train_args(trained_run["data"], run, *SMALL, "--epochs", "2", "--head-epochs", "1",
+                               "--cache-dir", str(tmp_path / "cache")))
+    done = subprocess.run(command, env=_env(KERAS_BACKEND="jax", NCFM_JAX_CACHE=str(tmp_path / "xla")),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    fold_dir = run / "fold0"
+    config = json.loads((fold_dir / "config.json").read_text())
+    assert config["backend"] == "jax" and config["jit_compile"] == "on"
+    assert list(pd.read_csv(fold_dir / "history.csv").phase) == [1, 2]
+    manifest = pd.read_csv(trained_run["data"] / "folds.csv")
+    oof = pd.read_csv(fold_dir / "oof.csv")
+    assert list(oof.image) == list(manifest.image[manifest.fold == 0])
+    np.testing.assert_allclose(oof[list(CLASSES)].sum(axis=1), 1.0, atol=1e-6)
+    assert json.loads((fold_dir / "state.json").read_text())["finished"]
+    assert {"best.keras", "last.keras"} <= {f.name for f in fold_dir.iterdir()}
+
+
+def test_a_reloaded_model_draws_the_same_augmentations_and_dropout_per_epoch(tmp_path):
+    """SeedGenerator states are not saved in .keras files; train reseeds them per epoch."""
+    from ncfm.augment import RandomAugment
+    from ncfm.train import reseed_random_layers
+
+    inp = keras.Input((16, 16, 3), dtype="uint8")
+    x = RandomAugment(seed=3, name="augment")(inp)
+    out = keras.layers.Dropout(0.5, seed=3, name="dropout")(keras.layers.Flatten()(x))
+    model = keras.Model(inp, out)
+    x = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3)).astype("uint8")
+    model(x, training=True)  # the saved model's streams have moved on...
+    model.save(tmp_path / "last.keras")
+    loaded = keras.saving.load_model(tmp_path / "last.keras")  # ...the loaded one's restart at 0
+    for epoch in (0, 5):
+        reseed_random_layers(model, epoch)
+        reseed_random_layers(loaded, epoch)
+        a = keras.ops.convert_to_numpy(model(x, training=True))
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(loaded(x, training=True)))
+    reseed_random_layers(model, 6)
+    assert not np.array_equal(a, keras.ops.convert_to_numpy(model(x, training=True)))  # epochs differ
