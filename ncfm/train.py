@@ -318,6 +318,7 @@ def train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, run
     manifest, n_folds = read_manifest(folds_csv, fold)
     train_df, val_df = manifest[manifest.fold != fold], manifest[manifest.fold == fold]
     fold_dir = run_dir / f"fold{fold}"
+    cfg = resolve_config(cfg)  # settings that cannot run are refused before --retrain deletes anything
     if retrain and fold_dir.exists():
         shutil.rmtree(fold_dir)
     fold_dir.mkdir(parents=True, exist_ok=True)
@@ -329,7 +330,6 @@ def train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, run
             f"{state['best_val_loss']:.4f}); pass --retrain to train it again")
         return state
 
-    cfg = resolve_config(cfg)
     if state and (fold_dir / "config.json").is_file():
         _check_same_settings(json.loads((fold_dir / "config.json").read_text()), cfg, fold_dir)
     runtime.setup(cfg.seed + fold, cfg.mixed_precision, cfg.deterministic)
