@@ -405,3 +405,13 @@ def test_a_reloaded_model_draws_the_same_augmentations_and_dropout_per_epoch(tmp
         np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(loaded(x, training=True)))
     reseed_random_layers(model, 6)
     assert not np.array_equal(a, keras.ops.convert_to_numpy(model(x, training=True)))  # epochs differ
+
+
+def test_retrain_with_settings_that_cannot_run_keeps_the_trained_fold(trained_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    fold_dir = copy_fold(trained_run["run"] / "fold0", run / "fold0")
+    before = snapshot(fold_dir)
+    args = train_args(trained_run["data"], run, *TINY_TRAIN, "--retrain", "--weights", str(tmp_path / "typo.h5"))
+    assert main(args) == 2
+    assert "file not found" in capsys.readouterr().err
+    assert snapshot(fold_dir) == before
