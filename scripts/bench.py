@@ -207,6 +207,11 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
                     f"decoding (measured separately as decode_images_per_s)")
     del model, tta
     keras.backend.clear_session()
+    if not kwargs.get("cache_dir"):  # our own temporary cache: do not leave it in /tmp
+        import shutil
+
+        del pixels, data, batches
+        shutil.rmtree(cache_dir, ignore_errors=True)
     return res
 
 

@@ -40,6 +40,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -60,6 +62,16 @@ def _status(pid) -> dict:
     except OSError:
         pass
     return out
+
+
+def _cpu_ticks(pid) -> float | None:
+    """utime + stime of a process in seconds (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _descendants(pid: int) -> list[int]:
@@ -88,6 +100,7 @@ class Sampler:
         self.every = every
         self.phase = "start"
         self.peaks: dict[str, dict] = {}
+        self.child_cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -107,7 +120,12 @@ class Sampler:
 
     def sample(self):
         me = _status(os.getpid())
-        kids = [_status(p) for p in _descendants(os.getpid())]
+        pids = _descendants(os.getpid())
+        kids = [_status(p) for p in pids]
+        for pid in pids:  # CPU seconds of each descendant, last value seen before it exits
+            t = _cpu_ticks(pid)
+            if t is not None:
+                self.child_cpu[pid] = t
         tree_rss = me.get("VmRSS", 0) + sum(k.get("VmRSS", 0) for k in kids)
         tree_anon = me.get("RssAnon", 0) + sum(k.get("RssAnon", 0) for k in kids)
         cur = {"rss": me.get("VmRSS", 0), "anon": me.get("RssAnon", 0),
@@ -151,6 +169,28 @@ def stand_in_model(size: int, seed: int = 0):
                        name="ncfm_stand_in")
 
 
+class PreadRows:
+    """Rows of the cache file read with os.pread into fresh arrays (no memory map): the pages stay
+    in the kernel's page cache but are never mapped into this process, so they do not count in
+    its RSS. A sketch of a possible library change, to compare with the memmap ncfm uses."""
+
+    def __init__(self, path, shape):
+        self.shape = tuple(shape)
+        self.row = int(np.prod(self.shape[1:]))
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, idx):
+        idx = np.atleast_1d(np.asarray(idx))
+        out = np.empty((len(idx),) + self.shape[1:], np.uint8)
+        flat = out.reshape(len(idx), -1)
+        for k, i in enumerate(idx):
+            flat[k] = np.frombuffer(os.pread(self.fd, self.row, int(i) * self.row), np.uint8)
+        return out
+
+
 def run_data(args, sampler: Sampler) -> dict:
     import keras  # noqa: F401  (as in ncfm.predict: the backend is up before the cache is built)
     import numpy as np
@@ -168,15 +208,24 @@ def run_data(args, sampler: Sampler) -> dict:
     sampler.set_phase("decode")
     data_path, _ = cache_paths(args.data_dir, list(test.path), args.size, args.cache_dir)
     res["cache_was_warm"] = data_path.exists()
+    sampler.sample()
+    before = sum(sampler.child_cpu.values())
     t = time.perf_counter()
     pixels, bad = load_images_masked(args.data_dir, list(test.path), args.size,
                                      cache_dir=args.cache_dir, progress=False)
     res["decode_s"] = time.perf_counter() - t
+    # decode workers' CPU time (sampled every 0.1 s from /proc: at most one interval missing)
+    res["decode_worker_cpu_s"] = sum(sampler.child_cpu.values()) - before
+    if res["decode_worker_cpu_s"] > 0:
+        res["decode_images_per_cpu_s"] = len(test) / res["decode_worker_cpu_s"]
     res["decode_images_per_s"] = len(test) / res["decode_s"]
     res["decode_workers"] = cpu_count()
     res["unreadable"] = len(bad)
     res["cache_bytes"] = int(pixels.nbytes)
 
+    if args.read == "pread":
+        pixels = PreadRows(data_path, pixels.shape)
+    res["read"] = args.read
     sampler.set_phase("build")
     views = tta_parameters(args.tta)
     batch = args.batch_size or default_batch_size(len(views))
@@ -239,6 +288,9 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--limit", type=int, default=0, help="data: predict only the first N rows")
     p.add_argument("--n-images", type=int, default=256, help="model: images to predict")
+    p.add_argument("--read", choices=("memmap", "pread"), default="memmap",
+                   help="data: feed make_batches the cache's memmap (what ncfm does) or rows read "
+                        "with os.pread (PreadRows: a possible fix, for comparison)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
