@@ -136,9 +136,13 @@ def _add_predict(sub):
     p.add_argument("--clip", type=float, default=0.0, help="manual probability floor applied last (e.g. 0.01)")
     p.add_argument("--fill-unreadable", action="store_true",
                    help="give unreadable test images the class priors (listed) instead of stopping")
-    p.add_argument("--batch-size", type=int, default=0, help="images per batch (default: 256 on GPU, 32 on CPU)")
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="images per call, each with all its views (default: 1024 views per call on a GPU, "
+                   "64 on a CPU, divided by --tta)")
     p.add_argument("--out", default=None, help="CSV path (default submissions/<run>_stage<S>.csv)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing CSV / recompute fold predictions")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out CSV")
+    p.add_argument("--recompute", action="store_true",
+                   help="predict again even where saved per-fold predictions are up to date")
     p.add_argument("--seed", type=int, default=2016, help="seed of the TTA views (default 2016)")
 
 

@@ -6,7 +6,9 @@ then runs; calibrate on out-of-fold predictions; write a validated Kaggle CSV.
 For each fold model, writes before any averaging:
     runs/NAME/predictions/stage<S>_fold<K>_tta<N>.csv   test predictions (mean over N views)
     runs/NAME/fold<K>/oof_tta<N>.csv                    its held-out images, same N views
-so an ensemble or a calibration can be rebuilt without running a model again. Each test image
+so an ensemble or a calibration can be rebuilt without running a model again (a .json beside
+each file records the model file and the views it was made with; a retrained fold or other
+views make it stale and it is recomputed). Each test image
 is decoded once (a uint8 cache shared by all folds and views); every batch runs all its views
 in a single forward pass.
 """
@@ -56,10 +58,30 @@ def _frame(ids, probs, id_column="image") -> pd.DataFrame:
     return df
 
 
-def _read_probs(path: Path, ids) -> np.ndarray | None:
-    """Saved predictions for exactly these ids (in this order), or None when stale/absent."""
+def prediction_key(fold_dir: Path, views) -> dict:
+    """What a saved prediction file depends on besides its ids: the model file and the views."""
+    stat = (fold_dir / "best.keras").stat()
+    return {"model": {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+            "views": np.round(np.asarray(views, dtype="float64"), 6).tolist()}
+
+
+def _write_probs(path: Path, df: pd.DataFrame, key: dict) -> None:
+    atomic_write_text(path, df.to_csv(index=False, float_format="%.8f"))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(key) + "\n")
+
+
+def _read_probs(path: Path, ids, key: dict | None = None) -> np.ndarray | None:
+    """Saved predictions for exactly these ids (in this order) made by the same model with the
+    same views (the `key` in the .json beside the file), or None when stale/absent."""
     if not path.is_file():
         return None
+    if key is not None:
+        sidecar = path.with_suffix(".json")
+        try:
+            if json.loads(sidecar.read_text()) != key:
+                return None
+        except (OSError, ValueError):
+            return None
     df = pd.read_csv(path)
     # test files are image,ALB..YFT; OOF files carry a label column after the image
     if list(df.iloc[:, 0]) != list(ids) or [c for c in df.columns if c in CLASSES] != list(CLASSES):
@@ -109,13 +131,14 @@ def predict_run(run_dir: Path, data_dir: Path, stage: int, test: pd.DataFrame, v
         cfg = json.loads((fold_dir / "config.json").read_text())
         test_path = out_dir / f"stage{stage}_{fold_dir.name}_tta{n_views}.csv"
         oof_path = fold_dir / f"oof_tta{n_views}.csv"
-        test_probs = None if force else _read_probs(test_path, test.id)
+        key = prediction_key(fold_dir, views)
+        test_probs = None if force else _read_probs(test_path, test.id, key)
         if test_probs is not None:  # rows left blank in the file were unreadable when it was written
             recorded = np.flatnonzero(np.isnan(test_probs).any(axis=1))
             _check_unreadable(data_dir, test, recorded, fill_rows, recorded_in=test_path)
             test_probs[recorded] = 1.0 / len(CLASSES)  # placeholder; main gives these rows the priors
         oof_plain = pd.read_csv(fold_dir / "oof.csv") if (fold_dir / "oof.csv").is_file() else None
-        oof_probs = None if (force or oof_plain is None) else _read_probs(oof_path, oof_plain.image)
+        oof_probs = None if (force or oof_plain is None) else _read_probs(oof_path, oof_plain.image, key)
         if test_probs is not None and (oof_probs is not None or oof_plain is None):
             log(f"{fold_dir}: reusing {test_path.name}")
         else:
@@ -128,14 +151,14 @@ def predict_run(run_dir: Path, data_dir: Path, stage: int, test: pd.DataFrame, v
                 test_probs = predict_views(model, pixels, np.arange(len(test)), views, batch_size)
                 saved = _frame(test.id, test_probs)
                 saved.loc[bad, list(CLASSES)] = np.nan  # a black image's prediction is no prediction
-                atomic_write_text(test_path, saved.to_csv(index=False, float_format="%.8f"))
+                _write_probs(test_path, saved, key)
             if oof_plain is not None and oof_probs is None:
                 oof_probs = _oof_views(model, oof_plain, cfg, data_dir, size, views, batch_size,
                                        load_images, read_manifest, log)
                 if oof_probs is not None:
                     out = _frame(oof_plain.image, oof_probs)
                     out.insert(1, "label", oof_plain.label)
-                    atomic_write_text(oof_path, out.to_csv(index=False, float_format="%.8f"))
+                    _write_probs(oof_path, out, key)
             del model
             keras.backend.clear_session()
         tests.append(test_probs)
@@ -170,7 +193,7 @@ def _check_unreadable(data_dir: Path, test: pd.DataFrame, bad, fill_rows, record
         return
     names = [str(data_dir / test.path.iloc[i]) for i in bad]
     if fill_rows is None:  # sentinel: not allowed to fill
-        when = (f" when {recorded_in} was written (pass --force to read them again once replaced)"
+        when = (f" when {recorded_in} was written (pass --recompute to read them again once replaced)"
                 if recorded_in else "")
         raise NcfmError(f"{len(names)} unreadable test image(s){when}; no row may be dropped from a "
                         f"submission. Replace them, or pass --fill-unreadable to give them the "
@@ -207,7 +230,7 @@ def main(args) -> int:
     run_tests, run_oofs = [], []
     for run in runs:
         tests, oofs = predict_run(run, data_dir, args.stage, test, views, batch_size=batch_size,
-                                  force=args.force, log=log, fill_rows=fill_rows)
+                                  force=args.recompute, log=log, fill_rows=fill_rows)
         run_tests.append(average(tests, args.mean))
         run_oofs.append(oofs)
     probs = average(run_tests, args.mean)

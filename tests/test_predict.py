@@ -139,7 +139,23 @@ def test_a_second_predict_reuses_the_fold_files_without_loading_a_model(predicte
     pd.testing.assert_frame_equal(probs_of(tmp_path / "again.csv"), probs_of(predicted["stage2"]))
 
 
-def test_force_recomputes_the_fold_files(predicted, run_copy, tmp_path, monkeypatch):
+def test_fold_files_of_a_retrained_fold_or_other_views_are_recomputed(predicted, run_copy, tmp_path, monkeypatch):
+    import keras
+
+    loaded = []
+    real_load = keras.saving.load_model
+    monkeypatch.setattr(keras.saving, "load_model", lambda *a, **k: loaded.append(str(a[0])) or real_load(*a, **k))
+    best = run_copy / "fold1" / "best.keras"
+    shutil.copy(best, tmp_path / "best.keras")  # a new file, as train --retrain writes
+    os.replace(tmp_path / "best.keras", best)
+    assert predict(predicted["data"], run_copy, tmp_path / "retrained.csv") == 0
+    assert loaded == [str(best)]  # fold 0's files were still current
+    loaded.clear()
+    assert predict(predicted["data"], run_copy, tmp_path / "views.csv", "--views", "zoom") == 0  # view 1: a zoom, not the flip
+    assert len(loaded) == 2
+
+
+def test_recompute_predicts_again_with_up_to_date_fold_files(predicted, run_copy, tmp_path, monkeypatch):
     import keras
 
     loaded = []
@@ -148,7 +164,7 @@ def test_force_recomputes_the_fold_files(predicted, run_copy, tmp_path, monkeypa
     files = fold_files(run_copy)
     for p in files:  # date the old files so a rewrite shows
         os.utime(p, ns=(0, 0))
-    assert predict(predicted["data"], run_copy, tmp_path / "forced.csv", "--force") == 0
+    assert predict(predicted["data"], run_copy, tmp_path / "forced.csv", "--recompute") == 0
     assert len(loaded) == 2
     assert all(p.stat().st_mtime_ns > 0 for p in files)
     np.testing.assert_allclose(probs_of(tmp_path / "forced.csv"), probs_of(predicted["stage2"]), atol=1e-5)
@@ -248,7 +264,7 @@ def test_an_image_filled_once_is_still_unreadable_when_the_fold_files_are_reused
     run = copy_run(filled["run"], tmp_path / "runs" / "tiny")
     assert predict(filled["data"], run, tmp_path / "again.csv", stage=1, tta=1) == 2
     err = capsys.readouterr().err
-    assert filled["bad"] in err and "stage1_fold0_tta1.csv" in err and "--force" in err
+    assert filled["bad"] in err and "stage1_fold0_tta1.csv" in err and "--recompute" in err
     assert predict(filled["data"], run, tmp_path / "filled.csv", "--fill-unreadable", stage=1, tta=1) == 0
     assert f"1 unreadable test image(s) given the class priors: {filled['bad']}\n" in capsys.readouterr().out
     pd.testing.assert_frame_equal(probs_of(tmp_path / "filled.csv"), probs_of(filled["out"]))
