@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -144,10 +145,29 @@ def make_batches(images, rows, labels=None, batch_size=32, train=False, seed=0, 
                 pick = np.arange(i * batch_size, min((i + 1) * batch_size, len(rows)))
                 if pad and len(pick) < batch_size:
                     pick = np.concatenate([pick, np.full(batch_size - len(pick), pick[-1])])
-            x = np.asarray(images[rows[pick]])
+            x = read_rows(images, rows[pick])
             return (x, labels[pick]) if labels is not None else (x,)
 
     return Batches()
+
+
+def read_rows(images, index) -> np.ndarray:
+    """images[index] as a new array. Rows of the on-disk cache are read with pread rather than
+    through the memory map: mapped pages would stay in the process's resident memory, 3.5 GB for
+    the 13,153 stage-2 images at 299, while read pages live only in the kernel's page cache."""
+    filename = getattr(images, "filename", None)
+    if not isinstance(images, np.memmap) or not filename or not hasattr(os, "preadv"):
+        return np.asarray(images[index])
+    out = np.empty((len(index),) + images.shape[1:], dtype=images.dtype)
+    row_bytes = out[0].nbytes if len(index) else 0
+    fd = os.open(filename, os.O_RDONLY)
+    try:
+        for j, i in enumerate(np.asarray(index, dtype=np.int64)):
+            if os.preadv(fd, [out[j]], images.offset + int(i) * row_bytes) != row_bytes:
+                raise OSError(f"{filename}: short read at row {i}; delete the cache file to rebuild it")
+    finally:
+        os.close(fd)
+    return out
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -201,6 +221,7 @@ def _fold_callback(fold_dir: Path, phase: int, state: dict, history: list, cfg: 
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.time()
+            self.lr = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))  # the epoch's first step
             reseed_random_layers(self.model, epoch)
 
         def on_epoch_end(self, epoch, logs=None):
@@ -212,7 +233,7 @@ def _fold_callback(fold_dir: Path, phase: int, state: dict, history: list, cfg: 
                     f"epoch {epoch + 1}: loss={loss}, val_loss={val_loss}; stopped. The last saved "
                     f"epoch is kept in {fold_dir / 'last.keras'}: lower the learning rate "
                     f"(--lr/--head-lr) and rerun the same command to resume from it")
-            lr = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            lr = self.lr
             row = dict(epoch=epoch + 1, phase=phase, loss=loss, accuracy=float(logs.get("accuracy", np.nan)),
                        val_loss=val_loss, val_accuracy=float(logs.get("val_accuracy", np.nan)),
                        learning_rate=lr, seconds=round(seconds, 3))
