@@ -131,7 +131,8 @@ def build_model(backbone: str = "inception_v3", weights: str = "none", image_siz
     x = Preprocess(spec.preprocessing, name="preprocess")(pixels)
     x = base(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    # its own stream: with the augmentation's seed the flip coins would track the first dropout units
+    x = keras.layers.Dropout(dropout, seed=None if seed is None else seed + 1, name="dropout")(x)
     probs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(x)
     classifier = keras.Model(pixels, probs, name="classifier")
 

@@ -133,9 +133,11 @@ def make_batches(images, rows, labels=None, batch_size=32, train=False, seed=0, 
             return None if train else self.steps
 
         def _order(self, epoch):
-            if epoch not in self._orders:
-                self._orders = {epoch: np.random.default_rng(seed + epoch).permutation(len(rows))}
-            return self._orders[epoch]
+            orders = self._orders  # one read: worker threads may replace it meanwhile
+            if epoch not in orders:
+                orders = {epoch: np.random.default_rng(seed + epoch).permutation(len(rows))}
+                self._orders = orders
+            return orders[epoch]
 
         def __getitem__(self, i):
             if train:
