@@ -126,11 +126,17 @@ def sample_submission_path(data_dir: os.PathLike | str, stage: int) -> Path:
 
 
 def read_sample_submission(data_dir: os.PathLike | str, stage: int) -> pd.DataFrame | None:
-    """The stage's sample submission as Kaggle ships it, or None when it is not there.
+    """The stage's sample submission as Kaggle ships it, or None when it is not there."""
+    return read_sample_file(sample_submission_path(data_dir, stage))
 
-    `sample_submission_stgN.csv` is read; a still-zipped `sample_submission_stgN.csv.zip` too.
+
+def read_sample_file(path: os.PathLike | str) -> pd.DataFrame | None:
+    """A sample submission file (ids as strings), or None when it is not there.
+
+    `path` is read, or a still-zipped `path.zip` as Kaggle ships it; an unreadable file or one
+    without an `image` column is an NcfmError naming it.
     """
-    path = sample_submission_path(data_dir, stage)
+    path = Path(path)
     for candidate in (path, path.with_name(path.name + ".zip")):
         if candidate.is_file():
             try:

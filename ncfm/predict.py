@@ -206,8 +206,8 @@ def main(args) -> int:
     from ncfm import calibrate as cal
     from ncfm import runtime
     from ncfm.augment import tta_parameters
-    from ncfm.dataset import find_test_images
-    from ncfm.submission import build_submission, read_sample, sample_path, write_submission
+    from ncfm.dataset import find_test_images, read_sample_submission
+    from ncfm.submission import build_submission, write_submission
 
     data_dir = Path(args.data_dir)
     runs = [Path(r) for r in args.run]
@@ -260,8 +260,8 @@ def main(args) -> int:
         log(f"{len(fill_rows)} unreadable test image(s) given the class priors: "
             + ", ".join(test.id.iloc[i] for i in fill_rows))
 
-    sample_file = sample_path(data_dir, args.stage)
-    sample_ids = list(read_sample(sample_file).iloc[:, 0]) if sample_file.is_file() else list(test.id)
+    sample = read_sample_submission(data_dir, args.stage)
+    sample_ids = list(sample.image) if sample is not None else list(test.id)
     written = write_submission(build_submission(list(test.id), probs), out, sample_ids, force=args.force)
     atomic_write_text(runs[0] / "calibration.json", json.dumps(
         calibration | {"runs": [str(r) for r in runs], "tta": len(views), "stage": args.stage}, indent=2) + "\n")

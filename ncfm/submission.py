@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 from ncfm import CLASSES, COMPETITION, NUM_CLASSES, NcfmError
+from ncfm.dataset import read_sample_file
+from ncfm.dataset import sample_submission_path as sample_path  # where each stage's sample lives
 from ncfm.fileio import atomic_write_text
 
 HEADER = ("image", *CLASSES)
@@ -239,36 +241,15 @@ def format_submission(df: pd.DataFrame) -> str:
 
 
 # --------------------------------------------------------------------------- files
-def sample_path(data_dir: os.PathLike | str, stage: int) -> Path:
-    """Where Kaggle's sample submission of `stage` lives once extracted into `data_dir`."""
-    if stage not in KAGGLE_ROWS:
-        raise NcfmError(f"stage must be 1 or 2, received stage={stage}")
-    return Path(data_dir) / f"sample_submission_stg{stage}.csv"
-
-
-def _existing(path: Path) -> Path | None:
-    """`path`, or the still-zipped `path.zip` Kaggle ships, whichever exists."""
-    if path.is_file():
-        return path
-    zipped = path.with_name(path.name + ".zip")
-    return zipped if zipped.is_file() else None
-
-
 def read_sample(path: os.PathLike | str) -> pd.DataFrame:
     """A sample submission (ids as strings); a missing file says where it was looked for and the fix."""
     path = Path(path)
-    found = _existing(path)
-    if found is None:
+    df = read_sample_file(path)
+    if df is None:
         raise NcfmError(
             f"sample submission not found: {path}. Download the competition files with "
             f"`{DOWNLOAD_HINT}` and unzip {path.name} into {path.parent}/ (or pass --sample PATH)"
         )
-    try:
-        df = pd.read_csv(found, dtype={"image": str})
-    except (ValueError, OSError, UnicodeDecodeError) as e:
-        raise NcfmError(f"{found}: not a readable sample submission ({_short(e)})") from e
-    if "image" not in df.columns:
-        raise NcfmError(f"{found}: not a sample submission (no `image` column; header {','.join(map(str, df.columns))})")
     return df
 
 
@@ -329,9 +310,9 @@ def _infer_stage(rows: int, data_dir: Path, path: Path) -> int:
     """The stage whose sample submission has `rows` rows (Kaggle's counts when no sample is there)."""
     counts = {}
     for stage in KAGGLE_ROWS:
-        found = _existing(sample_path(data_dir, stage))
+        found = read_sample_file(sample_path(data_dir, stage))
         if found is not None:
-            counts[stage] = len(read_sample(found))
+            counts[stage] = len(found)
             if counts[stage] == rows:
                 return stage
     for stage, n in KAGGLE_ROWS.items():
