@@ -106,7 +106,8 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
     from ncfm.augment import tta_parameters
     from ncfm.cache import load_images
     from ncfm.model import build_model, build_tta_model, unfreeze_backbone
-    from ncfm.train import compile_model, make_batches, make_optimizer, one_hot, resolve_config
+    from ncfm.train import (augment_settings, compile_model, make_batches, make_optimizer, one_hot,
+                            resolve_config)
     from ncfm.config import TrainConfig
 
     train_bn = bool(kwargs.get("train_bn", True))  # parity with the peers, which train BatchNorm
@@ -149,9 +150,7 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
     cfg = resolve_config(TrainConfig(weights="none", image_size=image_size, batch_size=batch_size,
                                      mixed_precision=precision,
                                      optimizer=kwargs.get("optimizer", "auto")))
-    model = build_model("inception_v3", "none", image_size, augment=dict(
-        hflip=cfg.hflip, vflip=cfg.vflip, rotation=cfg.rotation, zoom=cfg.zoom, shift=cfg.shift,
-        shear=cfg.shear, brightness=cfg.brightness, contrast=cfg.contrast), seed=seed)
+    model = build_model("inception_v3", "none", image_size, augment=augment_settings(cfg), seed=seed)
     unfreeze_backbone(model, "", freeze_bn=not train_bn, bn_momentum=0.9)
     total = warmup_steps + steps
     compile_model(model, cfg, make_optimizer(cfg, 1e-3, total))
