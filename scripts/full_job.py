@@ -10,6 +10,13 @@ run cut short keeps what it measured. On the GPU machine (see shared/GPU.md for 
     python3 scripts/full_job.py --work /tmp/ncfm_job --out $OUT/full_job.json --batch-size 128
 
 Data generation is timed but is not part of the job (Kaggle ships the images).
+
+The job may not fit one call of the GPU machine (10 minutes per command). --deadline-s N starts
+no step once N seconds have passed since launch, so the call ends between steps instead of being
+killed inside one; rerun the same command with --continue (same --work and --out) to run the
+steps not yet done. The job time is the sum of the steps' own times either way. A step done in
+a later process on the same machine finds the same data, runs and JAX compilation cache, as it
+would in one long job; on a fresh machine, start over without --continue.
 """
 
 from __future__ import annotations
@@ -37,14 +44,33 @@ def main() -> int:
     p.add_argument("--image-size", type=int, default=299)
     p.add_argument("--tta", type=int, default=8)
     p.add_argument("--stage", type=int, default=2)
+    p.add_argument("--deadline-s", type=float, default=0,
+                   help="start no step after this many seconds (0: no limit)")
+    p.add_argument("--continue", dest="resume", action="store_true",
+                   help="skip the steps that --out records as done (exit 0)")
     args = p.parse_args()
 
+    launched = time.perf_counter()
     work = Path(args.work)
     data, run = work / "data", work / "runs" / "job"
-    result = {"args": vars(args), "steps": []}
     out = Path(args.out)
+    result = {"args": vars(args), "steps": []}
+    if args.resume:
+        if not out.is_file():
+            p.error(f"--continue: {out} not found; run once without --continue")
+        result["steps"] = [s for s in json.loads(out.read_text())["steps"] if s["exit"] == 0]
+    done = {s["step"] for s in result["steps"]}
 
     def step(name, argv):
+        if name in done:
+            print(f"== {name}: done in an earlier call, skipped", flush=True)
+            return
+        if args.deadline_s and time.perf_counter() - launched > args.deadline_s:
+            result["stopped_before"] = name
+            out.write_text(json.dumps(result, indent=1))
+            print(f"== deadline: stopping before {name}; rerun with --continue", flush=True)
+            raise SystemExit(3)
+        result.pop("stopped_before", None)
         t = time.perf_counter()
         print(f"\n== {name}: ncfm {' '.join(argv)}", flush=True)
         code = subprocess.call([sys.executable, "-m", "ncfm.cli", *argv])
@@ -57,6 +83,7 @@ def main() -> int:
             raise SystemExit(code)
 
     if not (data / "sample_submission_stg2.csv").is_file():
+        done.discard("make_synthetic")
         step("make_synthetic", ["make_synthetic", str(data), "--n-train", str(args.n_train), "--n-test1",
                                 str(args.n_test1), "--n-test2", str(args.n_test2), "--scale", "1.0", "--force"])
     step("split_train_val", ["split_train_val", "--data-dir", str(data), "--folds", str(args.folds), "--force"])
