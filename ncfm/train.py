@@ -7,7 +7,8 @@ writes runs/inception299/fold0/:
     history.csv     one row per epoch over both phases: epoch, phase, loss, accuracy, val_loss,
                     val_accuracy, learning_rate, seconds
     best.keras      the model with the lowest val_loss so far (written atomically)
-    last.keras      the model + optimizer after the last finished epoch (for --resume)
+    last.keras      the model + optimizer after the last finished epoch (for --resume), with
+                    the fold's state and history at that epoch inside (ncfm/record.json)
     state.json      progress: epochs done, best epoch, early-stopping counter, finished
     oof.csv         out-of-fold predictions of best.keras: image,label,<8 class probabilities>
     train.log       the milestones printed on the console
@@ -28,6 +29,7 @@ import os
 import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -191,17 +193,35 @@ def reseed_random_layers(model, epoch: int) -> None:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def save_model_atomic(model, path: Path) -> None:
-    """model.save to a temp file, fsync, rename: a crash mid-write never breaks `path`."""
+RECORD = "ncfm/record.json"  # inside a .keras checkpoint: the fold's progress when it was saved
+
+
+def save_model_atomic(model, path: Path, record: dict | None = None) -> None:
+    """model.save to a temp file, fsync, rename: a crash mid-write never breaks `path`.
+
+    `record` (JSON) is stored inside the zip as RECORD (Keras ignores it when loading), so the
+    file says which epoch it holds even if the process dies before state.json catches up."""
     tmp = path.with_name(f".tmp-{path.name}")
     try:
         model.save(tmp)
+        if record is not None:
+            with zipfile.ZipFile(tmp, "a") as z:
+                z.writestr(RECORD, json.dumps(record))
         fsync_file(tmp)
         tmp.replace(path)
         fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def read_record(path: Path) -> dict | None:
+    """The RECORD saved inside a checkpoint, or None (absent, unreadable, older file)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read(RECORD))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
 
 
 def _fold_callback(fold_dir: Path, phase: int, state: dict, history: list, cfg: TrainConfig, log):
@@ -218,7 +238,7 @@ def _fold_callback(fold_dir: Path, phase: int, state: dict, history: list, cfg: 
         """
 
         def on_train_begin(self, logs=None):
-            self.flushed_at = time.time()
+            self.flushed_at, self.flushed_epoch = time.time(), state["epoch"]
             self.best_weights = None  # host copy of the best epoch not yet written to disk
 
         def on_epoch_begin(self, epoch, logs=None):
@@ -258,20 +278,23 @@ def _fold_callback(fold_dir: Path, phase: int, state: dict, history: list, cfg: 
                 self.flush()
 
         def on_train_end(self, logs=None):
-            if history and history[-1]["epoch"] == state["epoch"]:
+            if history and history[-1]["epoch"] == state["epoch"] != self.flushed_epoch:
                 self.flush()
 
         def flush(self):
+            # last.keras is the commit point: it carries the state and history of its own epoch,
+            # so a process killed before state.json is rewritten resumes from the right epoch
             if self.best_weights is not None:
                 current = self.model.get_weights()
                 self.model.set_weights(self.best_weights)
-                save_model_atomic(self.model, fold_dir / "best.keras")
+                save_model_atomic(self.model, fold_dir / "best.keras",
+                                  {"best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"]})
                 self.model.set_weights(current)
                 self.best_weights = None
-            save_model_atomic(self.model, fold_dir / "last.keras")
+            save_model_atomic(self.model, fold_dir / "last.keras", {"state": state, "history": history})
             write_history(fold_dir / "history.csv", history)
             atomic_write_text(fold_dir / "state.json", json.dumps(state, indent=2) + "\n")
-            self.flushed_at = time.time()
+            self.flushed_at, self.flushed_epoch = time.time(), state["epoch"]
 
     return FoldCheckpoint()
 
@@ -348,6 +371,11 @@ def train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, run
     log = _logger(fold_dir / "train.log")
     state_path = fold_dir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else None
+    record = read_record(fold_dir / "last.keras")
+    if record and record["state"]["epoch"] > (state or {}).get("epoch", 0):
+        log(f"state.json is behind last.keras (stopped while saving epoch {record['state']['epoch']}): "
+            f"resuming from the checkpoint's own record")
+        state = dict(record["state"], finished=False)
     if state and state.get("finished") and (fold_dir / "oof.csv").is_file():
         log(f"fold {fold} already trained (best epoch {state['best_epoch']}, val_loss "
             f"{state['best_val_loss']:.4f}); pass --retrain to train it again")
@@ -386,7 +414,14 @@ def train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, run
         log(f"resuming after epoch {state['epoch']} (best {state['best_epoch']}, "
             f"val_loss {state['best_val_loss']:.4f})")
         model = keras.saving.load_model(fold_dir / "last.keras")
-        history = pd.read_csv(fold_dir / "history.csv").to_dict("records")[: state["epoch"]]
+        if record and record["state"]["epoch"] == state["epoch"]:
+            history = record["history"]
+        else:  # a checkpoint written before records existed
+            history = pd.read_csv(fold_dir / "history.csv").to_dict("records")[: state["epoch"]]
+        best = read_record(fold_dir / "best.keras")
+        if best and best["best_val_loss"] < state["best_val_loss"]:
+            # best.keras was renamed into place, then the process died before last.keras
+            state.update(best)
     else:
         state = dict(epoch=0, phase=1, best_epoch=0, best_val_loss=float("inf"), wait=0, finished=False)
         history = []

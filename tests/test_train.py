@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_TRAIN
+import ncfm.train
 from ncfm import CLASSES, NcfmError
 from ncfm.cli import main
 
@@ -207,6 +208,38 @@ def test_a_crash_while_writing_a_checkpoint_keeps_the_previous_one_and_resumes(t
     assert list(pd.read_csv(fold_dir / "history.csv").epoch) == [1, 2]
     assert "resuming after epoch 1" in (fold_dir / "train.log").read_text()
     assert not same_weights(epoch1, weights_of(fold_dir / "last.keras"))  # epoch 2 did train
+
+
+def test_a_run_killed_between_checkpoint_and_state_resumes_from_the_checkpoints_epoch(trained_run, tmp_path,
+                                                                                     monkeypatch):
+    run = tmp_path / "run"
+    args = train_args(trained_run["data"], run, *SMALL, "--epochs", "3", "--head-epochs", "1",
+                      "--checkpoint-seconds", "0", "--cache-dir", str(tmp_path / "cache"))
+    real_write, state_writes = ncfm.train.atomic_write_text, []
+
+    def write_or_die(path, text):
+        if Path(path).name == "state.json":
+            state_writes.append(text)
+            if len(state_writes) == 2:  # epoch 2: last.keras is in place, state.json still says 1
+                raise KeyboardInterrupt  # stands in for SIGKILL at that instant
+        return real_write(path, text)
+
+    monkeypatch.setattr(ncfm.train, "atomic_write_text", write_or_die)
+    assert main(args) == 130
+    monkeypatch.undo()
+    fold_dir = run / "fold0"
+    assert json.loads((fold_dir / "state.json").read_text())["epoch"] == 1
+    last = keras.saving.load_model(fold_dir / "last.keras")
+    steps = int(last.optimizer.iterations.numpy())  # epoch 2 is phase 2's first: one epoch of steps
+    assert steps > 0
+
+    assert main(args) == 0
+    assert "resuming after epoch 2" in (fold_dir / "train.log").read_text()
+    history = pd.read_csv(fold_dir / "history.csv")
+    assert list(history.epoch) == [1, 2, 3] and list(history.phase) == [1, 2, 2]
+    # epoch 2 was not trained twice: phase 2's optimizer took exactly two epochs of steps
+    assert int(keras.saving.load_model(fold_dir / "last.keras").optimizer.iterations.numpy()) == 2 * steps
+    assert json.loads((fold_dir / "state.json").read_text())["finished"]
 
 
 def test_a_finished_fold_is_skipped_unless_retrain(trained_run, tmp_path):
