@@ -75,19 +75,50 @@ def calibrate(probs, temperature: float = 1.0, floor: float = 0.0) -> np.ndarray
     return apply_floor(out, floor) if floor > 0 else out
 
 
-def fit_calibration(labels, probs, method: str = "temperature") -> dict:
+def _fit(labels, probs, method: str) -> tuple[float, float]:
+    t = fit_temperature(labels, probs) if method in ("temperature", "both") else 1.0
+    f = fit_floor(labels, calibrate(probs, t)) if method in ("floor", "both") else 0.0
+    return t, f
+
+
+def held_out_loss(labels, probs, groups, method: str) -> float:
+    """Log loss of calibrations each fitted without one group and applied to that group.
+
+    With folds as groups this asks what a calibration fitted on OOF predictions does to images of
+    boats it was not fitted on, which is what stage 2's new boats are to the fitted one."""
+    labels, probs, groups = np.asarray(labels), np.asarray(probs, dtype=np.float64), np.asarray(groups)
+    out = np.empty_like(probs)
+    for g in np.unique(groups):
+        held = groups == g
+        t, f = _fit(labels[~held], probs[~held], method)
+        out[held] = calibrate(probs[held], t, f)
+    return kaggle_log_loss(labels, out)
+
+
+def fit_calibration(labels, probs, method: str = "temperature", groups=None) -> dict:
     """Fit `method` in {"temperature", "floor", "both"} on OOF predictions.
 
-    Returns {"temperature": T, "floor": f, "before": loss, "after": loss}.
+    Returns {"temperature": T, "floor": f, "before": loss, "after": loss}. With `groups` (the
+    fold of each row) the fit is also checked out of sample: each group calibrated by a fit on
+    the others. If that held-out loss is no better than `before`, the calibration fits noise of
+    these rows (a small or weak OOF set can pull T to an extreme) and is not applied: T = 1,
+    floor 0, and "rejected" keeps what was fitted. "held_out" holds that loss and "applied" says
+whether it passed. One group
+    only: two random halves of the rows stand in for folds.
     """
     if method not in ("temperature", "floor", "both"):
         raise ValueError(f"method must be temperature, floor or both; received {method!r}")
-    t = fit_temperature(labels, probs) if method in ("temperature", "both") else 1.0
-    scaled = calibrate(probs, t)
-    f = fit_floor(labels, scaled) if method in ("floor", "both") else 0.0
-    return {
-        "temperature": t,
-        "floor": f,
-        "before": kaggle_log_loss(labels, probs),
-        "after": kaggle_log_loss(labels, calibrate(probs, t, f)),
-    }
+    t, f = _fit(labels, probs, method)
+    before = kaggle_log_loss(labels, probs)
+    out = {"temperature": t, "floor": f, "before": before, "after": kaggle_log_loss(labels, calibrate(probs, t, f))}
+    if groups is not None:
+        groups = np.asarray(groups)
+        out["held_out_by"] = "folds" if len(np.unique(groups)) > 1 else "random halves"
+        if out["held_out_by"] != "folds":
+            groups = np.random.default_rng(0).permutation(len(groups)) % 2
+        out["held_out"] = held_out_loss(labels, probs, groups, method)
+        out["applied"] = bool(out["held_out"] < before)
+        if not out["applied"]:
+            out["rejected"] = {k: out[k] for k in ("temperature", "floor", "after")}
+            out.update(temperature=1.0, floor=0.0, after=before)
+    return out

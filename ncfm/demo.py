@@ -60,9 +60,11 @@ def main(args) -> int:
     shares = pd.read_csv(data / "folds.csv").label.value_counts(normalize=True).to_numpy()
     prior_loss = float(-(shares * np.log(shares)).sum())  # always predicting the class shares
     minutes = (time.time() - started) / 60
+    calibrated = (f"after calibration {calibration['after']:.4f}" if calibration.get("applied", True)
+                  else "calibration not applied (no gain on held-out folds)")
     print(f"""
 Demo finished in {minutes:.1f} min.
-  cross-validated OOF log loss: {calibration['before']:.4f}, after calibration {calibration['after']:.4f}
+  cross-validated OOF log loss: {calibration['before']:.4f}, {calibrated}
                                 (guessing uniformly: 2.0794; always the class shares: {prior_loss:.4f})
   submission (validated):       {submission}
   report:                       {run / 'report.html'}

@@ -236,13 +236,23 @@ def main(args) -> int:
     probs = average(run_tests, args.mean)
 
     calibration = {"method": args.calibrate, "temperature": 1.0, "floor": 0.0}
-    oof_labels, oof_probs = _ensemble_oof(run_oofs, args.mean)
+    oof_labels, oof_probs, oof_folds = _ensemble_oof(run_oofs, args.mean)
     if oof_labels is not None:
         _print_oof(run_oofs, oof_labels, oof_probs, cal, log)
         if args.calibrate != "none":
-            calibration.update(cal.fit_calibration(oof_labels, oof_probs, args.calibrate))
-            log(f"calibration ({args.calibrate}): temperature {calibration['temperature']:.3f}, floor "
-                f"{calibration['floor']:.4f}; OOF log loss {calibration['before']:.4f} -> {calibration['after']:.4f}")
+            calibration.update(cal.fit_calibration(oof_labels, oof_probs, args.calibrate, groups=oof_folds))
+            if calibration["applied"]:
+                log(f"calibration ({args.calibrate}): temperature {calibration['temperature']:.3f}, floor "
+                    f"{calibration['floor']:.4f}; OOF log loss {calibration['before']:.4f} -> "
+                    f"{calibration['after']:.4f}; {calibration['held_out']:.4f} on held-out "
+                    f"{calibration['held_out_by']}")
+            else:
+                fitted = calibration["rejected"]
+                log(f"calibration ({args.calibrate}): not applied. Fitted on all OOF rows (temperature "
+                    f"{fitted['temperature']:.3f}, floor {fitted['floor']:.4f}) it lowers their log loss "
+                    f"{calibration['before']:.4f} -> {fitted['after']:.4f}, but fitted without each of the "
+                    f"{calibration['held_out_by']} in turn it gives them {calibration['held_out']:.4f}: it "
+                    f"fits noise")
     elif args.calibrate != "none":
         log("no out-of-fold predictions found: not calibrating")
     probs = cal.calibrate(probs, calibration["temperature"], calibration["floor"])
@@ -276,21 +286,22 @@ def main(args) -> int:
 
 
 def _ensemble_oof(run_oofs: list[list[dict]], mean: str):
-    """Pool each run's OOF (folds concatenated), average runs over their common images."""
+    """Pool each run's OOF (folds concatenated), average runs over their common images.
+    Returns (labels, probs, fold of each row in the first run), or three Nones."""
     frames = []
     for oofs in run_oofs:
         if not oofs:
-            return None, None
-        df = pd.concat([_frame(o["image"], o["probs"]).assign(label=o["label"]) for o in oofs])
+            return None, None, None
+        df = pd.concat([_frame(o["image"], o["probs"]).assign(label=o["label"], fold=o["fold"]) for o in oofs])
         frames.append(df.drop_duplicates("image").set_index("image").sort_index())
     common = frames[0].index
     for f in frames[1:]:
         common = common.intersection(f.index)
     if len(common) == 0:
-        return None, None
+        return None, None, None
     probs = average([f.loc[common, list(CLASSES)].to_numpy() for f in frames], mean)
     labels = frames[0].loc[common, "label"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
-    return labels, probs
+    return labels, probs, frames[0].loc[common, "fold"].to_numpy()
 
 
 def _print_oof(run_oofs, labels, probs, cal, log) -> None:

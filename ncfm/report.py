@@ -595,7 +595,9 @@ def _cv_table(s: dict, slug: str) -> str:
         rows.append('<tr class="base">' + _td("calibration.json (used by predict): "
                     f"T = {_fmt(cal.get('temperature'), 3)}, floor = {_fmt(cal.get('floor'), 4)}, before", numeric=False)
                     + _td("") + _td(_fmt(cal.get("before"))) + _td("") * 4 + _td("", numeric=False) + "</tr>")
-        rows.append('<tr class="base">' + _td("calibration.json: after", numeric=False) + _td("")
+        held = (f" (on held-out {cal['held_out_by']}: {_fmt(cal['held_out'])}; "
+                f"{'applied' if cal.get('applied') else 'not applied'})" if "held_out" in cal else "")
+        rows.append('<tr class="base">' + _td(f"calibration.json: after{held}", numeric=False) + _td("")
                     + _td(_fmt(cal.get("after"))) + _td("") * 4 + _td("", numeric=False) + "</tr>")
     return f'<table id="{slug}-cv">{head}{"".join(rows)}</table>'
 

@@ -7,8 +7,8 @@ import pytest
 from sklearn.metrics import log_loss
 
 from ncfm.calibrate import (
-    apply_floor, apply_temperature, calibrate, fit_calibration, fit_floor, fit_temperature, kaggle_log_loss,
-    per_sample_log_loss,
+    apply_floor, apply_temperature, calibrate, fit_calibration, fit_floor, fit_temperature, held_out_loss,
+    kaggle_log_loss, per_sample_log_loss,
 )
 
 K = 8
@@ -141,6 +141,39 @@ def test_both_is_at_least_as_good_as_either_alone():
     probs[:15] = np.eye(K)[(labels[:15] + 1) % K]
     after = {m: fit_calibration(labels, probs, m)["after"] for m in ("temperature", "floor", "both")}
     assert after["both"] <= min(after["temperature"], after["floor"]) + 1e-6
+
+
+def test_a_calibration_that_helps_held_out_folds_is_applied():
+    labels, probs, _ = overconfident(n=3000, true_temperature=2.5, seed=10)
+    groups = np.arange(len(labels)) % 5
+    fit = fit_calibration(labels, probs, "temperature", groups=groups)
+    assert fit["applied"] and fit["temperature"] > 1.5 and fit["held_out_by"] == "folds"
+    assert fit["held_out"] == pytest.approx(held_out_loss(labels, probs, groups, "temperature"))
+    assert fit["after"] < fit["held_out"] < fit["before"]
+
+
+def test_a_calibration_that_only_fits_noise_of_these_rows_is_not_applied():
+    # fold A's labels follow the predictions, fold B's are random: each fold's fit is wrong for
+    # the other, though one temperature fitted on both still lowers their pooled log loss
+    rng = np.random.default_rng(11)
+    probs = softmax(rng.normal(0.0, 0.5, size=(80, K)))
+    labels = np.concatenate([probs[:40].argmax(axis=1), rng.integers(0, K, 40)])
+    groups = np.repeat(["fold0", "fold1"], 40)
+    fitted = fit_calibration(labels, probs, "temperature")
+    assert fitted["after"] < fitted["before"] and fitted["temperature"] != pytest.approx(1.0, abs=0.05)
+
+    fit = fit_calibration(labels, probs, "temperature", groups=groups)
+    assert not fit["applied"] and fit["held_out"] >= fit["before"]
+    assert fit["temperature"] == 1.0 and fit["floor"] == 0.0 and fit["after"] == fit["before"]
+    assert fit["rejected"]["temperature"] == pytest.approx(fitted["temperature"])
+
+
+def test_one_group_is_checked_on_two_random_halves():
+    labels, probs, _ = overconfident(n=2000, true_temperature=2.5, seed=12)
+    fit = fit_calibration(labels, probs, "temperature", groups=np.zeros(len(labels)))
+    halves = np.random.default_rng(0).permutation(len(labels)) % 2
+    assert fit["applied"] and fit["held_out_by"] == "random halves"
+    assert fit["held_out"] == pytest.approx(held_out_loss(labels, probs, halves, "temperature"))
 
 
 def test_unknown_calibration_method_is_an_error_echoing_it():
