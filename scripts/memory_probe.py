@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Peak host memory of `ncfm predict` on CPU, measured in two parts.
+"""Peak host memory of `ncfm predict` on CPU: end to end, or in two parts.
+
+  command  any command, run as a child (e.g. the real `ncfm predict --stage 2`): the peaks of
+           that process and of its whole tree (decode workers included), sampled the same way.
 
   data   the data path of `ncfm predict --stage S` for ONE fold: decode every test image into the
          uint8 cache (ncfm.cache.load_images_masked on ncfm.dataset.find_test_images' paths, all
@@ -28,6 +31,8 @@ size") is reported too. Everything goes to a JSON file.
         --size 299 --cache-dir /tmp/mem_cache --json docs/cpu/memory_data.json
     /usr/bin/time -v .venv/bin/python scripts/memory_probe.py model --size 299 --n-images 256 \\
         --json docs/cpu/memory_model.json
+    .venv/bin/python scripts/memory_probe.py command --json docs/cpu/memory_predict.json -- \\
+        .venv/bin/ncfm predict --data-dir /tmp/mem --run /tmp/mem_run --stage 2 --tta 1
 """
 
 from __future__ import annotations
@@ -96,8 +101,9 @@ def _descendants(pid: int) -> list[int]:
 class Sampler:
     """Peaks of this process and of its process tree, per phase, sampled every `every` s."""
 
-    def __init__(self, every=0.1):
+    def __init__(self, every=0.1, root=None):
         self.every = every
+        self.root = root or os.getpid()  # the process whose own figures are reported
         self.phase = "start"
         self.peaks: dict[str, dict] = {}
         self.child_cpu: dict[int, float] = {}
@@ -119,8 +125,8 @@ class Sampler:
         self.sample()
 
     def sample(self):
-        me = _status(os.getpid())
-        pids = _descendants(os.getpid())
+        me = _status(self.root)
+        pids = _descendants(self.root)
         kids = [_status(p) for p in pids]
         for pid in pids:  # CPU seconds of each descendant, last value seen before it exits
             t = _cpu_ticks(pid)
@@ -131,6 +137,7 @@ class Sampler:
         cur = {"rss": me.get("VmRSS", 0), "anon": me.get("RssAnon", 0),
                "file": me.get("RssFile", 0), "tree_rss": tree_rss, "tree_anon": tree_anon,
                "worker_rss_max": max((k.get("VmRSS", 0) for k in kids), default=0),
+               "hwm": me.get("VmHWM", 0),
                "processes": 1 + len(kids)}
         p = self.peaks.setdefault(self.phase, {})
         for k, v in cur.items():
@@ -143,8 +150,8 @@ class Sampler:
     def report(self) -> dict:
         mib = {ph: {k: (round(v / 2**20, 1) if k != "processes" else v) for k, v in d.items()}
                for ph, d in self.peaks.items()}
-        return {"peaks_mib_by_phase": mib,
-                "vm_hwm_mib": round(_status(os.getpid()).get("VmHWM", 0) / 2**20, 1)}
+        hwm = max([_status(self.root).get("VmHWM", 0)] + [d.get("hwm", 0) for d in self.peaks.values()])
+        return {"peaks_mib_by_phase": mib, "vm_hwm_mib": round(hwm / 2**20, 1)}
 
 
 def stand_in_model(size: int, seed: int = 0):
@@ -276,9 +283,23 @@ def run_model(args, sampler: Sampler) -> dict:
     return res
 
 
+def run_command(args) -> dict:
+    """Run args.command as a child; its own peaks (phase "command") and its tree's."""
+    import subprocess
+
+    if not args.command:
+        raise SystemExit("command mode: give the command after --, e.g. -- ncfm predict --stage 2")
+    child = subprocess.Popen(args.command)
+    with Sampler(root=child.pid) as sampler:
+        sampler.set_phase("command")
+        res = {"mode": "command", "argv": args.command, "exit": child.wait()}
+    res.update(sampler.report())
+    return res
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("mode", choices=("data", "model"))
+    p.add_argument("mode", choices=("data", "model", "command"))
     p.add_argument("--data-dir", default="data")
     p.add_argument("--stage", type=int, default=2)
     p.add_argument("--size", type=int, default=299)
@@ -289,16 +310,23 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=0, help="data: predict only the first N rows")
     p.add_argument("--n-images", type=int, default=256, help="model: images to predict")
     p.add_argument("--read", choices=("memmap", "pread"), default="memmap",
-                   help="data: feed make_batches the cache's memmap (what ncfm does) or rows read "
-                        "with os.pread (PreadRows: a possible fix, for comparison)")
+                   help="data: hand make_batches the cache's memmap (as ncfm does; make_batches "
+                        "reads its rows with pread since the first measurements) or PreadRows "
+                        "(the sketch of that change, kept to repeat those measurements)")
     p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cut = argv.index("--") if "--" in argv else len(argv)  # command mode: the command follows --
+    args = p.parse_args(argv[:cut])
+    args.command = argv[cut + 1:]
     t0 = time.perf_counter()
-    with Sampler() as sampler:
-        sampler.set_phase("imports")
-        res = (run_data if args.mode == "data" else run_model)(args, sampler)
-        sampler.set_phase("end")
-    res.update(sampler.report())
+    if args.mode == "command":
+        res = run_command(args)
+    else:
+        with Sampler() as sampler:
+            sampler.set_phase("imports")
+            res = (run_data if args.mode == "data" else run_model)(args, sampler)
+            sampler.set_phase("end")
+        res.update(sampler.report())
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     res["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     res["command"] = " ".join([Path(sys.executable).name] + sys.argv)
