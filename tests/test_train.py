@@ -72,6 +72,9 @@ def test_checkpoints_load_and_predict_probabilities(trained_run):
         assert probs.shape == (2, len(CLASSES)), name
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert keras.saving.load_model(fold_dir / "last.keras").optimizer.iterations.numpy() > 0  # resumable
+    # best.keras is for predicting: no optimizer slots (a third of last.keras' bytes with Adam)
+    assert getattr(keras.saving.load_model(fold_dir / "best.keras"), "optimizer", None) is None
+    assert (fold_dir / "best.keras").stat().st_size < 0.5 * (fold_dir / "last.keras").stat().st_size
 
 
 def test_config_json_holds_resolved_values(trained_run):
