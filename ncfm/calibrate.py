@@ -102,9 +102,8 @@ def fit_calibration(labels, probs, method: str = "temperature", groups=None) -> 
     fold of each row) the fit is also checked out of sample: each group calibrated by a fit on
     the others. If that held-out loss is no better than `before`, the calibration fits noise of
     these rows (a small or weak OOF set can pull T to an extreme) and is not applied: T = 1,
-    floor 0, and "rejected" keeps what was fitted. "held_out" holds that loss and "applied" says
-whether it passed. One group
-    only: two random halves of the rows stand in for folds.
+    floor 0, and "rejected" keeps what was fitted. "held_out" holds that loss, "applied" whether
+    it passed, "held_out_by" "folds" or, with one group only, "random halves" of the rows.
     """
     if method not in ("temperature", "floor", "both"):
         raise ValueError(f"method must be temperature, floor or both; received {method!r}")

@@ -232,10 +232,11 @@ def _fold_callback(fold_dir: Path, phase: int, state: dict, history: list, cfg: 
     class FoldCheckpoint(keras.callbacks.Callback):
         """Per epoch: history row, best weights on val_loss, early stopping in phase 2, a raise
         on NaN. Checkpoints are flushed to disk at most every `checkpoint_seconds` and at the end
-        of each phase: last.keras, best.keras (if a better epoch came since), history.csv, and
-        state.json last, the commit point that resume trusts. On a GPU an epoch of NCFM takes
-        about a second while saving InceptionV3 with its optimizer takes about one, so saving
-        every epoch would double a fold's time; on a CPU an epoch outlasts the interval anyway.
+        of each phase: best.keras (if a better epoch came since), last.keras, the commit point
+        that resume trusts (it carries its epoch's state and history), then history.csv and
+        state.json. On a GPU an epoch of NCFM takes about a second while saving InceptionV3 with
+        its optimizer takes about one, so saving every epoch would double a fold's time; on a
+        CPU an epoch outlasts the interval anyway.
         """
 
         def on_train_begin(self, logs=None):
@@ -283,8 +284,6 @@ def _fold_callback(fold_dir: Path, phase: int, state: dict, history: list, cfg: 
                 self.flush()
 
         def flush(self):
-            # last.keras is the commit point: it carries the state and history of its own epoch,
-            # so a process killed before state.json is rewritten resumes from the right epoch
             if self.best_weights is not None:
                 # saved through an uncompiled twin that shares the model's layers: the same model
                 # without the optimizer's slots, a third of the bytes (84 vs 251 MiB for
