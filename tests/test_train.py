@@ -213,8 +213,9 @@ def test_a_crash_while_writing_a_checkpoint_keeps_the_previous_one_and_resumes(t
     assert not same_weights(epoch1, weights_of(fold_dir / "last.keras"))  # epoch 2 did train
 
 
+@pytest.mark.parametrize("killed_at_epoch", [1, 2])  # 1: before state.json was ever written
 def test_a_run_killed_between_checkpoint_and_state_resumes_from_the_checkpoints_epoch(trained_run, tmp_path,
-                                                                                     monkeypatch):
+                                                                                     monkeypatch, killed_at_epoch):
     run = tmp_path / "run"
     args = train_args(trained_run["data"], run, *SMALL, "--epochs", "3", "--head-epochs", "1",
                       "--checkpoint-seconds", "0", "--cache-dir", str(tmp_path / "cache"))
@@ -223,7 +224,7 @@ def test_a_run_killed_between_checkpoint_and_state_resumes_from_the_checkpoints_
     def write_or_die(path, text):
         if Path(path).name == "state.json":
             state_writes.append(text)
-            if len(state_writes) == 2:  # epoch 2: last.keras is in place, state.json still says 1
+            if len(state_writes) == killed_at_epoch:  # last.keras holds this epoch, state.json not yet
                 raise KeyboardInterrupt  # stands in for SIGKILL at that instant
         return real_write(path, text)
 
@@ -231,13 +232,16 @@ def test_a_run_killed_between_checkpoint_and_state_resumes_from_the_checkpoints_
     assert main(args) == 130
     monkeypatch.undo()
     fold_dir = run / "fold0"
-    assert json.loads((fold_dir / "state.json").read_text())["epoch"] == 1
+    if killed_at_epoch == 1:
+        assert not (fold_dir / "state.json").exists()
+    else:
+        assert json.loads((fold_dir / "state.json").read_text())["epoch"] == 1
     last = keras.saving.load_model(fold_dir / "last.keras")
-    steps = int(last.optimizer.iterations.numpy())  # epoch 2 is phase 2's first: one epoch of steps
+    steps = int(last.optimizer.iterations.numpy())  # epochs 1 and 2 are the first of their phase
     assert steps > 0
 
     assert main(args) == 0
-    assert "resuming after epoch 2" in (fold_dir / "train.log").read_text()
+    assert f"resuming after epoch {killed_at_epoch}" in (fold_dir / "train.log").read_text()
     history = pd.read_csv(fold_dir / "history.csv")
     assert list(history.epoch) == [1, 2, 3] and list(history.phase) == [1, 2, 2]
     # epoch 2 was not trained twice: phase 2's optimizer took exactly two epochs of steps
