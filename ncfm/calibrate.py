@@ -112,9 +112,9 @@ def fit_calibration(labels, probs, method: str = "temperature", groups=None) -> 
     out = {"temperature": t, "floor": f, "before": before, "after": kaggle_log_loss(labels, calibrate(probs, t, f))}
     if groups is not None:
         groups = np.asarray(groups)
-        out["held_out_by"] = "folds" if len(np.unique(groups)) > 1 else "random halves"
-        if out["held_out_by"] != "folds":
-            groups = np.random.default_rng(0).permutation(len(groups)) % 2
+        out["held_out_by"] = "folds"
+        if len(np.unique(groups)) < 2:
+            out["held_out_by"], groups = "random halves", np.random.default_rng(0).permutation(len(groups)) % 2
         out["held_out"] = held_out_loss(labels, probs, groups, method)
         out["applied"] = bool(out["held_out"] < before)
         if not out["applied"]:

@@ -176,28 +176,6 @@ def stand_in_model(size: int, seed: int = 0):
                        name="ncfm_stand_in")
 
 
-class PreadRows:
-    """Rows of the cache file read with os.pread into fresh arrays (no memory map): the pages stay
-    in the kernel's page cache but are never mapped into this process, so they do not count in
-    its RSS. A sketch of a possible library change, to compare with the memmap ncfm uses."""
-
-    def __init__(self, path, shape):
-        self.shape = tuple(shape)
-        self.row = int(np.prod(self.shape[1:]))
-        self.fd = os.open(path, os.O_RDONLY)
-
-    def __len__(self):
-        return self.shape[0]
-
-    def __getitem__(self, idx):
-        idx = np.atleast_1d(np.asarray(idx))
-        out = np.empty((len(idx),) + self.shape[1:], np.uint8)
-        flat = out.reshape(len(idx), -1)
-        for k, i in enumerate(idx):
-            flat[k] = np.frombuffer(os.pread(self.fd, self.row, int(i) * self.row), np.uint8)
-        return out
-
-
 def run_data(args, sampler: Sampler) -> dict:
     import keras  # noqa: F401  (as in ncfm.predict: the backend is up before the cache is built)
     import numpy as np
@@ -230,9 +208,7 @@ def run_data(args, sampler: Sampler) -> dict:
     res["unreadable"] = len(bad)
     res["cache_bytes"] = int(pixels.nbytes)
 
-    if args.read == "pread":
-        pixels = PreadRows(data_path, pixels.shape)
-    res["read"] = args.read
+    res["read"] = "make_batches (ncfm.train.read_rows: pread)"
     sampler.set_phase("build")
     views = tta_parameters(args.tta)
     batch = args.batch_size or default_batch_size(len(views))
@@ -309,10 +285,6 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--limit", type=int, default=0, help="data: predict only the first N rows")
     p.add_argument("--n-images", type=int, default=256, help="model: images to predict")
-    p.add_argument("--read", choices=("memmap", "pread"), default="memmap",
-                   help="data: hand make_batches the cache's memmap (as ncfm does; make_batches "
-                        "reads its rows with pread since the first measurements) or PreadRows "
-                        "(the sketch of that change, kept to repeat those measurements)")
     p.add_argument("--json", default=None)
     argv = sys.argv[1:] if argv is None else list(argv)
     cut = argv.index("--") if "--" in argv else len(argv)  # command mode: the command follows --

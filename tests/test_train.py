@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import keras
@@ -247,6 +248,23 @@ def test_a_run_killed_between_checkpoint_and_state_resumes_from_the_checkpoints_
     # epoch 2 was not trained twice: phase 2's optimizer took exactly two epochs of steps
     assert int(keras.saving.load_model(fold_dir / "last.keras").optimizer.iterations.numpy()) == 2 * steps
     assert json.loads((fold_dir / "state.json").read_text())["finished"]
+
+
+def test_a_checkpoint_without_a_readable_record_gives_none(trained_run, tmp_path):
+    fold_dir = trained_run["run"] / "fold0"
+    assert ncfm.train.read_record(fold_dir / "last.keras")["state"]["epoch"] == 2  # TINY_TRAIN's last
+    assert ncfm.train.read_record(fold_dir / "best.keras")["best_epoch"] >= 1
+    (tmp_path / "empty.keras").write_bytes(b"")
+    (tmp_path / "half.keras").write_bytes(b"PK\x03\x04 half a zip")
+    with zipfile.ZipFile(fold_dir / "last.keras") as src, zipfile.ZipFile(tmp_path / "older.keras", "w") as dst:
+        for item in src.infolist():  # a checkpoint from before records existed
+            if item.filename != ncfm.train.RECORD:
+                dst.writestr(item, src.read(item))
+    assert keras.saving.load_model(tmp_path / "older.keras", compile=False) is not None
+    with zipfile.ZipFile(tmp_path / "bad.keras", "w") as z:
+        z.writestr(ncfm.train.RECORD, "not json")
+    for name in ("missing.keras", "empty.keras", "half.keras", "older.keras", "bad.keras"):
+        assert ncfm.train.read_record(tmp_path / name) is None, name
 
 
 def test_a_finished_fold_is_skipped_unless_retrain(trained_run, tmp_path):
