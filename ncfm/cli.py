@@ -104,7 +104,7 @@ def _add_train(sub):
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         g.add_argument(flag, dest=f.name, type=_flag_type(f), default=None,
-                       help=f"default {f.default!r}")
+                       help=f"{f.metadata['help']} (default {f.default!r})".replace("%", "%%"))
 
 
 def _cmd_train(args) -> int:

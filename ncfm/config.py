@@ -15,46 +15,59 @@ from pathlib import Path
 from ncfm.fileio import atomic_write_text
 
 
+def setting(default, help: str):
+    """A TrainConfig field with the sentence `ncfm train --help` shows for its flag."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     # model
-    backbone: str = "inception_v3"
-    weights: str = "imagenet"  # "imagenet", "none" or a path to a weights file
-    image_size: int = 0  # 0 = the backbone's native size (299 for InceptionV3)
-    dropout: float = 0.5
+    backbone: str = setting("inception_v3", "a keras.applications backbone: inception_v3, xception, "
+                            "inception_resnet_v2, resnet50, densenet121, efficientnetv2_b0, efficientnetv2_s")
+    weights: str = setting("imagenet", "imagenet (downloads once to ~/.keras/models), none (random "
+                           "initialisation: tests and the demo), or the path to the backbone's no-top weights file")
+    image_size: int = setting(0, "square input size in pixels; 0 = the backbone's own (299 for InceptionV3)")
+    dropout: float = setting(0.5, "dropout before the new 8-way softmax")
     # schedule: phase 1 trains the head on a frozen backbone; phase 2 fine-tunes
-    epochs: int = 25  # total, both phases
-    head_epochs: int = 3
-    batch_size: int = 32
-    optimizer: str = "auto"  # auto = sgd (Nesterov, momentum 0.9) when pretrained, adam from scratch; sgd, adam, adamw
-    momentum: float = 0.9
-    head_lr: float = 0.0  # 0 = auto: 1e-2 (sgd) / 1e-3 (adam)
-    lr: float = 0.0  # 0 = auto: 1e-4 with pretrained weights, 1e-2 (sgd) / 1e-3 (adam) without
-    warmup_epochs: float = 0.0  # linear warm-up at the start of phase 2
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    unfreeze_from: str = ""  # "" = the whole backbone; else a layer name (e.g. mixed5)
-    freeze_bn: str = "auto"  # auto = keep BatchNorm frozen when weights are pretrained
-    bn_momentum: float = 0.0  # 0 = auto: the backbone's own (0.99) when pretrained, 0.9 from scratch
-    patience: int = 6  # early stopping on val_loss (phase 2), 0 = off
+    epochs: int = setting(25, "epochs in all, both phases")
+    head_epochs: int = setting(3, "phase-1 epochs: only the new head trains, on a frozen backbone")
+    batch_size: int = setting(32, "images per training step")
+    optimizer: str = setting("auto", "sgd (Nesterov), adam or adamw; auto = sgd with pretrained weights, "
+                             "adam from scratch (sgd diverges on a random InceptionV3)")
+    momentum: float = setting(0.9, "SGD momentum")
+    head_lr: float = setting(0.0, "phase-1 learning rate; 0 = auto: 1e-2 for sgd, 1e-3 for adam")
+    lr: float = setting(0.0, "phase-2 peak learning rate, cosine-decayed to 1% of it; 0 = auto: 1e-4 "
+                        "with pretrained weights, 1e-2 (sgd) / 1e-3 (adam) from scratch")
+    warmup_epochs: float = setting(0.0, "linear warm-up at the start of phase 2, in epochs")
+    weight_decay: float = setting(0.0, "decoupled weight decay (adamw: 0 = 1e-4)")
+    label_smoothing: float = setting(0.0, "label smoothing of the training loss (0.1 softens targets to 0.9)")
+    unfreeze_from: str = setting("", "phase 2 trains the backbone from this layer on (e.g. mixed7); "
+                                 "empty = all of it")
+    freeze_bn: str = setting("auto", "keep BatchNorm in inference mode in phase 2: true, false, or auto "
+                             "(true when the weights are pretrained)")
+    bn_momentum: float = setting(0.0, "BatchNorm moving-average momentum in phase 2; 0 = auto: 0.99 "
+                                 "pretrained, 0.9 from scratch (statistics must follow fast-moving weights)")
+    patience: int = setting(6, "phase 2 stops after this many epochs without a lower val_loss; 0 = never")
     # augmentation (training); all run inside the model, on the accelerator
-    hflip: bool = True
-    vflip: bool = True
-    rotation: float = 10.0  # degrees, +/-
-    zoom: float = 0.1  # +/- fraction
-    shift: float = 0.1  # +/- fraction of the image size
-    shear: float = 5.0  # degrees, +/-
-    brightness: float = 0.15  # +/- fraction
-    contrast: float = 0.15  # +/- fraction
+    hflip: bool = setting(True, "random horizontal flips")
+    vflip: bool = setting(True, "random vertical flips")
+    rotation: float = setting(10.0, "random rotation, +/- degrees")
+    zoom: float = setting(0.1, "random zoom, +/- fraction")
+    shift: float = setting(0.1, "random shift, +/- fraction of the image size")
+    shear: float = setting(5.0, "random shear, +/- degrees")
+    brightness: float = setting(0.15, "random brightness, +/- fraction")
+    contrast: float = setting(0.15, "random contrast, +/- fraction")
     # execution
-    seed: int = 2016
-    deterministic: bool = False
-    mixed_precision: str = "auto"  # auto (bf16/fp16 on GPU, off on CPU), off, bfloat16, float16
-    jit_compile: str = "auto"  # auto (on for JAX, on for TF with a GPU), on, off
-    cache_dir: str = ""  # "" = <data-dir>/cache
-    workers: int = 0  # decoding processes, 0 = all cores
-    tensorboard: bool = True
-    checkpoint_seconds: float = 30.0  # flush last/best checkpoints at most this often (and per phase)
+    seed: int = setting(2016, "seed of weights, augmentation, dropout and batch order")
+    deterministic: bool = setting(False, "deterministic kernels (slower; TensorFlow and torch)")
+    mixed_precision: str = setting("auto", "off, bfloat16 or float16; auto = bfloat16 on a GPU/TPU, off on a CPU")
+    jit_compile: str = setting("auto", "XLA: on, off; auto = on with JAX, on with TensorFlow on a GPU")
+    cache_dir: str = setting("", "where decoded images are cached; empty = <data-dir>/cache")
+    workers: int = setting(0, "processes decoding images into the cache; 0 = all cores")
+    tensorboard: bool = setting(True, "write TensorBoard logs to <fold>/logs (when TensorFlow is installed)")
+    checkpoint_seconds: float = setting(30.0, "save last.keras/best.keras at most this often (and at "
+                                        "each phase's end); an interrupted fold resumes from there")
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -422,6 +422,21 @@ def test_a_config_file_with_an_unknown_key_is_refused(tmp_path):
         make_config(str(config))
 
 
+def test_train_help_explains_every_setting_and_its_default(capsys):
+    import dataclasses
+
+    from ncfm.cli import main
+    from ncfm.config import TrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, also at hyphens
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata.get("help"), f"TrainConfig.{f.name} has no help sentence"
+        explained = "".join(f"{f.metadata['help']} (default {f.default!r})".split())
+        assert explained in text, f.name
+    assert "cosine-decayedto1%ofit" in text  # a literal %, not argparse's formatting
+
 # ----------------------------------------------------------------------------- JAX
 @pytest.mark.slow
 def test_training_under_jax_writes_the_same_outputs(trained_run, tmp_path):
