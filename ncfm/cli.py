@@ -224,7 +224,8 @@ def _add_demo(sub):
     p.add_argument("--dir", default="demo", help="working folder for data, runs and submission (default demo)")
     p.add_argument("--folds", type=int, default=3, help="folds (default 3)")
     p.add_argument("--image-size", type=int, default=75, help="image size (default 75, InceptionV3's minimum)")
-    p.add_argument("--epochs", type=int, default=14, help="epochs per fold (default 14)")
+    p.add_argument("--epochs", type=int, default=24, help="epochs per fold (default 24)")
+    p.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
     p.add_argument("--n-train", type=int, default=400, help="synthetic training images (default 400)")
     p.add_argument("--tta", type=int, default=4, help="TTA views (default 4)")
     p.add_argument("--force", action="store_true",

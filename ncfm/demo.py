@@ -5,6 +5,12 @@
 make_synthetic -> split_train_val -> train every fold -> predict stage 2 with TTA -> validate,
 with a randomly initialised InceptionV3 (--weights none) at a small image size. Each step is
 the very command a user would type, printed before it runs.
+
+Its defaults (3 folds, 24 epochs of batch 32 at 75 px) were chosen on the demo's own data by
+cross-validated OOF log loss over seeds 2016/1/2, against always predicting the class shares
+(1.70): 14 epochs of batch 16 gave 1.80 at seed 2016 and left single folds near the shares for
+other seeds; batch 32 is faster per image on a CPU and steadier from scratch (14 epochs: 1.65,
+1.60, 1.68); 24 epochs of it: 1.56, 1.60, 1.60, in about 100 s per fold.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ def main(args) -> int:
              "--weights", "none", "--image-size", str(args.image_size), "--epochs", str(args.epochs),
              # from scratch the validation loss of a few hundred images swings from epoch to
              # epoch: early stopping would end runs that are still learning
-             "--head-epochs", "1", "--batch-size", "16", "--patience", "0", "--tensorboard", "false")
+             "--head-epochs", "1", "--batch-size", str(args.batch_size), "--patience", "0", "--tensorboard", "false")
     step("predict", "--data-dir", str(data), "--run", str(run), "--stage", "2", "--tta", str(args.tta),
          "--out", str(submission))
     step("validate", str(submission), "--data-dir", str(data), "--stage", "2")
