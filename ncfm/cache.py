@@ -202,7 +202,8 @@ def load_images(data_dir, images: list[str], size: int, cache_dir=None, workers:
     x, meta = _load(data_dir, images, size, cache_dir, workers, progress)
     if meta["bad"]:
         lines = [f"{Path(data_dir) / name}: {err}" for _, name, err in meta["bad"]]
-        raise NcfmError(f"{len(lines)} unreadable image(s); remove them or pass --skip-bad:\n  " + "\n  ".join(lines))
+        raise NcfmError(f"{len(lines)} unreadable image(s); remove them, or leave them out of the manifest "
+                        f"with `ncfm split_train_val --skip-bad --force`:\n  " + "\n  ".join(lines))
     return x
 
 

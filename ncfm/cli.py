@@ -134,6 +134,9 @@ def _add_predict(sub):
     p.add_argument("--calibrate", choices=["none", "temperature", "floor", "both"], default="temperature",
                    help="fit on the runs' out-of-fold predictions (default temperature)")
     p.add_argument("--clip", type=float, default=0.0, help="manual probability floor applied last (e.g. 0.01)")
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help="use folds whose training has not finished (their best checkpoint so far) "
+                   "instead of stopping")
     p.add_argument("--fill-unreadable", action="store_true",
                    help="give unreadable test images the class priors (listed) instead of stopping")
     p.add_argument("--batch-size", type=int, default=0,

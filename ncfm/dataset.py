@@ -185,6 +185,9 @@ def find_test_images(data_dir: os.PathLike | str, stage: int) -> tuple[pd.DataFr
                     f"extract Kaggle's {name}.zip (or .7z) into {data_dir}"
                 )
             names = _list_images(folder)
+            if not names:
+                raise NcfmError(f"{folder}: no images, and no {sample_submission_path(data_dir, stage).name} "
+                                f"to say which to expect; extract Kaggle's {name} archive into {data_dir}")
             rel = folder.relative_to(data_dir).as_posix()
             # stage-2 submissions write stage-2 names with their folder; stage-1 names stay bare
             prefix = "" if name == "test_stg1" else f"{name}/"
@@ -254,10 +257,10 @@ def _check_one(path: str) -> tuple:
             thumb = np.asarray(img.convert("RGB").resize(THUMB_SIZE, Image.BILINEAR), dtype=np.uint8)
     except UnidentifiedImageError:
         return False, f"not a {fmt} ({nbytes} bytes that no image decoder recognises)", 0, 0, None
-    except (OSError, SyntaxError, ValueError) as e:
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
         if "truncated" in str(e).lower():
             return False, f"truncated image ({nbytes} bytes)", 0, 0, None
-        return False, f"cannot decode ({e})", 0, 0, None
+        return False, f"cannot decode ({type(e).__name__}: {e})", 0, 0, None
     return True, "", width, height, thumb
 
 

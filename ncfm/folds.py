@@ -215,6 +215,10 @@ def main(args) -> int:
         for img, err in bad:
             print(f"  {data_dir / img}: {err}")
     keep = checked["ok"].to_numpy()
+    emptied = sorted(set(df.label) - set(df.label[keep]))
+    if emptied:
+        raise NcfmError(f"no readable image left in {', '.join(str(data_dir / 'train' / c) for c in emptied)}; "
+                        f"every class needs at least one: replace the unreadable files listed above")
     df = df.assign(width=checked["width"].to_numpy(), height=checked["height"].to_numpy(),
                    thumb=checked["thumb"].to_numpy())[keep].reset_index(drop=True)
 

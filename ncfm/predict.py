@@ -16,6 +16,7 @@ in a single forward pass.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -39,17 +40,37 @@ def average(probs: list[np.ndarray], mean: str = "arithmetic") -> np.ndarray:
     return out / out.sum(axis=-1, keepdims=True)
 
 
-def fold_dirs(run_dir: Path) -> list[Path]:
-    """Finished folds of a run (those with best.keras), in fold order."""
+def fold_dirs(run_dir: Path, allow_unfinished: bool = False) -> list[Path]:
+    """The trained folds of a run, fold<K>/ with best.keras, in fold order.
+
+    Other folders (fold0.bak/, fold0_old/) are not folds. A fold whose state.json says its
+    training has not finished (interrupted, or still running: best.keras is written as it
+    goes) is refused unless `allow_unfinished`; a fold without state.json (a model copied in
+    from elsewhere) is taken as it is.
+    """
     if not run_dir.is_dir():
         raise NcfmError(f"{run_dir}: run folder not found; train it first with "
                         f"`ncfm train --fold K --run {run_dir}`")
-    found = sorted((p for p in run_dir.glob("fold*") if (p / "best.keras").is_file()),
-                   key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 1 << 30)
+    found = sorted((p for p in run_dir.iterdir() if re.fullmatch(r"fold\d+", p.name)
+                    and (p / "best.keras").is_file()), key=lambda p: int(p.name[4:]))
     if not found:
         raise NcfmError(f"{run_dir}: no trained fold (no fold<K>/best.keras); run `ncfm train --fold 0 "
                         f"--run {run_dir}` first")
+    unfinished = [p for p in found if not _finished(p)]
+    if unfinished and not allow_unfinished:
+        raise NcfmError(f"{run_dir}: training not finished for {', '.join(p.name for p in unfinished)} "
+                        f"(state.json); rerun `ncfm train --fold K --run {run_dir}` to finish it (it "
+                        f"resumes), or pass --allow-unfinished to use its best checkpoint so far")
     return found
+
+
+def _finished(fold_dir: Path) -> bool:
+    try:
+        return bool(json.loads((fold_dir / "state.json").read_text()).get("finished", True))
+    except FileNotFoundError:
+        return True  # a model copied in without its training state
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _frame(ids, probs, id_column="image") -> pd.DataFrame:
@@ -65,28 +86,48 @@ def prediction_key(fold_dir: Path, views) -> dict:
             "views": np.round(np.asarray(views, dtype="float64"), 6).tolist()}
 
 
-def _write_probs(path: Path, df: pd.DataFrame, key: dict) -> None:
+def _write_probs(path: Path, df: pd.DataFrame, key: dict, unreadable=()) -> None:
+    """The predictions, and beside them (.json) what they depend on and which rows were left
+    blank because their image could not be read."""
     atomic_write_text(path, df.to_csv(index=False, float_format="%.8f"))
-    atomic_write_text(path.with_suffix(".json"), json.dumps(key) + "\n")
+    record = key | {"unreadable": sorted(int(i) for i in unreadable)}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(record) + "\n")
 
 
 def _read_probs(path: Path, ids, key: dict | None = None) -> np.ndarray | None:
     """Saved predictions for exactly these ids (in this order) made by the same model with the
-    same views (the `key` in the .json beside the file), or None when stale/absent."""
+    same views (the `key` in the .json beside the file), or None when stale/absent. Blank (NaN)
+    rows must be exactly the unreadable images the .json records, else the file is not used."""
     if not path.is_file():
         return None
+    unreadable: list = []
     if key is not None:
         sidecar = path.with_suffix(".json")
         try:
-            if json.loads(sidecar.read_text()) != key:
+            record = json.loads(sidecar.read_text())
+            unreadable = record.pop("unreadable", None)
+            if record != key or unreadable is None:
                 return None
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             return None
     df = pd.read_csv(path)
     # test files are image,ALB..YFT; OOF files carry a label column after the image
     if list(df.iloc[:, 0]) != list(ids) or [c for c in df.columns if c in CLASSES] != list(CLASSES):
         return None
-    return df[list(CLASSES)].to_numpy("float64")
+    probs = df[list(CLASSES)].to_numpy("float64")
+    if np.flatnonzero(np.isnan(probs).any(axis=1)).tolist() != sorted(unreadable):
+        return None
+    return probs
+
+
+def _refuse_nan(probs: np.ndarray, fold_dir: Path, what: str) -> None:
+    """A model that outputs NaN has diverged; its rows must not pass for unreadable images."""
+    nan_rows = int(np.isnan(probs).any(axis=1).sum())
+    if nan_rows:
+        raise NcfmError(f"{fold_dir / 'best.keras'}: predicts NaN for {nan_rows} of {len(probs)} {what}; "
+                        f"the model diverged (see {fold_dir / 'history.csv'}). Retrain the fold "
+                        f"(`ncfm train --fold {fold_dir.name[4:]} --run {fold_dir.parent} --retrain`, perhaps "
+                        f"with a lower --lr) or remove its folder from the run")
 
 
 # ----------------------------------------------------------------------------- models
@@ -112,7 +153,8 @@ def default_batch_size(n_views: int) -> int:
 
 
 def predict_run(run_dir: Path, data_dir: Path, stage: int, test: pd.DataFrame, views, *,
-                batch_size: int, force: bool, log, fill_rows=()) -> tuple[list[np.ndarray], list[dict]]:
+                batch_size: int, force: bool, log, fill_rows=(),
+                allow_unfinished: bool = False) -> tuple[list[np.ndarray], list[dict]]:
     """Test and OOF predictions (views averaged) of every fold of one run, cached on disk."""
     import keras
 
@@ -121,7 +163,7 @@ def predict_run(run_dir: Path, data_dir: Path, stage: int, test: pd.DataFrame, v
     from ncfm.train import read_manifest
 
     n_views = len(views)
-    folds = fold_dirs(run_dir)
+    folds = fold_dirs(run_dir, allow_unfinished)
     size = int(json.loads((folds[0] / "config.json").read_text())["image_size"])
     out_dir = run_dir / "predictions"
     out_dir.mkdir(exist_ok=True)
@@ -149,13 +191,15 @@ def predict_run(run_dir: Path, data_dir: Path, stage: int, test: pd.DataFrame, v
                     _check_unreadable(data_dir, test, bad, fill_rows)
                 log(f"{fold_dir}: {len(test)} test images x {n_views} views")
                 test_probs = predict_views(model, pixels, np.arange(len(test)), views, batch_size)
+                _refuse_nan(test_probs, fold_dir, "test images")
                 saved = _frame(test.id, test_probs)
                 saved.loc[bad, list(CLASSES)] = np.nan  # a black image's prediction is no prediction
-                _write_probs(test_path, saved, key)
+                _write_probs(test_path, saved, key, unreadable=bad)
             if oof_plain is not None and oof_probs is None:
                 oof_probs = _oof_views(model, oof_plain, cfg, data_dir, size, views, batch_size,
                                        load_images, read_manifest, log)
                 if oof_probs is not None:
+                    _refuse_nan(oof_probs, fold_dir, "out-of-fold images")
                     out = _frame(oof_plain.image, oof_probs)
                     out.insert(1, "label", oof_plain.label)
                     _write_probs(oof_path, out, key)
@@ -215,7 +259,7 @@ def main(args) -> int:
     if out.exists() and not args.force:
         raise NcfmError(f"{out}: already exists; pass --force to overwrite it or choose another --out")
     for run in runs:
-        fold_dirs(run)  # fail before any work if a run is missing
+        fold_dirs(run, args.allow_unfinished)  # fail before any work if a run is missing or unfinished
 
     def log(message):
         print(message, flush=True)
@@ -230,7 +274,8 @@ def main(args) -> int:
     run_tests, run_oofs = [], []
     for run in runs:
         tests, oofs = predict_run(run, data_dir, args.stage, test, views, batch_size=batch_size,
-                                  force=args.recompute, log=log, fill_rows=fill_rows)
+                                  force=args.recompute, log=log, fill_rows=fill_rows,
+                                  allow_unfinished=args.allow_unfinished)
         run_tests.append(average(tests, args.mean))
         run_oofs.append(oofs)
     probs = average(run_tests, args.mean)
@@ -275,7 +320,9 @@ def main(args) -> int:
     written = write_submission(build_submission(list(test.id), probs), out, sample_ids, force=args.force)
     atomic_write_text(runs[0] / "calibration.json", json.dumps(
         calibration | {"runs": [str(r) for r in runs], "tta": len(views), "stage": args.stage}, indent=2) + "\n")
-    log(f"wrote {written} ({len(test)} rows, {len(runs)} run(s) x folds x {len(views)} views, validated)")
+    checked = ("validated" if sample is not None else
+               "its form checked, but not its ids: no sample submission to check them against")
+    log(f"wrote {written} ({len(test)} rows, {len(runs)} run(s) x folds x {len(views)} views, {checked})")
     try:
         from ncfm import report
 

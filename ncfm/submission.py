@@ -210,6 +210,9 @@ def _id_problems(ids: list[str], sample_ids: Sequence[str]) -> list[str]:
 def find_problems(df: pd.DataFrame, sample_ids: Sequence[str]) -> list[str]:
     """Every kind of problem in `df`, each with the first few rows (CSV line and id) it affects."""
     problems = []
+    if df.attrs.get("byte_order_mark"):
+        problems.append("the file starts with a byte-order mark (as Excel's \"CSV UTF-8\" writes), so a "
+                        "scorer may read the first column as '\\ufeffimage'; save it as plain CSV")
     header = _header_problem([str(c) for c in df.columns])
     if header:
         problems.append(header)
@@ -294,6 +297,9 @@ def read_submission(path: os.PathLike | str) -> pd.DataFrame:
     if not rows:
         raise NcfmError(f"{path}: no header line (the file holds only blank space)")
     header, body = rows[0], rows[1:]
+    bom = bool(header) and header[0].startswith("\ufeff")
+    if bom:  # read past it so every other check still runs; find_problems reports it
+        header = [header[0][1:], *header[1:]]
     ragged = [(i, len(r)) for i, r in enumerate(body) if len(r) != len(header)]
     if ragged:
         items = [f"line {_line(i)} has {n} fields" for i, n in ragged]
@@ -303,7 +309,9 @@ def read_submission(path: os.PathLike | str) -> pd.DataFrame:
     if len(set(header)) != len(header):
         raise SubmissionError(f"{path}: repeated column names in the header {','.join(header)}; "
                               f"it must be exactly {','.join(HEADER)}")
-    return pd.DataFrame(body, columns=header, dtype=str)
+    df = pd.DataFrame(body, columns=header, dtype=str)
+    df.attrs["byte_order_mark"] = bom
+    return df
 
 
 def _infer_stage(rows: int, data_dir: Path, path: Path) -> int:

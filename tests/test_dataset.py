@@ -184,10 +184,20 @@ def run_split(root, *flags, capsys):
     return code, capsys.readouterr()
 
 
+def _claim_60000_square(path):
+    """Rewrite the JPEG's frame header (SOF0) to say 60000 x 60000: PIL refuses it as a
+    decompression bomb, an exception that is not an OSError."""
+    data = bytearray(path.read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5: sof + 9] = (60000).to_bytes(2, "big") * 2  # height, width
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize("damage, expected", [
     (lambda p: p.write_bytes(b""), "not a JPEG (0 bytes)"),
     (lambda p: p.write_bytes(p.read_bytes()[:300]), "truncated image"),
     (lambda p: p.write_text("Error 404"), "not a JPEG"),
+    (_claim_60000_square, "cannot decode (DecompressionBombError"),
 ])
 def test_bad_image_stops_split_with_exit_2_naming_the_file(kaggle_layout, capsys, damage, expected):
     root = kaggle_layout(per_class=3)
@@ -219,6 +229,16 @@ def test_empty_train_exits_2(tmp_path, capsys):
     (tmp_path / "train").mkdir()
     code, out = run_split(tmp_path, capsys=capsys)
     assert code == 2 and "empty" in out.err
+
+
+def test_skip_bad_never_leaves_a_class_without_images(kaggle_layout, capsys):
+    root = kaggle_layout(per_class=3)
+    for image in (root / "train/LAG").iterdir():
+        image.write_bytes(b"")
+    code, out = run_split(root, "--skip-bad", "--groups", "none", "--folds", "2", capsys=capsys)
+    assert code == 2
+    assert f"no readable image left in {root / 'train' / 'LAG'}" in out.err
+    assert not (root / "folds.csv").exists()
 
 
 def test_skip_bad_lists_and_leaves_out_unreadable_images(kaggle_layout, capsys):

@@ -279,8 +279,60 @@ def test_without_a_sample_submission_ids_come_from_the_folders_and_the_user_is_t
     assert predict(data, run_copy, out) == 0
     said = capsys.readouterr().out
     assert "no sample_submission_stg2.csv" in said and "folder listing" in said
+    assert "its form checked, but not its ids" in said and ", validated)" not in said
     expected = read_sample(sample_path(predicted["data"], 2))["image"].tolist()
     assert sorted(pd.read_csv(out, dtype={"image": str}).image) == sorted(expected)
+
+
+def test_without_a_sample_submission_an_empty_test_folder_is_an_error(predicted, run_copy, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(predicted["data"], data, ignore=shutil.ignore_patterns("sample_submission_stg2.csv", "*.jpg"))
+    assert predict(data, run_copy, tmp_path / "sub.csv") == 2
+    err = capsys.readouterr().err
+    assert "test_stg1: no images" in err and "sample_submission_stg2.csv" in err
+    assert not (tmp_path / "sub.csv").exists()
+
+
+def test_unfinished_folds_are_refused_unless_allowed_and_other_folders_are_not_folds(predicted, run_copy, tmp_path,
+                                                                                     capsys, no_model_loading):
+    shutil.copytree(run_copy / "fold0", run_copy / "fold0.bak", copy_function=_link_or_copy)  # a user's backup
+    state = run_copy / "fold1" / "state.json"
+    state.write_text(json.dumps(json.loads(state.read_text()) | {"finished": False}))  # still training
+    assert predict(predicted["data"], run_copy, tmp_path / "refused.csv") == 2
+    err = capsys.readouterr().err
+    assert "training not finished for fold1" in err and "--allow-unfinished" in err
+    assert not (tmp_path / "refused.csv").exists()
+    # allowed: folds 0 and 1 only (fold0.bak would need its model loaded, and change the mean)
+    assert predict(predicted["data"], run_copy, tmp_path / "allowed.csv", "--allow-unfinished") == 0
+    pd.testing.assert_frame_equal(probs_of(tmp_path / "allowed.csv"), probs_of(predicted["stage2"]))
+
+
+def test_a_model_that_predicts_nan_is_named_and_its_rows_never_pass_for_unreadable_images(
+        predicted, run_copy, tmp_path, capsys, monkeypatch):
+    import keras
+
+    from ncfm import predict as predict_module
+
+    saved = fold_files(run_copy)[0]
+    before = saved.read_bytes()
+    monkeypatch.setattr(predict_module, "predict_views",
+                        lambda model, images, rows, *a, **k: np.full((len(rows), len(CLASSES)), np.nan))
+    assert predict(predicted["data"], run_copy, tmp_path / "nan.csv", "--recompute") == 2
+    err = capsys.readouterr().err
+    assert "fold0/best.keras: predicts NaN for" in err and "diverged" in err and "--retrain" in err
+    assert saved.read_bytes() == before and not (tmp_path / "nan.csv").exists()
+    monkeypatch.undo()
+
+    # a saved file with blank rows its .json does not record as unreadable is predicted again
+    df = pd.read_csv(saved, dtype={"image": str})
+    df.loc[3, list(CLASSES)] = np.nan
+    df.to_csv(saved, index=False)
+    loaded = []
+    real_load = keras.saving.load_model
+    monkeypatch.setattr(keras.saving, "load_model", lambda *a, **k: loaded.append(str(a[0])) or real_load(*a, **k))
+    assert predict(predicted["data"], run_copy, tmp_path / "again.csv") == 0
+    assert loaded == [str(run_copy / "fold0" / "best.keras")]
+    np.testing.assert_allclose(probs_of(tmp_path / "again.csv"), probs_of(predicted["stage2"]), atol=1e-5)
 
 
 def test_geometric_mean_averages_the_folds_in_log_space(predicted, run_copy, tmp_path, no_model_loading):

@@ -95,6 +95,14 @@ def test_duplicate_id_names_both_lines(tmp_path, data_dir):
     assert "1 duplicate id: img_00001.jpg on lines 2, 13" in msg
 
 
+def test_a_byte_order_mark_is_reported_and_the_other_checks_still_run(tmp_path, data_dir):
+    ids = STAGE1_IDS[:-1] + ["img_99999.jpg"]
+    msg = problems_of(tmp_path, "\ufeff" + csv_text(ids, probs(12)), data_dir)  # Excel's "CSV UTF-8"
+    assert "starts with a byte-order mark" in msg and "save it as plain CSV" in msg
+    assert "header must be" not in msg  # the header itself is right once the mark is read past
+    assert "1 id not in the sample submission: line 13 (img_99999.jpg)" in msg
+
+
 def test_nan_is_rejected_naming_line_id_and_column(tmp_path, data_dir):
     lines = csv_text(STAGE1_IDS, probs(12)).splitlines()
     cells = lines[3].split(",")
