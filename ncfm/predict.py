@@ -159,7 +159,7 @@ def predict_run(run_dir: Path, data_dir: Path, stage: int, test: pd.DataFrame, v
     import keras
 
     from ncfm import model as _registers_layers  # noqa: F401  (custom layers for load_model)
-    from ncfm.cache import load_images, load_images_masked
+    from ncfm.cache import cache_key, load_images, load_images_masked
     from ncfm.train import read_manifest
 
     n_views = len(views)
@@ -167,6 +167,8 @@ def predict_run(run_dir: Path, data_dir: Path, stage: int, test: pd.DataFrame, v
     size = int(json.loads((folds[0] / "config.json").read_text())["image_size"])
     out_dir = run_dir / "predictions"
     out_dir.mkdir(exist_ok=True)
+    # a test image replaced since (same name, new bytes or date) makes the saved predictions stale
+    test_images = cache_key(data_dir, list(test.path), size)
     pixels = None
     tests, oofs = [], []
     for fold_dir in folds:
@@ -174,7 +176,8 @@ def predict_run(run_dir: Path, data_dir: Path, stage: int, test: pd.DataFrame, v
         test_path = out_dir / f"stage{stage}_{fold_dir.name}_tta{n_views}.csv"
         oof_path = fold_dir / f"oof_tta{n_views}.csv"
         key = prediction_key(fold_dir, views)
-        test_probs = None if force else _read_probs(test_path, test.id, key)
+        test_key = key | {"test_images": test_images}
+        test_probs = None if force else _read_probs(test_path, test.id, test_key)
         if test_probs is not None:  # rows left blank in the file were unreadable when it was written
             recorded = np.flatnonzero(np.isnan(test_probs).any(axis=1))
             _check_unreadable(data_dir, test, recorded, fill_rows, recorded_in=test_path)
@@ -194,7 +197,7 @@ def predict_run(run_dir: Path, data_dir: Path, stage: int, test: pd.DataFrame, v
                 _refuse_nan(test_probs, fold_dir, "test images")
                 saved = _frame(test.id, test_probs)
                 saved.loc[bad, list(CLASSES)] = np.nan  # a black image's prediction is no prediction
-                _write_probs(test_path, saved, key, unreadable=bad)
+                _write_probs(test_path, saved, test_key, unreadable=bad)
             if oof_plain is not None and oof_probs is None:
                 oof_probs = _oof_views(model, oof_plain, cfg, data_dir, size, views, batch_size,
                                        load_images, read_manifest, log)

@@ -155,6 +155,25 @@ def test_fold_files_of_a_retrained_fold_or_other_views_are_recomputed(predicted,
     assert len(loaded) == 2
 
 
+def test_fold_files_are_recomputed_when_a_test_image_is_replaced(predicted, run_copy, tmp_path, monkeypatch):
+    import keras
+    from PIL import Image
+
+    data = tmp_path / "data"
+    shutil.copytree(predicted["data"], data)  # dates kept: the saved fold files still apply
+    loaded = []
+    real_load = keras.saving.load_model
+    monkeypatch.setattr(keras.saving, "load_model", lambda *a, **k: loaded.append(a[0]) or real_load(*a, **k))
+    assert predict(data, run_copy, tmp_path / "same.csv") == 0
+    assert loaded == []
+    replaced = sorted((data / "test_stg1").glob("*.jpg"))[0]
+    Image.open(replaced).transpose(Image.Transpose.ROTATE_180).save(replaced)  # same name, new picture
+    assert predict(data, run_copy, tmp_path / "replaced.csv") == 0
+    assert len(loaded) == 2
+    assert not np.allclose(probs_of(tmp_path / "replaced.csv").loc[replaced.name],
+                           probs_of(tmp_path / "same.csv").loc[replaced.name])
+
+
 def test_recompute_predicts_again_with_up_to_date_fold_files(predicted, run_copy, tmp_path, monkeypatch):
     import keras
 
