@@ -25,6 +25,7 @@ deleted; remove the folder to reclaim space.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -110,6 +111,21 @@ def _fill_rows(tmp: str, shape: tuple, start: int, paths: list[str]) -> list[tup
     return failures
 
 
+def _reserve(f, nbytes: int) -> None:
+    """Claim the disk space of the whole cache before decoding into it: rows are written through
+    a memory map, and a full disk under a memory map kills the process (SIGBUS) instead of
+    raising an error. posix_fallocate fails cleanly (ENOSPC) now, before minutes of decoding."""
+    f.truncate(nbytes)  # the size, sparse: where the file system cannot reserve, rows fill it
+    if nbytes and hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(f.fileno(), 0, nbytes)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OSError(e.errno, f"{os.strerror(e.errno)}: the image cache needs "
+                                       f"{nbytes / 2**30:.2f} GiB", f.name) from e
+            # EOPNOTSUPP, EINVAL: this file system cannot reserve space; go on sparse
+
+
 def _read_meta(meta_path: Path, n: int, size: int) -> dict | None:
     try:
         meta = json.loads(meta_path.read_text())
@@ -137,7 +153,7 @@ def _build(data_dir: Path, images: list[str], size: int, data_path: Path, meta_p
     log.info("decoding %d images at %dx%d into %s (%d workers)", n, size, size, data_path, workers)
     try:
         with open(tmp, "wb") as f:
-            f.truncate(n * size * size * 3)  # sparse: no memory, no write until rows land
+            _reserve(f, n * size * size * 3)
         failures = []
         starts = range(0, n, _CHUNK)
         with tqdm(total=n, desc=f"caching {size}px", unit="img",

@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         where = f" writing {e.filename}" if e.filename else ""
+        where += f" ({e.strerror})" if e.strerror else ""
         print(f"ncfm {args.command}: error: disk full{where}. Files are written to a temporary name "
               f"and renamed only when complete, so nothing earlier was overwritten; free some space "
               f"and rerun the same command (train resumes from its last checkpoint).", file=sys.stderr)

@@ -23,6 +23,7 @@ optimizer state, data order and augmentation stream.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -358,7 +359,65 @@ def _check_same_settings(saved: dict, cfg: TrainConfig, fold_dir: Path) -> None:
 
 def train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, run_dir: Path,
                retrain: bool = False, max_train_images: int = 0) -> dict:
-    """Train (or resume, or skip if finished) one fold; returns the fold's summary."""
+    """Train (or resume, or skip if finished) one fold; returns the fold's summary.
+
+    One process per fold at a time: a second `ncfm train` on a fold being trained stops at once.
+    With `retrain` the old fold is set aside, not deleted, until the new one has its first
+    checkpoint: if anything fails before that (an unreadable image, a missing weights file,
+    Ctrl-C), the old fold is put back as it was.
+    """
+    with _fold_lock(run_dir, fold):
+        fold_dir, replaced = run_dir / f"fold{fold}", run_dir / f".fold{fold}.replaced"
+        if replaced.exists():  # a retrain was killed: keep whichever fold has a checkpoint
+            if not (fold_dir / "last.keras").is_file():
+                shutil.rmtree(fold_dir, ignore_errors=True)
+                replaced.rename(fold_dir)
+            else:
+                shutil.rmtree(replaced)
+        if retrain and fold_dir.exists():
+            fold_dir.rename(replaced)
+        try:
+            return _train_fold(cfg, data_dir, folds_csv, fold, run_dir, max_train_images)
+        except BaseException:
+            if replaced.exists() and not (fold_dir / "last.keras").is_file():
+                shutil.rmtree(fold_dir, ignore_errors=True)
+                replaced.rename(fold_dir)
+            raise
+        finally:
+            if replaced.exists():
+                shutil.rmtree(replaced, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _fold_lock(run_dir: Path, fold: int):
+    """An exclusive lock on run_dir/.fold<K>.lock while a process trains fold K. Two processes
+    writing one fold's checkpoints would leave a fold that cannot resume."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform (Windows): one process per fold
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / f".fold{fold}.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "by another process"
+            raise NcfmError(f"{run_dir / f'fold{fold}'}: already being trained ({holder}); wait for "
+                            f"that run to end, or stop it, then rerun this command") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, run_dir: Path,
+                max_train_images: int = 0) -> dict:
     import keras
 
     from ncfm import runtime
@@ -368,9 +427,7 @@ def train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, run
     manifest, n_folds = read_manifest(folds_csv, fold)
     train_df, val_df = manifest[manifest.fold != fold], manifest[manifest.fold == fold]
     fold_dir = run_dir / f"fold{fold}"
-    cfg = resolve_config(cfg)  # settings that cannot run are refused before --retrain deletes anything
-    if retrain and fold_dir.exists():
-        shutil.rmtree(fold_dir)
+    cfg = resolve_config(cfg)  # settings that cannot run are refused before any work
     fold_dir.mkdir(parents=True, exist_ok=True)
     log = _logger(fold_dir / "train.log")
     state_path = fold_dir / "state.json"

@@ -86,6 +86,24 @@ def test_interrupted_build_leaves_no_cache_that_looks_complete(images, monkeypat
     assert load_images(root, names, 24, workers=1, progress=False).shape == (6, 24, 24, 3)
 
 
+def test_a_disk_too_small_for_the_cache_fails_before_decoding_and_leaves_nothing(images, monkeypatch):
+    import errno
+
+    root, names = images
+    decoded = []
+    monkeypatch.setattr(cache, "decode_resized", lambda path, size: decoded.append(path))
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    with pytest.raises(OSError) as e:
+        load_images(root, names, 24, workers=1, progress=False)
+    assert e.value.errno == errno.ENOSPC and "the image cache needs" in e.value.strerror
+    assert decoded == []  # refused before minutes of decoding, not killed by SIGBUS halfway
+    assert list((root / "cache").iterdir()) == []
+
+
 def test_pixel_file_without_its_meta_is_rebuilt(images):
     root, names = images
     x = np.array(load_images(root, names, 24, workers=1, progress=False))

@@ -390,6 +390,37 @@ def test_imagenet_weights_come_from_the_keras_cache_when_present(tmp_path, monke
     assert resolve_weights("imagenet", spec) == str(cached)
 
 
+def test_a_second_train_on_a_fold_being_trained_stops_at_once(trained_run, tmp_path, capsys):
+    fcntl = pytest.importorskip("fcntl")
+    run = tmp_path / "run"
+    fold_dir = copy_fold(trained_run["run"] / "fold0", run / "fold0")
+    before = snapshot(fold_dir)
+    run.joinpath(".fold0.lock").write_text("pid 4242 since 2026-11-23 03:00:00\n")
+    with open(run / ".fold0.lock", "a+") as held:  # as the first `ncfm train` holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(train_args(trained_run["data"], run, *TINY_TRAIN, "--retrain")) == 2
+    err = capsys.readouterr().err
+    assert f"{fold_dir}: already being trained (pid 4242 since 2026-11-23 03:00:00)" in err
+    assert snapshot(fold_dir) == before
+    assert main(train_args(trained_run["data"], run, *TINY_TRAIN)) == 0  # released: runs (skips, finished)
+
+
+def test_retrain_that_fails_before_its_first_checkpoint_puts_the_old_fold_back(trained_run, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(trained_run["data"], data, ignore=shutil.ignore_patterns("cache"))
+    manifest = pd.read_csv(data / "folds.csv")
+    broken = manifest.iloc[[0]].assign(image="train/ALB/img_broken.jpg")
+    (data / "train/ALB/img_broken.jpg").write_bytes(b"")  # found only when the cache decodes it
+    pd.concat([manifest, broken]).to_csv(data / "folds.csv", index=False)
+    run = tmp_path / "run"
+    fold_dir = copy_fold(trained_run["run"] / "fold0", run / "fold0")
+    before = snapshot(fold_dir)
+    assert main(train_args(data, run, *TINY_TRAIN, "--retrain")) == 2
+    assert "img_broken.jpg: empty file (0 bytes)" in capsys.readouterr().err
+    assert snapshot(fold_dir) == before
+    assert sorted(p.name for p in run.iterdir()) == [".fold0.lock", "fold0"]
+
+
 # ----------------------------------------------------------------------------- config file
 def test_a_config_file_sets_values_and_flags_override_them(trained_run, tmp_path, monkeypatch):
     config = tmp_path / "small.toml"
