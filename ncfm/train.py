@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -267,7 +268,8 @@ def _fold_callback(fold_dir: Path, phase: int, state: dict, history: list, cfg: 
             if improved:
                 self.best_weights = [np.array(ops.convert_to_numpy(w)) for w in self.model.weights]
                 state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0)
-            elif phase == 2:
+            elif phase == 2 and epoch + 1 > state["best_epoch"]:
+                # (epochs replayed after a resume that adopted a later best.keras do not count)
                 state["wait"] += 1
             state.update(epoch=epoch + 1, phase=phase)
             log(f"epoch {epoch + 1:3d} phase {phase}  loss {loss:.4f}  acc {row['accuracy']:.3f}  "
@@ -346,6 +348,12 @@ def _logger(path: Path):
             f.write(line + "\n")
 
     return log
+
+
+def split_digest(manifest: pd.DataFrame, max_train_images: int = 0) -> str:
+    """What a fold's training and validation sets depend on: every image, label and fold."""
+    text = manifest[["image", "label", "fold"]].to_csv(index=False) + f"max_train_images={max_train_images}\n"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _check_same_settings(saved: dict, cfg: TrainConfig, fold_dir: Path) -> None:
@@ -442,10 +450,17 @@ def _train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, ru
             f"{state['best_val_loss']:.4f}); pass --retrain to train it again")
         return state
 
+    split = split_digest(manifest, max_train_images)
     if state and (fold_dir / "config.json").is_file():
-        _check_same_settings(json.loads((fold_dir / "config.json").read_text()), cfg, fold_dir)
+        saved = json.loads((fold_dir / "config.json").read_text())
+        _check_same_settings(saved, cfg, fold_dir)
+        if saved.get("split", split) != split:
+            raise NcfmError(f"{folds_csv} is not the split {fold_dir} started with (its images, labels or "
+                            f"folds changed, or --max-train-images did): resuming would validate on images "
+                            f"the model trained on. Put the old manifest back, pass --retrain to start "
+                            f"over, or use a new --run")
     runtime.setup(cfg.seed + fold, cfg.mixed_precision, cfg.deterministic)
-    extra = dict(fold=fold, n_folds=n_folds, folds_csv=str(folds_csv), data_dir=str(data_dir),
+    extra = dict(fold=fold, n_folds=n_folds, folds_csv=str(folds_csv), split=split, data_dir=str(data_dir),
                  backend=runtime.backend(), accelerator=runtime.accelerator(), keras=keras.__version__)
     cfg.to_json(fold_dir / "config.json", **extra)
     if max_train_images:  # for quick experiments and the benchmark
@@ -482,7 +497,7 @@ def _train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, ru
         best = read_record(fold_dir / "best.keras")
         if best and best["best_val_loss"] < state["best_val_loss"]:
             # best.keras was renamed into place, then the process died before last.keras
-            state.update(best)
+            state.update(best, wait=0)
     else:
         state = dict(epoch=0, phase=1, best_epoch=0, best_val_loss=float("inf"), wait=0, finished=False)
         history = []

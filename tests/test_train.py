@@ -390,6 +390,46 @@ def test_imagenet_weights_come_from_the_keras_cache_when_present(tmp_path, monke
     assert resolve_weights("imagenet", spec) == str(cached)
 
 
+def test_resuming_after_the_split_changed_is_refused(trained_run, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(trained_run["data"], data, ignore=shutil.ignore_patterns("cache"))
+    run = tmp_path / "run"
+    fold_dir = copy_fold(trained_run["run"] / "fold0", run / "fold0")
+    state = json.loads((fold_dir / "state.json").read_text())
+    (fold_dir / "state.json").write_text(json.dumps(state | {"finished": False}))  # interrupted
+    manifest = pd.read_csv(data / "folds.csv")
+    moved = manifest.index[manifest.fold == 1][0]
+    manifest.loc[moved, "fold"] = 0  # e.g. split_train_val --force with other settings
+    manifest.to_csv(data / "folds.csv", index=False)
+    before = snapshot(fold_dir)
+    assert main(train_args(data, run, *TINY_TRAIN)) == 2
+    err = capsys.readouterr().err
+    assert "is not the split" in err and "--retrain" in err
+    assert snapshot(fold_dir) == before
+
+
+def test_epochs_replayed_before_an_adopted_best_do_not_count_towards_early_stopping(tmp_path):
+    """Resumed from last.keras at epoch 3 with best.keras (epoch 10) adopted: epochs 4-10 are
+    replayed, cannot beat epoch 10, and must not stop the fold before it gets past epoch 10."""
+    from types import SimpleNamespace
+
+    from ncfm.config import make_config
+    from ncfm.train import _fold_callback, resolve_config
+
+    cfg = resolve_config(make_config(None, weights="none", image_size=75, patience=3, checkpoint_seconds=1e9))
+    state = dict(epoch=3, phase=2, best_epoch=10, best_val_loss=0.5, wait=0, finished=False)
+    callback = _fold_callback(tmp_path, 2, state, [], cfg, log=lambda message: None)
+    model = SimpleNamespace(stop_training=False)
+    callback.set_model(model)
+    callback.flushed_at, callback.flushed_epoch, callback.best_weights, callback.lr = time.time(), 3, None, 1e-3
+    for epoch in range(3, 20):  # epochs 4.. with val_loss 0.9, never better than epoch 10's 0.5
+        callback.started = time.time()
+        callback.on_epoch_end(epoch, {"loss": 1.0, "val_loss": 0.9})
+        if model.stop_training:
+            break
+    assert (state["epoch"], state["wait"]) == (13, 3)  # patience counted from epoch 11
+
+
 def test_a_second_train_on_a_fold_being_trained_stops_at_once(trained_run, tmp_path, capsys):
     fcntl = pytest.importorskip("fcntl")
     run = tmp_path / "run"
