@@ -126,6 +126,17 @@ def _reserve(f, nbytes: int) -> None:
             # EOPNOTSUPP, EINVAL: this file system cannot reserve space; go on sparse
 
 
+def _readable_now(data_dir: Path, bad: list, size: int) -> bool:
+    """Whether any image recorded as unreadable decodes now (a few images at most: cheap)."""
+    for _, name, _ in bad:
+        try:
+            decode_resized(str(data_dir / name), size)
+            return True
+        except Exception:  # still unreadable, as recorded
+            pass
+    return False
+
+
 def _read_meta(meta_path: Path, n: int, size: int) -> dict | None:
     try:
         meta = json.loads(meta_path.read_text())
@@ -196,6 +207,9 @@ def _load(data_dir, images, size, cache_dir, workers, progress) -> tuple[np.ndar
         return empty, {"bad": []}
     data_path, meta_path = cache_paths(data_dir, images, size, cache_dir)
     meta = _read_meta(meta_path, n, size)
+    if meta is not None and _readable_now(data_dir, meta["bad"], size):
+        log.info("an image recorded as unreadable in %s now decodes: rebuilding the cache", meta_path)
+        meta = None  # it failed for a passing reason (an I/O error, memory) and was not changed since
     if meta is None:
         meta = _build(data_dir, images, size, data_path, meta_path, workers, progress)
     else:

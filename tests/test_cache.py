@@ -113,6 +113,23 @@ def test_pixel_file_without_its_meta_is_rebuilt(images):
     np.testing.assert_array_equal(load_images(root, names, 24, workers=1, progress=False), x)
 
 
+def test_an_image_that_failed_for_a_passing_reason_is_decoded_again(images, monkeypatch):
+    root, names = images
+    real = cache.decode_resized
+
+    def flaky(path, size):
+        if path.endswith(names[2]):
+            raise OSError(5, "Input/output error")  # a network disk's hiccup, say
+        return real(path, size)
+
+    monkeypatch.setattr(cache, "decode_resized", flaky)
+    x, bad = load_images_masked(root, names, 24, workers=1, progress=False)
+    assert bad == [2] and not x[2].any()
+    monkeypatch.setattr(cache, "decode_resized", real)  # the file itself never changed
+    x, bad = load_images_masked(root, names, 24, workers=1, progress=False)
+    assert bad == [] and x[2].any()
+
+
 def test_parallel_build_matches_serial(images, tmp_path):
     root, names = images
     names = names * 20  # enough rows for two workers
