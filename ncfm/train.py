@@ -356,10 +356,18 @@ def split_digest(manifest: pd.DataFrame, max_train_images: int = 0) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _check_same_settings(saved: dict, cfg: TrainConfig, fold_dir: Path) -> None:
-    current = dataclasses.asdict(cfg)
-    changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in current.items()
-               if k not in EXECUTION_FIELDS and k in saved and saved[k] != v]
+def _changed_settings(fold_dir: Path, cfg: TrainConfig) -> list[str]:
+    """Training settings that differ from those the fold was started with ('lr: 0.001 -> 0.01')."""
+    try:
+        saved = json.loads((fold_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in dataclasses.asdict(cfg).items()
+            if k not in EXECUTION_FIELDS and k in saved and saved[k] != v]
+
+
+def _check_same_settings(fold_dir: Path, cfg: TrainConfig) -> None:
+    changed = _changed_settings(fold_dir, cfg)
     if changed:
         raise NcfmError(f"{fold_dir} was started with other settings ({'; '.join(changed)}); "
                         f"resume with the same settings, pass --retrain to start over, or use a new --run")
@@ -446,15 +454,16 @@ def _train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, ru
             f"resuming from the checkpoint's own record")
         state = dict(record["state"], finished=False)
     if state and state.get("finished") and (fold_dir / "oof.csv").is_file():
-        log(f"fold {fold} already trained (best epoch {state['best_epoch']}, val_loss "
-            f"{state['best_val_loss']:.4f}); pass --retrain to train it again")
+        changed = _changed_settings(fold_dir, cfg)
+        other = f" with other settings ({'; '.join(changed)})" if changed else ""
+        log(f"fold {fold} already trained{other} (best epoch {state['best_epoch']}, val_loss "
+            f"{state['best_val_loss']:.4f}); pass --retrain to train it again{' with these' if changed else ''}")
         return state
 
     split = split_digest(manifest, max_train_images)
     if state and (fold_dir / "config.json").is_file():
-        saved = json.loads((fold_dir / "config.json").read_text())
-        _check_same_settings(saved, cfg, fold_dir)
-        if saved.get("split", split) != split:
+        _check_same_settings(fold_dir, cfg)
+        if json.loads((fold_dir / "config.json").read_text()).get("split", split) != split:
             raise NcfmError(f"{folds_csv} is not the split {fold_dir} started with (its images, labels or "
                             f"folds changed, or --max-train-images did): resuming would validate on images "
                             f"the model trained on. Put the old manifest back, pass --retrain to start "

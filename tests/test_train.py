@@ -276,6 +276,10 @@ def test_a_finished_fold_is_skipped_unless_retrain(trained_run, tmp_path):
     assert time.time() - started < 10
     assert snapshot(fold_dir) == before
     assert "already trained" in (fold_dir / "train.log").read_text()
+    assert main(train_args(trained_run["data"], run, *TINY_TRAIN, "--lr", "0.01")) == 0  # a user expecting a new run
+    assert "already trained with other settings (lr: 0.001 -> 0.01)" in (fold_dir / "train.log").read_text()
+    assert "--retrain to train it again with these" in (fold_dir / "train.log").read_text()
+    assert snapshot(fold_dir) == before
 
     assert main(train_args(trained_run["data"], run, *SMALL, "--epochs", "1", "--head-epochs", "1",
                            "--retrain", "--cache-dir", str(tmp_path / "cache"))) == 0
