@@ -356,18 +356,14 @@ def split_digest(manifest: pd.DataFrame, max_train_images: int = 0) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _changed_settings(fold_dir: Path, cfg: TrainConfig) -> list[str]:
+def _changed_settings(saved: dict, cfg: TrainConfig) -> list[str]:
     """Training settings that differ from those the fold was started with ('lr: 0.001 -> 0.01')."""
-    try:
-        saved = json.loads((fold_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return []
     return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in dataclasses.asdict(cfg).items()
             if k not in EXECUTION_FIELDS and k in saved and saved[k] != v]
 
 
-def _check_same_settings(fold_dir: Path, cfg: TrainConfig) -> None:
-    changed = _changed_settings(fold_dir, cfg)
+def _check_same_settings(saved: dict, cfg: TrainConfig, fold_dir: Path) -> None:
+    changed = _changed_settings(saved, cfg)
     if changed:
         raise NcfmError(f"{fold_dir} was started with other settings ({'; '.join(changed)}); "
                         f"resume with the same settings, pass --retrain to start over, or use a new --run")
@@ -384,24 +380,26 @@ def train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, run
     """
     with _fold_lock(run_dir, fold):
         fold_dir, replaced = run_dir / f"fold{fold}", run_dir / f".fold{fold}.replaced"
-        if replaced.exists():  # a retrain was killed: keep whichever fold has a checkpoint
-            if not (fold_dir / "last.keras").is_file():
-                shutil.rmtree(fold_dir, ignore_errors=True)
-                replaced.rename(fold_dir)
-            else:
-                shutil.rmtree(replaced)
+        _put_back_unless_checkpointed(replaced, fold_dir)  # left by a retrain that was killed
+        if replaced.exists():  # the new fold had its first checkpoint: the old one is done with
+            shutil.rmtree(replaced)
         if retrain and fold_dir.exists():
             fold_dir.rename(replaced)
         try:
             return _train_fold(cfg, data_dir, folds_csv, fold, run_dir, max_train_images)
         except BaseException:
-            if replaced.exists() and not (fold_dir / "last.keras").is_file():
-                shutil.rmtree(fold_dir, ignore_errors=True)
-                replaced.rename(fold_dir)
+            _put_back_unless_checkpointed(replaced, fold_dir)
             raise
         finally:
             if replaced.exists():
                 shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _put_back_unless_checkpointed(replaced: Path, fold_dir: Path) -> None:
+    """The fold set aside by --retrain comes back unless the new one has a checkpoint."""
+    if replaced.exists() and not (fold_dir / "last.keras").is_file():
+        shutil.rmtree(fold_dir, ignore_errors=True)
+        replaced.rename(fold_dir)
 
 
 @contextlib.contextmanager
@@ -454,7 +452,10 @@ def _train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, ru
             f"resuming from the checkpoint's own record")
         state = dict(record["state"], finished=False)
     if state and state.get("finished") and (fold_dir / "oof.csv").is_file():
-        changed = _changed_settings(fold_dir, cfg)
+        try:
+            changed = _changed_settings(json.loads((fold_dir / "config.json").read_text()), cfg)
+        except (OSError, ValueError):  # only for the message: a finished fold is skipped anyway
+            changed = []
         other = f" with other settings ({'; '.join(changed)})" if changed else ""
         log(f"fold {fold} already trained{other} (best epoch {state['best_epoch']}, val_loss "
             f"{state['best_val_loss']:.4f}); pass --retrain to train it again{' with these' if changed else ''}")
@@ -462,8 +463,9 @@ def _train_fold(cfg: TrainConfig, data_dir: Path, folds_csv: Path, fold: int, ru
 
     split = split_digest(manifest, max_train_images)
     if state and (fold_dir / "config.json").is_file():
-        _check_same_settings(fold_dir, cfg)
-        if json.loads((fold_dir / "config.json").read_text()).get("split", split) != split:
+        saved = json.loads((fold_dir / "config.json").read_text())
+        _check_same_settings(saved, cfg, fold_dir)
+        if saved.get("split", split) != split:
             raise NcfmError(f"{folds_csv} is not the split {fold_dir} started with (its images, labels or "
                             f"folds changed, or --max-train-images did): resuming would validate on images "
                             f"the model trained on. Put the old manifest back, pass --retrain to start "

@@ -394,6 +394,21 @@ def test_imagenet_weights_come_from_the_keras_cache_when_present(tmp_path, monke
     assert resolve_weights("imagenet", spec) == str(cached)
 
 
+def test_a_retrain_killed_before_its_first_checkpoint_gets_the_old_fold_back_on_the_next_run(trained_run, tmp_path):
+    run = tmp_path / "run"
+    old = copy_fold(trained_run["run"] / "fold0", run / ".fold0.replaced")  # as a SIGKILLed retrain left it
+    before = snapshot(old)
+    (run / "fold0").mkdir()
+    (run / "fold0" / "config.json").write_text("{}")  # the new run had written no checkpoint yet
+    assert main(train_args(trained_run["data"], run, *TINY_TRAIN)) == 0
+    assert snapshot(run / "fold0") == before and not old.exists()
+    assert "already trained" in (run / "fold0" / "train.log").read_text()
+
+    copy_fold(trained_run["run"] / "fold0", old)  # now the new fold has its checkpoint: the old one goes
+    assert main(train_args(trained_run["data"], run, *TINY_TRAIN)) == 0
+    assert not old.exists() and snapshot(run / "fold0") == before
+
+
 def test_resuming_after_the_split_changed_is_refused(trained_run, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(trained_run["data"], data, ignore=shutil.ignore_patterns("cache"))
