@@ -1,0 +1,174 @@
+"""The competition as data: its classes, its ids, the kind of submission it scores and how.
+
+`ncfm split_train_val` reads the competition's own files (the training folders or labels CSV,
+the sample submission), fills a `Competition` and writes it beside the manifest:
+
+    data/folds.csv          image,label,fold,group
+    data/competition.json   what this module describes, read by every later command
+
+Three kinds of submission, told apart by the sample submission's header and the labels:
+    probabilities   one column per class (NCFM, Dog Breed): multi-class log loss
+    label           one column holding a class name (Plant Seedlings, Paddy): accuracy
+                    (= micro-averaged F1 when every image has exactly one label)
+    binary          one column holding P(positive class) (Aerial Cactus): ROC AUC
+
+`classes` is the order of the model's outputs. For the probability kind it is the sample's
+column order (not always alphabetical); otherwise the sorted class names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ncfm import NcfmError
+from ncfm.fileio import atomic_write_text
+
+FILE_NAME = "competition.json"
+KINDS = ("probabilities", "label", "binary")
+METRICS = {"probabilities": "log_loss", "label": "accuracy", "binary": "roc_auc"}
+METRIC_NAMES = {"log_loss": "log loss", "accuracy": "accuracy", "roc_auc": "ROC AUC"}
+# Slugs whose metric differs from what the kind of submission suggests.
+KNOWN_METRICS = {"dogs-vs-cats-redux-kernels-edition": "log_loss"}
+NCFM_SLUG = "the-nature-conservancy-fisheries-monitoring"
+NCFM_CLASSES = ("ALB", "BET", "DOL", "LAG", "NoF", "OTHER", "SHARK", "YFT")
+
+
+@dataclass(frozen=True)
+class Competition:
+    """What every command needs to know about the competition, read once from its files.
+
+    classes     the model's outputs, in order
+    kind        probabilities | label | binary (see the module docstring)
+    metric      log_loss | accuracy | roc_auc
+    id_column   the sample submission's first column (image, id, file, ...)
+    columns     the sample's other columns, in its order
+    positive    the binary kind's positive class (whose probability is written), else ""
+    samples     stage -> sample submission file name, relative to the data folder
+    test_dirs   folders (relative to the data folder) where test ids are looked up
+    id_suffix   what to append to an id to get its file name ("" when ids carry the extension)
+    train       how the training labels were found (folders or a labels CSV), for people
+    slug        the Kaggle competition slug, for `submit` and `submissions` ("" when unknown)
+    """
+
+    classes: tuple[str, ...]
+    kind: str = "probabilities"
+    metric: str = "log_loss"
+    id_column: str = "image"
+    columns: tuple[str, ...] = ()
+    positive: str = ""
+    samples: dict = field(default_factory=dict)
+    test_dirs: tuple[str, ...] = ()
+    id_suffix: str = ""
+    train: dict = field(default_factory=dict)
+    slug: str = ""
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}; received {self.kind!r}")
+        if self.metric not in METRIC_NAMES:
+            raise ValueError(f"metric must be one of {', '.join(METRIC_NAMES)}; received {self.metric!r}")
+        if len(self.classes) < 2:
+            raise ValueError(f"a classification needs at least 2 classes; received {list(self.classes)}")
+        if self.kind == "binary" and (len(self.classes) != 2 or self.positive not in self.classes):
+            raise ValueError(f"the binary kind needs 2 classes and one of them positive; received "
+                             f"classes={list(self.classes)}, positive={self.positive!r}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def header(self) -> tuple[str, ...]:
+        """The submission's exact header."""
+        return (self.id_column, *self.columns)
+
+    @property
+    def metric_name(self) -> str:
+        return METRIC_NAMES[self.metric]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric != "log_loss"
+
+    @property
+    def stages(self) -> list[int]:
+        return sorted(int(s) for s in self.samples)
+
+    def sample_path(self, data_dir: os.PathLike | str, stage: int | None = None) -> Path:
+        """The sample submission of `stage` (None: the first stage)."""
+        stage = self.default_stage if stage is None else stage
+        if str(stage) not in self.samples:
+            have = ", ".join(str(s) for s in self.stages) or "none"
+            raise NcfmError(f"received stage={stage!r}; this competition has stage(s) {have}")
+        return Path(data_dir) / self.samples[str(stage)]
+
+    @property
+    def default_stage(self) -> int:
+        return self.stages[0] if self.samples else 1
+
+    def describe(self) -> str:
+        """One paragraph for the console."""
+        shown = ", ".join(self.classes[:10]) + (f", ... ({self.num_classes} in all)" if self.num_classes > 10 else "")
+        kind = {"probabilities": f"one probability column per class ({','.join(self.header[:4])}"
+                                 f"{',...' if len(self.header) > 4 else ''})",
+                "label": f"one label per id ({','.join(self.header)})",
+                "binary": f"P({self.positive}) per id ({','.join(self.header)})"}[self.kind]
+        source = (f"labels from {self.train.get('csv')} ({self.train.get('id_column')},{self.train.get('label_column')})"
+                  if self.train.get("source") == "csv" else f"labels from the folders of {self.train.get('dir', 'train')}/")
+        slug = self.slug or "unknown (pass --competition SLUG to split_train_val, or to submit)"
+        return (f"competition: {slug}\n  {self.num_classes} classes: {shown}\n  {source}\n"
+                f"  submission: {kind}; scored by {self.metric_name}\n"
+                f"  test ids from {', '.join(self.samples.values()) or 'the test folders'}; images in "
+                f"{', '.join(d + '/' for d in self.test_dirs) or '?'}")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("classes", "columns", "test_dirs"):
+            data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Competition":
+        names = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}")
+        values = dict(data)
+        for key in ("classes", "columns", "test_dirs"):
+            if key in values:
+                values[key] = tuple(str(v) for v in values[key])
+        if "samples" in values:
+            values["samples"] = {str(k): str(v) for k, v in values["samples"].items()}
+        return cls(**values)
+
+
+def ncfm(samples: dict | None = None, test_dirs=("test_stg1", "test_stg2")) -> Competition:
+    """NCFM as Kaggle ships it: 8 probability columns, two stages, log loss."""
+    return Competition(classes=NCFM_CLASSES, kind="probabilities", metric="log_loss", id_column="image",
+                       columns=NCFM_CLASSES, samples=samples if samples is not None else
+                       {"1": "sample_submission_stg1.csv", "2": "sample_submission_stg2.csv"},
+                       test_dirs=tuple(test_dirs), train={"source": "folders", "dir": "train"}, slug=NCFM_SLUG)
+
+
+def path_beside(manifest: os.PathLike | str) -> Path:
+    """competition.json beside a folds manifest."""
+    return Path(manifest).with_name(FILE_NAME)
+
+
+def save(competition: Competition, path: os.PathLike | str) -> None:
+    atomic_write_text(path, json.dumps(competition.to_dict(), indent=2) + "\n")
+
+
+def load(path: os.PathLike | str) -> Competition:
+    """Read a competition.json; a missing or damaged one is an NcfmError naming it and the fix."""
+    path = Path(path)
+    fix = f"rerun `ncfm split_train_val --data-dir {path.parent} --force` to write it again"
+    if not path.is_file():
+        raise NcfmError(f"{path}: not found; {fix}")
+    try:
+        return Competition.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:
+        raise NcfmError(f"{path}: not a valid competition description ({e}); {fix}") from None
