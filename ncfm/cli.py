@@ -50,12 +50,15 @@ def _cmd_make_synthetic(args) -> int:
 def _add_split_train_val(sub):
     p = sub.add_parser(
         "split_train_val",
-        help="write a seeded, stratified, group-aware k-fold manifest (folds.csv)",
-        description="Decode every training image once (catching corrupt files), group images by "
-        "boat/camera and assign stratified group k-folds. Writes a CSV with columns "
-        "image,label,fold,group (no image is copied) and prints per-fold, per-class counts.",
+        help="read the competition's layout; write a stratified, group-aware k-fold manifest (folds.csv)",
+        description="Read the competition's files: training labels from class folders (train/<class>/) or "
+        "from a flat image folder plus a labels CSV (labels.csv, train.csv); test ids, classes and the kind of "
+        "submission from the sample submission. Decode every training image once (catching corrupt files), "
+        "group images by boat/camera and assign stratified group k-folds. Writes folds.csv "
+        "(image,label,fold,group; no image is copied), folds.json and competition.json (what was found: "
+        "every later command reads it) and prints them.",
     )
-    p.add_argument("--data-dir", default="data", help="Kaggle data folder holding train/ (default data)")
+    p.add_argument("--data-dir", default="data", help="the competition's unzipped files (default data)")
     p.add_argument("--out", default=None, help="manifest path (default <data-dir>/folds.csv)")
     p.add_argument("--folds", type=int, default=5, help="number of folds k (default 5)")
     p.add_argument("--seed", type=int, default=2016, help="shuffling seed (default 2016)")
@@ -67,6 +70,18 @@ def _add_split_train_val(sub):
                    help="exclude unreadable images (listed) instead of stopping with an error")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default 0 = all cores)")
     p.add_argument("--force", action="store_true", help="overwrite an existing manifest")
+    g = p.add_argument_group("layout (detected; these override)")
+    g.add_argument("--train-dir", default=None, help="training images, relative to --data-dir (default: train/ or train_images/)")
+    g.add_argument("--test-dir", default=None, help="test images, relative to --data-dir (default: every test*/ folder)")
+    g.add_argument("--labels-csv", default=None,
+                   help="CSV of image id and label for a flat training folder (default: labels.csv, train.csv "
+                   "or train_labels.csv when train/ has no class folders)")
+    g.add_argument("--id-column", default=None, help="the labels CSV's id column (default: its first)")
+    g.add_argument("--label-column", default=None,
+                   help="the labels CSV's label column (default: its only other column, or one named label, "
+                   "class, breed, species, ...)")
+    g.add_argument("--competition", default=None,
+                   help="Kaggle slug, recorded for submit/submissions (default: NCFM's for NCFM's layout)")
 
 
 def _cmd_split_train_val(args) -> int:

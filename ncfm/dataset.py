@@ -1,9 +1,15 @@
-"""Find images in Kaggle's NCFM layout, take test ids from the sample submissions, check decodes.
+"""Read a Kaggle competition's layout: training labels, test ids from the sample submission, decodes.
 
-    data/train/<CLASS>/img_NNNNN.jpg      one folder per class (ncfm.CLASSES)
-    data/test_stg1/img_NNNNN.jpg          ids as written: img_NNNNN.jpg
-    data/test_stg2[/test_stg2]/image_NNNNN.jpg   ids as written: test_stg2/image_NNNNN.jpg
-    data/sample_submission_stg{1,2}.csv   decide which ids a submission holds, in which order
+Training labels, either way Kaggle ships them:
+    data/train/<class>/*.jpg                one folder per class (NCFM, Plant Seedlings; any names)
+    data/train/<id>.jpg + data/labels.csv   a flat folder and a CSV of id,label (Dog Breed: ids
+                                            without extension; Aerial Cactus: train.csv, with it)
+Test images: the sample submission's first column holds the ids as Kaggle wants them written
+(sample_submission.csv, or NCFM's sample_submission_stg{1,2}.csv); the files are in test*/
+folders (test/, test_images/, test_stg1/, test_stg2/, or nested one level deeper).
+
+`describe_competition` reads all of that once (for split_train_val), `competition_for` gives
+later commands the description split_train_val saved.
 
 Paths in the returned tables are POSIX paths relative to the data folder, so a manifest
 stays valid when the folder moves. Problems a person can fix raise NcfmError naming the
@@ -12,6 +18,7 @@ path and the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -20,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ncfm import CLASSES, NcfmError
+from ncfm import NcfmError, competition
+from ncfm.competition import Competition
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # compared lower-cased
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")  # compared lower-cased
 THUMB_SIZE = (32, 18)  # (width, height) of the thumbnail check_images keeps for grouping
-_FORMAT_BY_EXT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
+_FORMAT_BY_EXT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
 def is_image_name(name: str) -> bool:
@@ -61,95 +69,318 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
 
 
-# --------------------------------------------------------------------------- train
-def find_train_images(data_dir: os.PathLike | str) -> pd.DataFrame:
-    """Every training image as a row (image, label); image is relative to data_dir, sorted."""
-    data_dir = Path(data_dir)
-    train = data_dir / "train"
-    if not train.is_dir():
-        raise NcfmError(
-            f"{train}: no such folder; point --data-dir at the folder where Kaggle's train.zip "
-            f"was extracted (it holds train/{CLASSES[0]}/, train/{CLASSES[1]}/, ...)"
-        )
-    entries = sorted(e for e in os.listdir(train) if not is_hidden(e))
-    for name in entries:
-        path = train / name
-        if not path.is_dir():
-            raise NcfmError(
-                f"{path}: stray file in train/ (only the class folders {', '.join(CLASSES)} belong "
-                "there); move or delete it"
-            )
-        if name not in CLASSES:
-            hint = [c for c in CLASSES if c.lower() == name.lower()]
-            hint = f" (did you mean {hint[0]}?)" if hint else ""
-            raise NcfmError(
-                f"{path}: unknown class folder{hint}; train/ may only hold {', '.join(CLASSES)}; "
-                "rename or remove it"
-            )
-    missing = [c for c in CLASSES if c not in entries]
-    if len(missing) == len(CLASSES):
-        raise NcfmError(f"{train}: empty, no class folders; extract Kaggle's train.zip into {data_dir}")
-    if missing:
-        raise NcfmError(
-            f"{train}: missing class folder(s) {', '.join(missing)}; every class "
-            f"({', '.join(CLASSES)}) needs a folder, even if you add images to it later"
-        )
+# --------------------------------------------------------------------------- the layout
+TRAIN_DIRS = ("train", "train_images")  # where Kaggle's training images usually are
+LABEL_CSVS = ("labels.csv", "train.csv", "train_labels.csv")  # and their labels, when not in folders
+LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "breed", "species")
+SAMPLE_FILES = ("sample_submission.csv", "sampleSubmission.csv", "sample_submission_stg1.csv")
+POSITIVE_LABELS = ("1", "true", "yes", "positive")
 
-    rows = []
-    for label in CLASSES:
-        folder = train / label
-        for name in sorted(os.listdir(folder)):
-            if is_hidden(name):
-                continue
-            if not is_image_name(name):
-                raise NcfmError(
-                    f"{folder / name}: not an image name (expected {', '.join(IMAGE_EXTENSIONS)}, any "
-                    "case); move or delete it"
-                )
-            rows.append((f"train/{label}/{name}", label))
-    if not rows:
-        raise NcfmError(f"{train}: the class folders hold no images; extract Kaggle's train.zip into {data_dir}")
-    empty = [c for c in CLASSES if not any(label == c for _, label in rows)]
-    if empty:
+
+def describe_competition(data_dir: os.PathLike | str, *, train_dir: str | None = None,
+                         test_dir: str | None = None, labels_csv: str | None = None,
+                         id_column: str | None = None, label_column: str | None = None,
+                         slug: str | None = None) -> tuple[Competition, pd.DataFrame]:
+    """Read the competition's own files: (its description, the training table image,label).
+
+    Labels come from class folders (train/<class>/) or from a flat image folder plus a labels
+    CSV; classes, ids and the kind of submission come from the sample submission's header and
+    values. The keyword arguments override what would be detected (the CLI's --train-dir, ...).
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise NcfmError(f"{data_dir}: no such folder; point --data-dir at the folder where the "
+                        f"competition's files were unzipped")
+    train_rel = _train_folder(data_dir, train_dir)
+    csv_path = _labels_csv(data_dir, labels_csv)
+    subfolders, loose = _folder_entries(data_dir / train_rel)
+    if not subfolders and not loose:
+        raise NcfmError(f"{data_dir / train_rel}: empty, no class folders or images; unzip the "
+                        f"competition's training images into it")
+    if subfolders and labels_csv is None:
+        train, source = _labels_from_folders(data_dir, train_rel, subfolders, loose), \
+            {"source": "folders", "dir": train_rel}
+    elif csv_path is not None:
+        train, source = _labels_from_csv(data_dir, train_rel, csv_path, id_column, label_column)
+    else:
         raise NcfmError(
-            f"{train}: no images in class folder(s) {', '.join(empty)}; every class needs training images"
-        )
-    df = pd.DataFrame(rows, columns=["image", "label"])
-    return df.sort_values("image", kind="stable").reset_index(drop=True)
+            f"{data_dir / train_rel}: holds images but no class folders, and no labels CSV "
+            f"({', '.join(LABEL_CSVS)}) was found in {data_dir}; put the competition's labels CSV there "
+            f"or pass --labels-csv PATH (with --id-column/--label-column if its columns are not obvious)")
+    classes = tuple(sorted(train.label.unique()))
+    if len(classes) < 2:
+        raise NcfmError(f"{data_dir / train_rel}: only one class ({classes[0]}); a classifier needs two or more")
+
+    samples = _sample_files(data_dir)
+    test_dirs = _test_folders(data_dir, test_dir)
+    ncfm_like = set(classes) == set(competition.NCFM_CLASSES)
+    if not samples:
+        if ncfm_like:  # NCFM without its sample files: ids from the folder listing, as before
+            comp = competition.ncfm(samples={}, test_dirs=test_dirs or ("test_stg1", "test_stg2"))
+            comp = dataclasses.replace(comp, train=source)
+            return comp, train
+        raise NcfmError(f"{data_dir}: no sample submission ({', '.join(SAMPLE_FILES)}); it decides the "
+                        f"ids, columns and kind of the submission: download it with the competition's files")
+    sample_path = data_dir / samples[min(samples)]
+    sample = read_sample_file(sample_path)
+    kind, classes, positive = _kind_of(sample, classes, sample_path, data_dir / train_rel, source)
+    id_column, columns = str(sample.columns[0]), tuple(str(c) for c in sample.columns[1:])
+    suffix = _id_suffix(data_dir, sample[id_column].tolist()[:50], test_dirs, sample_path)
+    if slug is None:
+        slug = competition.NCFM_SLUG if ncfm_like and kind == "probabilities" else ""
+    metric = competition.KNOWN_METRICS.get(slug, competition.METRICS[kind])
+    comp = Competition(classes=classes, kind=kind, metric=metric, id_column=id_column, columns=columns,
+                       positive=positive, samples={str(k): v for k, v in samples.items()},
+                       test_dirs=test_dirs, id_suffix=suffix, train=source, slug=slug)
+    return comp, train
+
+
+def competition_for(data_dir: os.PathLike | str, manifest: os.PathLike | str | None = None) -> Competition:
+    """The competition of a data folder: competition.json beside the manifest (written by
+    split_train_val), or, for a folder never split, what its files say."""
+    data_dir = Path(data_dir)
+    saved = competition.path_beside(Path(manifest) if manifest else data_dir / "folds.csv")
+    if saved.is_file():
+        return competition.load(saved)
+    return describe_competition(data_dir)[0]
+
+
+def _train_folder(data_dir: Path, train_dir: str | None) -> str:
+    if train_dir:
+        if not (data_dir / train_dir).is_dir():
+            raise NcfmError(f"{data_dir / train_dir}: no such folder (--train-dir)")
+        return Path(train_dir).as_posix()
+    for name in TRAIN_DIRS:
+        if (data_dir / name).is_dir():
+            return name
+    have = sorted(p.name + ("/" if p.is_dir() else "") for p in data_dir.iterdir() if not is_hidden(p.name))
+    raise NcfmError(f"{data_dir / 'train'}: no such folder; point --data-dir at the folder where the "
+                    f"competition's files were unzipped (it holds {' or '.join(d + '/' for d in TRAIN_DIRS)}; "
+                    f"found {', '.join(have[:10]) or 'nothing'}), or pass --train-dir")
+
+
+def _labels_csv(data_dir: Path, labels_csv: str | None) -> Path | None:
+    if labels_csv:
+        path = Path(labels_csv) if Path(labels_csv).is_absolute() else data_dir / labels_csv
+        if not path.is_file():
+            path = Path(labels_csv)
+        if not path.is_file():
+            raise NcfmError(f"{labels_csv}: labels CSV not found (--labels-csv)")
+        return path
+    return next((data_dir / n for n in LABEL_CSVS if (data_dir / n).is_file()), None)
+
+
+def _folder_entries(train: Path) -> tuple[list[str], list[str]]:
+    """(class folders, loose files) of a training folder; hidden files left out."""
+    entries = sorted(e for e in os.listdir(train) if not is_hidden(e))
+    folders = [e for e in entries if (train / e).is_dir()]
+    return folders, [e for e in entries if e not in folders]
+
+
+def _labels_from_folders(data_dir: Path, train_rel: str, folders: list[str], loose: list[str]) -> pd.DataFrame:
+    train = data_dir / train_rel
+    if loose:
+        raise NcfmError(f"{train / loose[0]}: stray file in {train_rel}/ (only the class folders "
+                        f"{', '.join(folders[:8])}{', ...' if len(folders) > 8 else ''} belong there); move or delete it")
+    rows, empty = [], []
+    for label in folders:
+        names = [n for n in sorted(os.listdir(train / label)) if not is_hidden(n)]
+        for name in names:
+            if not is_image_name(name):
+                raise NcfmError(f"{train / label / name}: not an image name (expected "
+                                f"{', '.join(IMAGE_EXTENSIONS)}, any case); move or delete it")
+            rows.append((f"{train_rel}/{label}/{name}", label))
+        if not names:
+            empty.append(label)
+    if not rows:
+        raise NcfmError(f"{train}: the class folders hold no images; unzip the competition's training images into it")
+    if empty:
+        raise NcfmError(f"{train}: no images in class folder(s) {', '.join(empty)}; every class needs "
+                        f"training images (remove the folder if the class does not exist)")
+    return pd.DataFrame(rows, columns=["image", "label"]).sort_values("image", kind="stable").reset_index(drop=True)
+
+
+def _pick_label_column(df: pd.DataFrame, id_col: str, path: Path) -> str:
+    others = [c for c in df.columns if c != id_col]
+    if len(others) == 1:
+        return others[0]
+    named = [c for c in others if c.lower() in LABEL_COLUMNS]
+    if len(named) == 1:
+        return named[0]
+    raise NcfmError(f"{path}: cannot tell which column holds the labels among {', '.join(others)}; "
+                    f"pass --label-column NAME")
+
+
+def _labels_from_csv(data_dir: Path, train_rel: str, path: Path, id_column: str | None,
+                     label_column: str | None) -> tuple[pd.DataFrame, dict]:
+    """Labels from a CSV of (id, label) for a flat folder of images; ids with or without extension."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as e:  # pandas raises many types for unreadable CSVs
+        raise NcfmError(f"{path}: cannot read it as CSV ({e}); download it again") from None
+    if df.empty or len(df.columns) < 2:
+        raise NcfmError(f"{path}: needs an id column and a label column and at least one row "
+                        f"(header is {','.join(df.columns)})")
+    id_col = id_column or df.columns[0]
+    for flag, col in (("--id-column", id_col), ("--label-column", label_column)):
+        if col and col not in df.columns:
+            raise NcfmError(f"{path}: no column {col!r} ({flag}); its columns are {', '.join(df.columns)}")
+    label_col = label_column or _pick_label_column(df, id_col, path)
+    ids, labels = df[id_col].str.strip(), df[label_col].str.strip()
+    blank = df.index[(ids == "") | (labels == "")]
+    if len(blank):
+        raise NcfmError(f"{path}: empty id or label on line(s) {', '.join(str(i + 2) for i in blank[:5])}; "
+                        f"fix or remove those rows")
+    dups = ids[ids.duplicated()].unique()
+    if len(dups):
+        raise NcfmError(f"{path}: id(s) listed twice: {', '.join(dups[:5])}; each image needs one label")
+
+    train = data_dir / train_rel
+    files = [n for n in sorted(os.listdir(train)) if is_image_name(n) and (train / n).is_file()]
+    by_name = {n: n for n in files}
+    by_stem: dict[str, list[str]] = {}
+    for n in files:
+        by_stem.setdefault(os.path.splitext(n)[0], []).append(n)
+    image_of, missing = [], []
+    for i in ids:
+        name = by_name.get(i) or (by_stem.get(i) or [None])[0]
+        image_of.append(name)
+        if name is None:
+            missing.append(i)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise NcfmError(f"{path}: {len(missing)} id(s) have no image in {train}: {shown}; add the images "
+                        f"or remove their rows (--train-dir if the images are elsewhere)")
+    unlabelled = sorted(set(files) - set(image_of))
+    if unlabelled:
+        shown = ", ".join(str(train / n) for n in unlabelled[:5])
+        more = f" and {len(unlabelled) - 5} more" if len(unlabelled) > 5 else ""
+        raise NcfmError(f"{len(unlabelled)} image(s) without a label in {path}: {shown}{more}; add a row "
+                        f"for each or move them out of {train}")
+    table = pd.DataFrame({"image": [f"{train_rel}/{n}" for n in image_of], "label": labels.to_numpy()})
+    table = table.sort_values("image", kind="stable").reset_index(drop=True)
+    return table, {"source": "csv", "dir": train_rel, "csv": _rel(path, data_dir),
+                   "id_column": id_col, "label_column": label_col}
+
+
+def _rel(path: Path, data_dir: Path) -> str:
+    try:
+        return path.resolve().relative_to(data_dir.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _sample_files(data_dir: Path) -> dict[int, str]:
+    """stage -> sample submission file name: NCFM's two stages, or one sample_submission.csv."""
+    staged = {s: f"sample_submission_stg{s}.csv" for s in (1, 2)}
+    found = {s: n for s, n in staged.items() if read_sample_file(data_dir / n, check=False) is not None}
+    if found:
+        return found
+    for name in SAMPLE_FILES[:2]:
+        if read_sample_file(data_dir / name, check=False) is not None:
+            return {1: name}
+    return {}
+
+
+def _test_folders(data_dir: Path, test_dir: str | None) -> tuple[str, ...]:
+    if test_dir:
+        if not (data_dir / test_dir).is_dir():
+            raise NcfmError(f"{data_dir / test_dir}: no such folder (--test-dir)")
+        return (Path(test_dir).as_posix(),)
+    return tuple(sorted(p.name for p in data_dir.iterdir() if p.is_dir() and p.name.lower().startswith("test")))
+
+
+def _kind_of(sample: pd.DataFrame, classes: tuple, path: Path, train: Path, source: dict):
+    """(kind, classes in the model's order, positive class) from the sample's header and values."""
+    columns = [str(c) for c in sample.columns[1:]]
+    labelled_by = (f"the labels of {source['csv']}" if source["source"] == "csv"
+                   else f"the class folders of {train}")
+    if len(columns) > 1 or (len(columns) == 1 and columns[0] in classes and len(classes) > 2):
+        missing = [c for c in columns if c not in classes]
+        unused = [c for c in classes if c not in columns]
+        if missing or unused:
+            lower = {c.lower(): c for c in classes}
+            hints = [f"{lower[c.lower()]!r} should be {c!r}" for c in missing if c.lower() in lower]
+            raise NcfmError(
+                f"{path}: its class columns and {labelled_by} differ"
+                + (f"; no training images for column(s) {', '.join(missing)}" if missing else "")
+                + (f"; class(es) {', '.join(unused)} have no column" if unused else "")
+                + (f" ({'; '.join(hints)})" if hints else "")
+                + "; rename or remove the folder/labels so both name the same classes")
+        return "probabilities", tuple(columns), ""
+    if not columns:
+        raise NcfmError(f"{path}: only an id column; a sample submission needs the answer's column(s) too")
+    values = sample.iloc[:, 1].astype(str).str.strip()
+    if len(values) and values.isin(classes).all() and not _numbers(values):
+        return "label", classes, ""
+    if len(classes) == 2 and _numbers(values):
+        positive = next((c for c in classes if c.strip().lower() in POSITIVE_LABELS), classes[1])
+        return "binary", classes, positive
+    if len(values) and values.isin(classes).all():
+        return "label", classes, ""
+    raise NcfmError(f"{path}: cannot tell the kind of submission: one answer column {columns[0]!r} whose "
+                    f"values ({', '.join(values.iloc[:3])}, ...) are neither class names of {labelled_by} "
+                    f"nor probabilities of a two-class problem ({len(classes)} classes)")
+
+
+def _numbers(values: pd.Series) -> bool:
+    parsed = pd.to_numeric(values, errors="coerce")
+    return bool(len(values)) and not parsed.isna().any() and bool(((parsed >= 0) & (parsed <= 1)).all())
+
+
+def _id_suffix(data_dir: Path, ids: list[str], test_dirs: tuple, path: Path) -> str:
+    """'' when the sample's ids are file names, else the extension their files have ('.jpg')."""
+    if not ids or all(is_image_name(str(i).rpartition("/")[2]) for i in ids):
+        return ""
+    for folder in test_dirs:
+        for root in (data_dir / folder / folder, data_dir / folder):
+            if root.is_dir():
+                stems = {}
+                for n in _list_images(root):
+                    stems.setdefault(os.path.splitext(n)[0], os.path.splitext(n)[1])
+                found = [stems[i] for i in ids if i in stems]
+                if found:
+                    return max(set(found), key=found.count)
+    raise NcfmError(f"{path}: its ids ({', '.join(map(str, ids[:3]))}, ...) are not image names, and no "
+                    f"image of those names was found in {', '.join(str(data_dir / d) for d in test_dirs) or data_dir}; "
+                    f"unzip the test images there or pass --test-dir")
+
+
+def find_train_images(data_dir: os.PathLike | str, **overrides) -> pd.DataFrame:
+    """Every training image as a row (image, label); image is relative to data_dir, sorted."""
+    return describe_competition(data_dir, **overrides)[1]
 
 
 # --------------------------------------------------------------------------- test
-def sample_submission_path(data_dir: os.PathLike | str, stage: int) -> Path:
-    if stage not in (1, 2):
-        raise NcfmError(f"received stage={stage!r}; the competition has stages 1 and 2")
-    return Path(data_dir) / f"sample_submission_stg{stage}.csv"
-
-
-def read_sample_submission(data_dir: os.PathLike | str, stage: int) -> pd.DataFrame | None:
-    """The stage's sample submission as Kaggle ships it, or None when it is not there."""
-    return read_sample_file(sample_submission_path(data_dir, stage))
-
-
-def read_sample_file(path: os.PathLike | str) -> pd.DataFrame | None:
-    """A sample submission file (ids as strings), or None when it is not there.
-
-    `path` is read, or a still-zipped `path.zip` as Kaggle ships it; an unreadable file or one
-    without an `image` column is an NcfmError naming it.
-    """
+def read_sample_file(path: os.PathLike | str, check: bool = True) -> pd.DataFrame | None:
+    """A sample submission (every cell a string: ids such as 0012 keep their zeros), or None
+    when it is not there. `path` is read, or a still-zipped `path.zip` as Kaggle ships it; an
+    unreadable file is an NcfmError naming it (with check=False: None)."""
     path = Path(path)
     for candidate in (path, path.with_name(path.name + ".zip")):
         if candidate.is_file():
             try:
-                df = pd.read_csv(candidate, dtype={"image": str})
+                df = pd.read_csv(candidate, dtype=str, keep_default_na=False)
             except Exception as e:  # pandas raises many types for unreadable CSVs
-                raise NcfmError(f"{candidate}: cannot read it as CSV ({e}); download it again from Kaggle")
-            if "image" not in df.columns:
-                raise NcfmError(
-                    f"{candidate}: no 'image' column (header is {','.join(map(str, df.columns))}); "
-                    "download it again from Kaggle"
-                )
+                if not check:
+                    return None
+                raise NcfmError(f"{candidate}: cannot read it as CSV ({e}); download it again from Kaggle") from None
+            if len(df.columns) < 2:
+                if not check:
+                    return None
+                raise NcfmError(f"{candidate}: needs an id column and at least one answer column (header "
+                                f"is {','.join(map(str, df.columns))}); download it again from Kaggle")
             return df
     return None
+
+
+def read_sample_submission(data_dir: os.PathLike | str, stage: int | None = None,
+                           comp: Competition | None = None) -> pd.DataFrame | None:
+    """The stage's sample submission as Kaggle ships it, or None when it is not there."""
+    comp = comp or competition_for(data_dir)
+    if not comp.samples:
+        return None
+    return read_sample_file(comp.sample_path(data_dir, stage))
 
 
 def _list_images(folder: Path) -> list[str]:
@@ -164,41 +395,26 @@ def _image_folder(data_dir: Path, name: str) -> Path | None:
     return data_dir / name if (data_dir / name).is_dir() else None
 
 
-def find_test_images(data_dir: os.PathLike | str, stage: int) -> tuple[pd.DataFrame, str]:
+def find_test_images(data_dir: os.PathLike | str, stage: int | None = None,
+                     comp: Competition | None = None) -> tuple[pd.DataFrame, str]:
     """Test images of a stage: a DataFrame (id, path) and a message saying where the ids came from.
 
-    `id` is exactly what the submission's `image` column must hold (stage 1: img_00005.jpg;
-    stage 2: the stage-1 names as they are, then test_stg2/image_00001.jpg). `path` is the
-    file, relative to data_dir (a nested test_stg2/test_stg2/ is found). Rows follow the
-    sample submission when there is one, else the sorted folder listings.
+    `id` is exactly what the submission's id column must hold (NCFM stage 1: img_00005.jpg;
+    stage 2: test_stg2/image_00001.jpg; Dog Breed: the bare id). `path` is the file, relative
+    to data_dir: the id plus the competition's id suffix, in one of its test folders or, for an
+    id with a folder, in that folder (a folder nested in itself, as some archives unpack, is
+    found too). Rows follow the sample submission; without one (NCFM only) the sorted listings.
     """
     data_dir = Path(data_dir)
-    sample = read_sample_submission(data_dir, stage)
+    comp = comp or competition_for(data_dir)
+    stage = comp.default_stage if stage is None else stage
+    if not comp.samples:
+        return _ids_from_folders(data_dir, stage)
+    sample_path = comp.sample_path(data_dir, stage)
+    sample = read_sample_file(sample_path)
     if sample is None:
-        folder_names = ["test_stg1"] if stage == 1 else ["test_stg1", "test_stg2"]
-        folders = {name: _image_folder(data_dir, name) for name in folder_names}
-        ids, paths, counts = [], [], []
-        for name, folder in folders.items():
-            if folder is None:
-                raise NcfmError(
-                    f"{data_dir / name}: no such folder and no {sample_submission_path(data_dir, stage).name}; "
-                    f"extract Kaggle's {name}.zip (or .7z) into {data_dir}"
-                )
-            names = _list_images(folder)
-            if not names:
-                raise NcfmError(f"{folder}: no images, and no {sample_submission_path(data_dir, stage).name} "
-                                f"to say which to expect; extract Kaggle's {name} archive into {data_dir}")
-            rel = folder.relative_to(data_dir).as_posix()
-            # stage-2 submissions write stage-2 names with their folder; stage-1 names stay bare
-            prefix = "" if name == "test_stg1" else f"{name}/"
-            ids += [prefix + n for n in names]
-            paths += [f"{rel}/{n}" for n in names]
-            counts.append(f"{rel}/ ({len(names)})")
-        message = (
-            f"no {sample_submission_path(data_dir, stage).name} in {data_dir}: ids from the folder "
-            f"listing of {' + '.join(counts)}; put Kaggle's sample submission there to be sure of the ids"
-        )
-        return pd.DataFrame({"id": ids, "path": paths}), message
+        raise NcfmError(f"{sample_path}: not found; it decides which ids the submission holds: download "
+                        f"it with the competition's files")
 
     # Index each candidate folder once: 13,153 lookups in a set, not 13,153 stat calls.
     listing: dict[str, set[str]] = {}
@@ -209,12 +425,12 @@ def find_test_images(data_dir: os.PathLike | str, stage: int) -> tuple[pd.DataFr
             listing[rel] = set(_list_images(folder)) if folder.is_dir() else set()
         return listing[rel]
 
-    ids = sample["image"].astype(str).tolist()
+    ids = sample.iloc[:, 0].astype(str).tolist()
     paths, missing, searched = [], [], set()
     for image_id in ids:
-        head, _, name = image_id.rpartition("/")
-        top = head.split("/")[0] if head else "test_stg1"
-        candidates = [head or "test_stg1", f"{top}/{top}"] if head else ["test_stg1", "test_stg1/test_stg1"]
+        head, _, name = (image_id + comp.id_suffix).rpartition("/")
+        tops = [head] if head else list(comp.test_dirs)
+        candidates = [c for top in tops for c in (top, f"{top}/{top.split('/')[-1]}")]
         for rel in candidates:
             if name in listed(rel):
                 paths.append(f"{rel}/{name}")
@@ -225,12 +441,37 @@ def find_test_images(data_dir: os.PathLike | str, stage: int) -> tuple[pd.DataFr
             searched.update(candidates)
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        where = ", ".join(str(data_dir / s) + "/" for s in sorted(searched))
+        where = ", ".join(str(data_dir / s) + "/" for s in sorted(searched)) or f"no test folder in {data_dir}"
         raise NcfmError(
-            f"{len(missing)} id(s) of {sample_submission_path(data_dir, stage).name} have no image file: "
-            f"{shown}; searched {where}; extract the stage's test archive into {data_dir}"
+            f"{len(missing)} id(s) of {sample_path.name} have no image file: {shown}; searched {where}; "
+            f"extract the stage's test archive into {data_dir} (or pass --test-dir to split_train_val)"
         )
-    message = f"ids from {sample_submission_path(data_dir, stage)} ({len(ids)} rows)"
+    message = f"ids from {sample_path} ({len(ids)} rows)"
+    return pd.DataFrame({"id": ids, "path": paths}), message
+
+
+def _ids_from_folders(data_dir: Path, stage: int) -> tuple[pd.DataFrame, str]:
+    """NCFM without its sample submissions: stage 1 = test_stg1/, stage 2 adds test_stg2/."""
+    sample_name = f"sample_submission_stg{stage}.csv"
+    folder_names = ["test_stg1"] if stage == 1 else ["test_stg1", "test_stg2"]
+    ids, paths, counts = [], [], []
+    for name in folder_names:
+        folder = _image_folder(data_dir, name)
+        if folder is None:
+            raise NcfmError(f"{data_dir / name}: no such folder and no {sample_name}; "
+                            f"extract Kaggle's {name}.zip (or .7z) into {data_dir}")
+        names = _list_images(folder)
+        if not names:
+            raise NcfmError(f"{folder}: no images, and no {sample_name} to say which to expect; "
+                            f"extract Kaggle's {name} archive into {data_dir}")
+        rel = folder.relative_to(data_dir).as_posix()
+        # stage-2 submissions write stage-2 names with their folder; stage-1 names stay bare
+        prefix = "" if name == "test_stg1" else f"{name}/"
+        ids += [prefix + n for n in names]
+        paths += [f"{rel}/{n}" for n in names]
+        counts.append(f"{rel}/ ({len(names)})")
+    message = (f"no {sample_name} in {data_dir}: ids from the folder listing of {' + '.join(counts)}; "
+               f"put Kaggle's sample submission there to be sure of the ids")
     return pd.DataFrame({"id": ids, "path": paths}), message
 
 

@@ -1,6 +1,6 @@
 """Group-aware, stratified k-fold split of the training images -> folds.csv (the `split_train_val` command).
 
-    ncfm split_train_val --data-dir data            # writes data/folds.csv and data/folds.json
+    ncfm split_train_val --data-dir data    # writes data/folds.csv, folds.json, competition.json
 
 Why groups: NCFM's training photos are frames of videos from a few boats, so random or
 label-stratified folds put near-identical frames on both sides and validation loss looks
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ncfm import CLASSES, NcfmError
+from ncfm import NcfmError, competition
 from ncfm.fileio import atomic_write_text
 
 GROUPINGS = ("boat", "size", "none")
@@ -146,20 +146,26 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: s
     df = df.iloc[order].reset_index(drop=True)
     if features is not None:
         features = [features[i] for i in order]
-    unknown = sorted(set(df["label"]) - set(CLASSES))
-    if unknown:
-        raise NcfmError(f"received label(s) {', '.join(map(str, unknown))}; labels must be among {', '.join(CLASSES)}")
     out = df.copy()
     out["group"] = make_groups(df, groups, features)
 
     per_class = out.groupby("label")["group"].nunique()
+    images = out["label"].value_counts()
     n_groups = out["group"].nunique()
     if n_groups < n_folds:
         raise NcfmError(
             f"received folds={n_folds} but the images form only {n_groups} group(s) with groups={groups}; "
             f"use --folds {max(2, n_groups)} or fewer, or --groups size/none"
         )
-    thin = per_class[per_class < n_folds]
+    few_images = images[images < n_folds]
+    if len(few_images):
+        warnings.warn(
+            "fewer images than folds for " + ", ".join(f"{c} ({n})" for c, n in few_images.items())
+            + f": with {n_folds} folds, some folds validate on no image of that class and its "
+            f"out-of-fold scores are noise; add images or use fewer --folds",
+            stacklevel=2,
+        )
+    thin = per_class[(per_class < n_folds) & (images >= n_folds)]
     if len(thin):
         warnings.warn(
             "fewer groups than folds for " + ", ".join(f"{c} ({n})" for c, n in thin.items())
@@ -183,9 +189,11 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: s
     return out
 
 
-def fold_table(folds: pd.DataFrame) -> pd.DataFrame:
-    """Images per fold and class, plus totals and the number of groups per fold."""
-    table = pd.crosstab(folds["fold"], folds["label"]).reindex(columns=list(CLASSES), fill_value=0)
+def fold_table(folds: pd.DataFrame, classes=None) -> pd.DataFrame:
+    """Images per fold and class (in `classes` order), plus totals and the number of groups per fold."""
+    table = pd.crosstab(folds["fold"], folds["label"])
+    if classes is not None:
+        table = table.reindex(columns=list(classes), fill_value=0)
     table["total"] = table.sum(axis=1)
     table["groups"] = folds.groupby("fold")["group"].nunique()
     return table
@@ -193,17 +201,21 @@ def fold_table(folds: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- command
 def main(args) -> int:
-    """`ncfm split_train_val`: find, decode-check, group, split, write folds.csv + folds.json."""
+    """`ncfm split_train_val`: read the layout, decode-check, group, split; write folds.csv,
+    folds.json and competition.json."""
     import sys
 
-    from ncfm.dataset import check_images, find_train_images
+    from ncfm.dataset import check_images, describe_competition
 
     data_dir = Path(args.data_dir)
     out = Path(args.out) if args.out else data_dir / "folds.csv"
     if args.folds < 2:
         raise NcfmError(f"received --folds {args.folds}; k-fold needs at least 2 folds")
-    df = find_train_images(data_dir)
-    print(f"found {len(df)} training images in {data_dir / 'train'}")
+    comp, df = describe_competition(data_dir, train_dir=args.train_dir, test_dir=args.test_dir,
+                                    labels_csv=args.labels_csv, id_column=args.id_column,
+                                    label_column=args.label_column, slug=args.competition)
+    print(comp.describe())
+    print(f"found {len(df)} training images in {data_dir / comp.train['dir']}")
     checked = check_images([data_dir / p for p in df["image"]], workers=args.workers,
                            progress=sys.stderr.isatty())
     bad = [(img, err) for img, ok, err in zip(df["image"], checked["ok"], checked["error"]) if not ok]
@@ -217,7 +229,7 @@ def main(args) -> int:
     keep = checked["ok"].to_numpy()
     emptied = sorted(set(df.label) - set(df.label[keep]))
     if emptied:
-        raise NcfmError(f"no readable image left in {', '.join(str(data_dir / 'train' / c) for c in emptied)}; "
+        raise NcfmError(f"no readable image left of class(es) {', '.join(emptied)} in {data_dir / comp.train['dir']}; "
                         f"every class needs at least one: replace the unreadable files listed above")
     df = df.assign(width=checked["width"].to_numpy(), height=checked["height"].to_numpy(),
                    thumb=checked["thumb"].to_numpy())[keep].reset_index(drop=True)
@@ -225,8 +237,9 @@ def main(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         folds = assign_folds(df, n_folds=args.folds, seed=args.seed, groups=args.groups)
+    labels_from = data_dir / comp.train.get("csv", comp.train["dir"])
     for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+        print(f"warning: {labels_from}: {w.message}", file=sys.stderr)
 
     text = folds[["image", "label", "fold", "group"]].to_csv(index=False, lineterminator="\n")
     meta = {
@@ -255,9 +268,11 @@ def main(args) -> int:
         atomic_write_text(out, text)
     if not sidecar.exists() or sidecar.read_text() != meta_text:
         atomic_write_text(sidecar, meta_text)
+    described = competition.path_beside(out)
+    competition.save(comp, described)
 
     print(f"{meta['n_images']} images in {meta['n_groups']} groups (--groups {args.groups}), "
           f"{args.folds} folds, seed {args.seed}")
-    print(fold_table(folds).to_string())
-    print(f"{out}: {status} (settings in {sidecar})")
+    print(fold_table(folds, comp.classes).to_string())
+    print(f"{out}: {status} (settings in {sidecar}; the competition in {described})")
     return 0
