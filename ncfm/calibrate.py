@@ -121,3 +121,31 @@ def fit_calibration(labels, probs, method: str = "temperature", groups=None) -> 
             out["rejected"] = {k: out[k] for k in ("temperature", "floor", "after")}
             out.update(temperature=1.0, floor=0.0, after=before)
     return out
+
+
+# ----------------------------------------------------------------------------- the competition's metric
+def accuracy(labels, probs) -> float:
+    """Share of rows whose most probable class is the label (= micro-averaged F1 for one label each)."""
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    return float(np.mean(np.argmax(probs, axis=1) == labels)) if len(labels) else float("nan")
+
+
+def roc_auc(labels, probs, positive: int = 1) -> float:
+    """ROC AUC of P(positive class); NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels) == positive
+    if labels.all() or not labels.any():
+        return float("nan")
+    return float(roc_auc_score(labels, np.asarray(probs, dtype=np.float64)[:, positive]))
+
+
+def score(metric: str, labels, probs, positive: int = 1) -> float:
+    """The competition's metric: log_loss (lower is better), accuracy or roc_auc (higher is better)."""
+    if metric == "log_loss":
+        return kaggle_log_loss(labels, probs)
+    if metric == "accuracy":
+        return accuracy(labels, probs)
+    if metric == "roc_auc":
+        return roc_auc(labels, probs, positive)
+    raise ValueError(f"metric must be log_loss, accuracy or roc_auc; received {metric!r}")

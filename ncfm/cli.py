@@ -125,7 +125,21 @@ def _add_train(sub):
 def _cmd_train(args) -> int:
     from ncfm import train
 
-    return train.main(args)
+    code = train.main(args)
+    _draw_report([args.run])
+    return code
+
+
+def _draw_report(runs) -> None:
+    """The report of what train/predict just wrote; its failure must never cost their results."""
+    from pathlib import Path
+
+    from ncfm import report
+
+    try:
+        report.build_report([Path(r) for r in runs])
+    except Exception as e:
+        print(f"report skipped ({type(e).__name__}: {e})", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- predict
@@ -139,15 +153,18 @@ def _add_predict(sub):
         "and written atomically.",
     )
     p.add_argument("--run", action="append", required=True, help="run folder (repeat for an ensemble of runs)")
-    p.add_argument("--stage", type=int, choices=[1, 2], default=1, help="test stage (default 1)")
-    p.add_argument("--data-dir", default="data", help="Kaggle data folder (default data)")
+    p.add_argument("--stage", type=int, default=None,
+                   help="test stage: NCFM has 1 and 2, other competitions one (default: the first)")
+    p.add_argument("--data-dir", default="data",
+                   help="the competition's files, split by split_train_val (default data)")
     p.add_argument("--tta", type=int, default=8, help="views per image, view 0 = the plain image (default 8)")
     p.add_argument("--views", default="flips,zoom,shift",
                    help="kinds of TTA views: any of flips,zoom,shift,crop (default flips,zoom,shift)")
     p.add_argument("--mean", choices=["arithmetic", "geometric"], default="arithmetic",
                    help="how models are averaged (default arithmetic)")
     p.add_argument("--calibrate", choices=["none", "temperature", "floor", "both"], default="temperature",
-                   help="fit on the runs' out-of-fold predictions (default temperature)")
+                   help="fit on the runs' out-of-fold predictions when the competition is scored by log "
+                   "loss (default temperature)")
     p.add_argument("--clip", type=float, default=0.0, help="manual probability floor applied last (e.g. 0.01)")
     p.add_argument("--allow-unfinished", action="store_true",
                    help="use folds whose training has not finished (their best checkpoint so far) "
@@ -157,7 +174,8 @@ def _add_predict(sub):
     p.add_argument("--batch-size", type=int, default=0,
                    help="images per call, each with all its views (default: 1024 views per call on a GPU, "
                    "64 on a CPU, divided by --tta)")
-    p.add_argument("--out", default=None, help="CSV path (default submissions/<run>_stage<S>.csv)")
+    p.add_argument("--out", default=None,
+                   help="CSV path (default submissions/<run>.csv; NCFM: submissions/<run>_stage<S>.csv)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out CSV")
     p.add_argument("--recompute", action="store_true",
                    help="predict again even where saved per-fold predictions are up to date")
@@ -167,7 +185,9 @@ def _add_predict(sub):
 def _cmd_predict(args) -> int:
     from ncfm import predict
 
-    return predict.main(args)
+    code = predict.main(args)
+    _draw_report(args.run)
+    return code
 
 
 def _add_validate(sub):

@@ -193,3 +193,10 @@ def build_tta_model(model: keras.Model, views) -> keras.Model:
     probs = classifier(x)
     out = GroupViews(len(views), name="per_view")(probs)
     return keras.Model(raw, out, name="tta")
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """uint8 pixels -> the classifier, without augmentation; shares the training model's layers."""
+    classifier = classifier_of(model)
+    raw = keras.Input(classifier.input_shape[1:], dtype="uint8", name="image")
+    return keras.Model(raw, classifier(raw), name=model.name)
