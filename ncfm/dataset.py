@@ -142,6 +142,9 @@ def competition_for(data_dir: os.PathLike | str, manifest: os.PathLike | str | N
     saved = competition.path_beside(Path(manifest) if manifest else data_dir / "folds.csv")
     if saved.is_file():
         return competition.load(saved)
+    if manifest is not None and not Path(manifest).is_file():
+        raise NcfmError(f"{manifest}: folds manifest not found; run `ncfm split_train_val` first "
+                        f"(or pass --folds-csv)")
     return describe_competition(data_dir)[0]
 
 

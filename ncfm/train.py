@@ -128,10 +128,10 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     if state["finished"]:
         changed = _changed_settings(saved or {}, cfg)
         other = f" with other settings ({'; '.join(changed)})" if changed else ""
-        print(f"fold {fold.index} already trained{other} (best epoch {state['best_epoch']}, val_loss "
+        _logger(fold.log)(f"fold {fold.index} already trained{other} (best epoch {state['best_epoch']}, val_loss "
               f"{state['best_val_loss']:.4f}); pass --retrain to train it again{' with these' if changed else ''}")
         return state
-    if state["epoch"] > 0:
+    if state["epoch"] > 0 or saved is not None:
         _check_resumable(saved, cfg, split, folds_csv, fold)
 
     fold.dir.mkdir(parents=True, exist_ok=True)
@@ -223,7 +223,7 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
 
 
 def _check_resumable(saved: dict | None, cfg: TrainConfig, split: str, folds_csv: Path, fold: runs.Fold) -> None:
-    """Resuming needs the settings and the split the fold was started with."""
+    """Going on with a fold that was started needs the settings and the split it was started with."""
     if saved is None:
         raise NcfmError(f"{fold.config}: missing beside {fold.last}, so the settings it was started with are "
                         f"unknown; {fold.retrain_hint()} starts the fold again")

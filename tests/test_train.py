@@ -24,8 +24,9 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_TRAIN
-import ncfm.train
-from ncfm import CLASSES, NcfmError
+import ncfm.runs
+from ncfm import NcfmError
+from ncfm.competition import NCFM_CLASSES as CLASSES
 from ncfm.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,7 +221,7 @@ def test_a_run_killed_between_checkpoint_and_state_resumes_from_the_checkpoints_
     run = tmp_path / "run"
     args = train_args(trained_run["data"], run, *SMALL, "--epochs", "3", "--head-epochs", "1",
                       "--checkpoint-seconds", "0", "--cache-dir", str(tmp_path / "cache"))
-    real_write, state_writes = ncfm.train.atomic_write_text, []
+    real_write, state_writes = ncfm.runs.atomic_write_text, []
 
     def write_or_die(path, text):
         if Path(path).name == "state.json":
@@ -229,7 +230,7 @@ def test_a_run_killed_between_checkpoint_and_state_resumes_from_the_checkpoints_
                 raise KeyboardInterrupt  # stands in for SIGKILL at that instant
         return real_write(path, text)
 
-    monkeypatch.setattr(ncfm.train, "atomic_write_text", write_or_die)
+    monkeypatch.setattr(ncfm.runs, "atomic_write_text", write_or_die)
     assert main(args) == 130
     monkeypatch.undo()
     fold_dir = run / "fold0"
@@ -252,19 +253,19 @@ def test_a_run_killed_between_checkpoint_and_state_resumes_from_the_checkpoints_
 
 def test_a_checkpoint_without_a_readable_record_gives_none(trained_run, tmp_path):
     fold_dir = trained_run["run"] / "fold0"
-    assert ncfm.train.read_record(fold_dir / "last.keras")["state"]["epoch"] == 2  # TINY_TRAIN's last
-    assert ncfm.train.read_record(fold_dir / "best.keras")["best_epoch"] >= 1
+    assert ncfm.runs.read_record(fold_dir / "last.keras")["state"]["epoch"] == 2  # TINY_TRAIN's last
+    assert ncfm.runs.read_record(fold_dir / "best.keras")["best_epoch"] >= 1
     (tmp_path / "empty.keras").write_bytes(b"")
     (tmp_path / "half.keras").write_bytes(b"PK\x03\x04 half a zip")
     with zipfile.ZipFile(fold_dir / "last.keras") as src, zipfile.ZipFile(tmp_path / "older.keras", "w") as dst:
         for item in src.infolist():  # a checkpoint from before records existed
-            if item.filename != ncfm.train.RECORD:
+            if item.filename != ncfm.runs.RECORD:
                 dst.writestr(item, src.read(item))
     assert keras.saving.load_model(tmp_path / "older.keras", compile=False) is not None
     with zipfile.ZipFile(tmp_path / "bad.keras", "w") as z:
-        z.writestr(ncfm.train.RECORD, "not json")
+        z.writestr(ncfm.runs.RECORD, "not json")
     for name in ("missing.keras", "empty.keras", "half.keras", "older.keras", "bad.keras"):
-        assert ncfm.train.read_record(tmp_path / name) is None, name
+        assert ncfm.runs.read_record(tmp_path / name) is None, name
 
 
 def test_a_finished_fold_is_skipped_unless_retrain(trained_run, tmp_path):
@@ -302,10 +303,12 @@ def test_resuming_with_other_settings_is_refused(trained_run, tmp_path, capsys):
     assert "lr: 0.001 -> 0.01" in err and "--retrain" in err and str(fold_dir) in err
     with pytest.raises(NcfmError, match="other settings"):
         from ncfm.config import make_config
+        from ncfm.dataset import competition_for
         from ncfm.train import train_fold
 
         cfg = make_config(None, weights="none", image_size=75, epochs=2, head_epochs=1, batch_size=16, lr=0.01)
-        train_fold(cfg, trained_run["data"], trained_run["data"] / "folds.csv", 0, run)
+        train_fold(cfg, competition_for(trained_run["data"]), trained_run["data"], trained_run["data"] / "folds.csv",
+                   0, run)
     assert json.loads((fold_dir / "state.json").read_text()) == state  # nothing touched
 
 
@@ -433,11 +436,13 @@ def test_epochs_replayed_before_an_adopted_best_do_not_count_towards_early_stopp
     from types import SimpleNamespace
 
     from ncfm.config import make_config
-    from ncfm.train import _fold_callback, resolve_config
+    from ncfm.runs import fold_of
+    from ncfm.train import FoldCheckpoint, resolve_config
 
     cfg = resolve_config(make_config(None, weights="none", image_size=75, patience=3, checkpoint_seconds=1e9))
     state = dict(epoch=3, phase=2, best_epoch=10, best_val_loss=0.5, wait=0, finished=False)
-    callback = _fold_callback(tmp_path, 2, state, [], cfg, log=lambda message: None)
+    callback = FoldCheckpoint(fold_of(tmp_path, 0), state, [], cfg, info={}, log=lambda message: None)
+    callback.phase = 2
     model = SimpleNamespace(stop_training=False)
     callback.set_model(model)
     callback.flushed_at, callback.flushed_epoch, callback.best_weights, callback.lr = time.time(), 3, None, 1e-3
