@@ -23,21 +23,31 @@ UserError = NcfmError  # raised by any module for problems the user can fix
 def _add_make_synthetic(sub):
     p = sub.add_parser(
         "make_synthetic",
-        help="generate a small NCFM-shaped dataset (Kaggle layout) for tests and the demo",
-        description="Write a synthetic dataset in Kaggle's NCFM layout: train/<CLASS>/, test_stg1/, "
-        "test_stg2/, and both sample submissions. Fish are class-specific shapes drawn on "
-        "per-boat backgrounds, with near-duplicate frames per boat, so plain stratified folds leak.",
+        help="generate a small synthetic dataset in a Kaggle competition's layout, for tests and the demo",
+        description="Write a synthetic dataset in a Kaggle competition's layout: by default NCFM's "
+        "(train/<CLASS>/, test_stg1/, test_stg2/, both sample submissions); --layout dog-breed, "
+        "plant-seedlings or aerial-cactus imitate those competitions' files (one test/ folder, their "
+        "labels CSV and sample_submission.csv). Each class is a distinct drawn shape on per-boat "
+        "backgrounds, with near-duplicate frames per boat, so plain stratified folds leak. "
+        "train_boats.csv and test_truth.csv hold the true boats and test labels.",
     )
     p.add_argument("out_dir", help="folder to create (must be empty or not exist)")
+    p.add_argument("--layout", default="ncfm",
+                   help="whose files to imitate: ncfm, dog-breed, plant-seedlings or aerial-cactus (default ncfm)")
+    p.add_argument("--n-classes", type=int, default=None,
+                   help="classes to draw: dog-breed 2-120 (default 6), plant-seedlings 2-12 (default 5); "
+                   "fixed for ncfm (8) and aerial-cactus (2)")
     p.add_argument("--n-train", type=int, default=400, help="training images in all (default 400)")
-    p.add_argument("--n-test1", type=int, default=60, help="stage-1 test images (default 60)")
-    p.add_argument("--n-test2", type=int, default=80, help="stage-2 test images (default 80)")
+    p.add_argument("--n-test1", type=int, default=60,
+                   help="stage-1 test images; the test images of the other layouts (default 60)")
+    p.add_argument("--n-test2", type=int, default=None, help="stage-2 test images, ncfm only (default 80)")
     p.add_argument("--boats", type=int, default=12, help="number of synthetic boats/cameras (default 12)")
     p.add_argument("--scale", type=float, default=0.25,
-                   help="image size as a fraction of Kaggle's (1280x720 etc.); 1.0 = full size (default 0.25)")
+                   help="image size as a fraction of Kaggle's (1280x720 etc.); 1.0 = full size (default 0.25; "
+                   "aerial-cactus is always 32x32)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--nested-stg2", action="store_true",
-                   help="put stage-2 images in test_stg2/test_stg2/ as the .7z unpacks")
+                   help="put stage-2 images in test_stg2/test_stg2/ as the .7z unpacks (ncfm only)")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder")
 
 

@@ -1,36 +1,53 @@
-"""An NCFM-shaped synthetic dataset: the Kaggle layout, filled with drawn fish on drawn boats.
+"""A synthetic dataset shaped like a Kaggle image-classification competition's files.
 
-    ncfm make_synthetic demo/data --n-train 400          # ~2 s at --scale 0.25
+    ncfm make_synthetic demo/data --n-train 400                      # NCFM, ~2 s at --scale 0.25
+    ncfm make_synthetic demo/dogs --layout dog-breed --n-classes 10  # Dog Breed Identification
 
-What it imitates, because the pipeline's choices depend on it:
-- the layout and ids: train/<CLASS>/img_NNNNN.jpg, test_stg1/img_NNNNN.jpg,
-  test_stg2/image_NNNNN.jpg (optionally nested test_stg2/test_stg2/), both sample submissions
-  (stage 2 = the stage-1 names as they are, then test_stg2/image_NNNNN.jpg; uniform 0.125);
-- boats: each boat (camera) has one image size from Kaggle's list (times --scale) and its own
-  deck (colour, plank seams, sea, rails, gear, lighting). Boats correlate with classes, but
-  every class appears on several boats, so group-aware folds are possible;
-- videos: consecutive near-identical frames of one boat (same deck, fish moved a little), so
-  plain stratified folds leak; some videos are night-vision (grey or green monochrome);
-- classes: a distinct fish per class (shape, colours, stripes, fins; NoF has none), NCFM's
-  imbalance (ALB ~45%, LAG ~2%) with a floor so every class fills 5 folds at 400 images;
-- stage 2 shows boats never seen in training.
+Four layouts, each imitating one Kaggle competition's files as its data page describes them:
+    ncfm             train/<CLASS>/img_NNNNN.jpg, test_stg1/img_NNNNN.jpg, test_stg2/image_NNNNN.jpg
+                     (optionally nested test_stg2/test_stg2/), sample_submission_stg1.csv and _stg2.csv
+                     (image,ALB,...,YFT; stage 2 = the stage-1 names, then test_stg2/image_NNNNN.jpg)
+    dog-breed        train/<id>.jpg and test/<id>.jpg (ids: 32 hex digits), labels.csv (id,breed; ids
+                     without .jpg), sample_submission.csv (id,<breed>,...: one probability per breed)
+    plant-seedlings  train/<Species>/<id>.png (names with spaces, capitals, hyphens), test/<id>.png,
+                     sample_submission.csv (file,species: file names with .png, one label per row)
+    aerial-cactus    train/<id>.jpg and test/<id>.jpg, always 32x32, train.csv (id,has_cactus; ids with
+                     .jpg; ~75% ones), sample_submission.csv (id,has_cactus: P(cactus), 0.5 each)
 
-Extra files that Kaggle does not ship, for tests and metrics: train_boats.csv (image,boat:
-the true boat of each training image) and test_truth.csv (image,label,boat,stage).
+What every layout imitates, because the pipeline's choices depend on it:
+- boats (cameras, backgrounds): each boat has one image size (Kaggle's NCFM sizes times --scale;
+  square for plant seedlings; 32x32 for aerial cactus) and its own deck (colour, plank seams,
+  sea, rails, gear, lighting). Boats correlate with classes, but every class appears on several
+  boats, so group-aware folds are possible;
+- videos: consecutive near-identical frames of one boat (same deck, object moved a little), so
+  plain stratified folds leak; on NCFM some videos are night-vision (grey or green monochrome);
+- classes: a distinct drawing per class (fish shape, colours, stripes, fins; NCFM's NoF and the
+  cactus-free aerial photos have none), in the competition's class balance (NCFM: ALB ~45%,
+  LAG ~2%) with a floor so every class fills 5 folds;
+- NCFM's stage 2 shows boats never seen in training; the other layouts have one test folder,
+  drawn on the training boats.
+
+Extra files that Kaggle does not ship, for tests and metrics: train_boats.csv (image,boat: the
+true boat of each training image, image relative to the data folder) and test_truth.csv (the
+sample submission's id column, then label; NCFM adds boat,stage).
 Every image is drawn from a random generator seeded by (seed, image), so the output is
 byte-identical for a seed whatever the number of worker processes.
 """
 
 from __future__ import annotations
 
+import colorsys
+import itertools
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ncfm import CLASSES, NcfmError
+from ncfm import NcfmError
+from ncfm.competition import NCFM_CLASSES
 from ncfm.fileio import atomic_write_text
 
 # Kaggle's ten image sizes (width, height); boat i of the training set gets TRAIN_SIZES[i % 12],
@@ -52,24 +69,109 @@ DECK_COLOURS = [(150, 150, 150), (110, 125, 140), (215, 215, 210), (190, 175, 14
 _PLAN, _BOAT, _VIDEO, _FRAME = 0, 1, 2, 3
 
 
+# --------------------------------------------------------------------------- the competitions
+# Dog Breed Identification's 120 breeds (its sample submission's columns); the training set is
+# nearly balanced (66 to 126 images a breed), so the synthetic one is balanced.
+DOG_BREEDS = (
+    "affenpinscher afghan_hound african_hunting_dog airedale american_staffordshire_terrier appenzeller "
+    "australian_terrier basenji basset beagle bedlington_terrier bernese_mountain_dog black-and-tan_coonhound "
+    "blenheim_spaniel bloodhound bluetick border_collie border_terrier borzoi boston_bull bouvier_des_flandres "
+    "boxer brabancon_griffon briard brittany_spaniel bull_mastiff cairn cardigan chesapeake_bay_retriever "
+    "chihuahua chow clumber cocker_spaniel collie curly-coated_retriever dandie_dinmont dhole dingo doberman "
+    "english_foxhound english_setter english_springer entlebucher eskimo_dog flat-coated_retriever "
+    "french_bulldog german_shepherd german_short-haired_pointer giant_schnauzer golden_retriever gordon_setter "
+    "great_dane great_pyrenees greater_swiss_mountain_dog groenendael ibizan_hound irish_setter irish_terrier "
+    "irish_water_spaniel irish_wolfhound italian_greyhound japanese_spaniel keeshond kelpie kerry_blue_terrier "
+    "komondor kuvasz labrador_retriever lakeland_terrier leonberg lhasa malamute malinois maltese_dog "
+    "mexican_hairless miniature_pinscher miniature_poodle miniature_schnauzer newfoundland norfolk_terrier "
+    "norwegian_elkhound norwich_terrier old_english_sheepdog otterhound papillon pekinese pembroke pomeranian "
+    "pug redbone rhodesian_ridgeback rottweiler saint_bernard saluki samoyed schipperke scotch_terrier "
+    "scottish_deerhound sealyham_terrier shetland_sheepdog shih-tzu siberian_husky silky_terrier "
+    "soft-coated_wheaten_terrier staffordshire_bullterrier standard_poodle standard_schnauzer sussex_spaniel "
+    "tibetan_mastiff tibetan_terrier toy_poodle toy_terrier vizsla walker_hound weimaraner "
+    "welsh_springer_spaniel west_highland_white_terrier whippet wire-haired_fox_terrier yorkshire_terrier"
+).split()
+# Plant Seedlings Classification's 12 species (its training folders) and their image counts.
+PLANT_TRAIN_COUNTS = {"Black-grass": 263, "Charlock": 390, "Cleavers": 287, "Common Chickweed": 611,
+                      "Common wheat": 221, "Fat Hen": 475, "Loose Silky-bent": 654, "Maize": 221,
+                      "Scentless Mayweed": 516, "Shepherds Purse": 231, "Small-flowered Cranesbill": 496,
+                      "Sugar beet": 385}
+# Aerial Cactus Identification's has_cactus labels: about 75% ones.
+CACTUS_TRAIN_COUNTS = {"0": 4364, "1": 13136}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What one competition's files look like, as far as this module imitates them."""
+
+    counts: dict            # every class -> Kaggle's training images of it, in Kaggle's (sorted) order
+    default_classes: int    # classes in a synthetic set unless n_classes says otherwise
+    ext: str                # image files: "jpg" or "png"
+    id_digits: int          # hex digits of an image id; 0: NCFM's numbered img_NNNNN.jpg
+    class_folders: bool     # train/<class>/... (else a flat train/ and a labels CSV)
+    size: str               # "boat": the boat's camera size x scale; "square": its height squared; "32x32"
+
+
+LAYOUTS = {
+    "ncfm": Layout({c: NCFM_TRAIN_COUNTS[c] for c in NCFM_CLASSES}, 8, "jpg", 0, True, "boat"),
+    "dog-breed": Layout(dict.fromkeys(DOG_BREEDS, 1), 6, "jpg", 32, False, "boat"),
+    "plant-seedlings": Layout(PLANT_TRAIN_COUNTS, 5, "png", 9, True, "square"),
+    "aerial-cactus": Layout(CACTUS_TRAIN_COUNTS, 2, "jpg", 32, False, "32x32"),
+}
+
+
+def _layout(name: str) -> Layout:
+    if name not in LAYOUTS:
+        raise NcfmError(f"received layout={name!r}; known layouts: {', '.join(LAYOUTS)}")
+    return LAYOUTS[name]
+
+
+def _class_weights(name: str, n_classes: int | None) -> dict[str, int]:
+    """The synthetic set's classes (a spread of the competition's, in its order) and their weights."""
+    counts = _layout(name).counts
+    n = _layout(name).default_classes if n_classes is None else n_classes
+    if name in ("ncfm", "aerial-cactus") and n != len(counts):
+        raise NcfmError(f"received n_classes={n_classes}; the {name} layout has exactly {len(counts)} classes "
+                        f"(leave n_classes out)")
+    if not 2 <= n <= len(counts):
+        raise NcfmError(f"received n_classes={n_classes}; the {name} layout has 2 to {len(counts)} classes")
+    # evenly spread over the sorted names (not the first n: they would all start with "a")
+    chosen = [list(counts)[i * len(counts) // n] for i in range(n)]
+    return {c: counts[c] for c in chosen}
+
+
 # --------------------------------------------------------------------------- the plan
-def _class_counts(n_train: int) -> dict[str, int]:
-    """NCFM's proportions, every class at least `floor` images, ALB takes up the rest."""
-    if n_train < 40:
-        raise NcfmError(f"received n_train={n_train}; need at least 40 (5 per class)")
-    floor = max(5, min(n_train // 25, 40))  # 16 at 400: enough for 5 stratified group folds
-    total = sum(NCFM_TRAIN_COUNTS.values())
-    counts = {c: max(floor, round(n_train * NCFM_TRAIN_COUNTS[c] / total)) for c in CLASSES}
-    counts["ALB"] += n_train - sum(counts.values())
+def _class_counts(n_train: int, weights: dict[str, int] = NCFM_TRAIN_COUNTS) -> dict[str, int]:
+    """The weights' proportions, every class at least `floor` images, the largest takes up the rest."""
+    k = len(weights)
+    if n_train < 5 * k:
+        raise NcfmError(f"received n_train={n_train}; need at least {5 * k} (5 per class)")
+    # 16 at 400 on NCFM: enough for 5 stratified group folds
+    floor = max(5, min(n_train // 25, 40, n_train // (2 * k)))
+    total = sum(weights.values())
+    counts = {c: max(floor, round(n_train * w / total)) for c, w in weights.items()}
+    largest = max(weights, key=weights.get)
+    rest = n_train - sum(counts.values())
+    if counts[largest] + rest > 0:  # NCFM: ALB
+        counts[largest] += rest
+    else:  # many equal classes all rounded up: one image fewer each, in turn, until it adds up
+        for c in itertools.cycle(list(counts)):
+            if rest == 0:
+                break
+            if counts[c] > 5:
+                counts[c] -= 1
+                rest += 1
     return counts
 
 
-def _class_boats(rng, boats: int) -> dict[str, tuple[list[int], np.ndarray]]:
+def _class_boats(rng, boats: int, weights: dict[str, int]) -> dict[str, tuple[list[int], np.ndarray]]:
     """For each class: the boats it appears on and how often (boats correlate with classes)."""
+    total = sum(weights.values())
     out = {}
-    for c in CLASSES:
-        # the common classes are everywhere; the rare ones on about half the boats (>= 5)
-        k = boats if c in ("ALB", "NoF", "YFT") else min(boats, max(5, boats // 2))
+    for c, w in weights.items():
+        # the common classes (a tenth of the images or more) are everywhere; the rare ones on about
+        # half the boats (>= 5)
+        k = boats if w / total >= 0.1 else min(boats, max(5, boats // 2))
         chosen = sorted(rng.choice(boats, size=k, replace=False).tolist())
         out[c] = (chosen, rng.dirichlet(np.full(k, 1.5)))
     return out
@@ -89,28 +191,33 @@ def _videos(rng, label: str, n: int, boat_list: list[int], weights, max_len: int
     return videos
 
 
-def _plan(n_train, n_test1, n_test2, boats, seed, nested_stg2):
-    """Every image to draw: (relative path, boat, label, video id, frame index, stage)."""
+def _plan(layout: str, weights: dict[str, int], n_train, n_test1, n_test2, boats, seed, nested_stg2):
+    """Every image to draw: (relative path, boat, label, video id, frame index, stage).
+
+    Stage 0 is training, 1 the (first) test folder, 2 NCFM's stage 2 (n_test2 > 0 only).
+    """
     rng = np.random.default_rng([seed, _PLAN])
-    class_boats = _class_boats(rng, boats)
-    shares = np.array([NCFM_TRAIN_COUNTS[c] for c in CLASSES], float)
+    class_boats = _class_boats(rng, boats, weights)
+    shares = np.array(list(weights.values()), float)
     shares /= shares.sum()
 
     def draw(counts, boat_of_class, max_len):
         vids = []
-        for c in CLASSES:
+        for c in weights:
             if counts[c]:
                 blist, w = boat_of_class(c)
                 vids += _videos(rng, c, counts[c], blist, w, max_len)
         return vids
 
-    train_videos = draw(_class_counts(n_train), lambda c: class_boats[c], 6)
-    test1_counts = dict(zip(CLASSES, rng.multinomial(n_test1, shares).tolist()))
+    train_videos = draw(_class_counts(n_train, weights), lambda c: class_boats[c], 6)
+    test1_counts = dict(zip(weights, rng.multinomial(n_test1, shares).tolist()))
     test1_videos = draw(test1_counts, lambda c: class_boats[c], 3)
-    n_new = max(3, boats // 3)
-    new_boats = list(range(boats, boats + n_new))
-    test2_counts = dict(zip(CLASSES, rng.multinomial(n_test2, shares).tolist()))
-    test2_videos = draw(test2_counts, lambda c: (new_boats, np.full(n_new, 1 / n_new)), 4)
+    test2_videos = []
+    if n_test2:
+        n_new = max(3, boats // 3)
+        new_boats = list(range(boats, boats + n_new))
+        test2_counts = dict(zip(weights, rng.multinomial(n_test2, shares).tolist()))
+        test2_videos = draw(test2_counts, lambda c: (new_boats, np.full(n_new, 1 / n_new)), 4)
 
     def frames(videos, first_video_id):
         return [(first_video_id + v, boat, label, f)
@@ -119,6 +226,13 @@ def _plan(n_train, n_test1, n_test2, boats, seed, nested_stg2):
     train = frames(train_videos, 0)
     test1 = frames(test1_videos, len(train_videos))
     test2 = frames(test2_videos, len(train_videos) + len(test1_videos))
+    if layout == "ncfm":
+        return _ncfm_names(rng, train, test1, test2, nested_stg2)
+    return _hex_names(rng, LAYOUTS[layout], train, test1)
+
+
+def _ncfm_names(rng, train, test1, test2, nested_stg2) -> list[tuple]:
+    """NCFM's file names: train/<CLASS>/img_NNNNN.jpg, test_stg1/img_NNNNN.jpg, test_stg2/image_NNNNN.jpg."""
     # Kaggle's numbers say nothing about class or video: shuffle, then number.
     numbers = rng.choice(np.arange(1, 100000), size=len(train) + len(test1), replace=False)
     numbers[: len(train)] = rng.permutation(numbers[: len(train)])
@@ -131,6 +245,32 @@ def _plan(n_train, n_test1, n_test2, boats, seed, nested_stg2):
     for (video, boat, label, f), num in zip(test2, rng.permutation(len(test2)) + 1):
         jobs.append((f"{stg2}/image_{num:05d}.jpg", boat, label, video, f, 2))
     return jobs
+
+
+def _hex_names(rng, layout: Layout, train, test) -> list[tuple]:
+    """train/[<class>/]<id>.<ext> and test/<id>.<ext>, ids random hex (32 digits like an md5, or 9
+    as in Plant Seedlings)."""
+    ids: list[str] = []
+    seen = set()
+    while len(ids) < len(train) + len(test):
+        new = rng.bytes(16).hex()[: layout.id_digits]
+        if new not in seen:
+            seen.add(new)
+            ids.append(new)
+    jobs = []
+    for (video, boat, label, f), i in zip(train, ids):
+        folder = f"train/{label}" if layout.class_folders else "train"
+        jobs.append((f"{folder}/{i}.{layout.ext}", boat, label, video, f, 0))
+    for (video, boat, label, f), i in zip(test, ids[len(train):]):
+        jobs.append((f"test/{i}.{layout.ext}", boat, label, video, f, 1))
+    return jobs
+
+
+def _image_size(layout: Layout, boat: int, boats: int, scale: float) -> tuple[int, int]:
+    if layout.size == "32x32":
+        return 32, 32
+    w, h = _boat_size(boat, boats, scale)
+    return (h, h) if layout.size == "square" else (w, h)
 
 
 def _boat_size(boat: int, boats: int, scale: float) -> tuple[int, int]:
@@ -204,14 +344,55 @@ FISH = {
 FISH_LENGTH = {"ALB": 0.30, "BET": 0.26, "DOL": 0.28, "LAG": 0.20, "OTHER": 0.20, "SHARK": 0.34, "YFT": 0.28}
 
 
-def _draw_fish(label: str, length: float, rng):
-    """One fish of a class as an RGBA image, head on the left; same rng state → same fish."""
+@dataclass(frozen=True)
+class Look:
+    """How one class is drawn: a fish shape from FISH ("" = nothing), its length as a fraction of
+    the image width, colours replacing the shape's own (None = keep them), dark bands across it."""
+
+    shape: str
+    length: float = 0.0
+    colours: dict | None = None
+    stripes: int = 0
+
+
+# fish whose look is fixed ("OTHER" is a new species every time, on purpose)
+_SHAPES = ("ALB", "BET", "DOL", "LAG", "SHARK", "YFT")
+
+
+def _palette(hue: float) -> dict:
+    """Back, belly and fin colours around one hue, for classes beyond the shapes x stripes."""
+    def rgb(h, s, v):
+        return tuple(round(255 * x) for x in colorsys.hsv_to_rgb(h % 1, s, v))
+    return {"back": rgb(hue, 0.8, 0.45), "belly": rgb(hue + 0.5, 0.35, 0.9), "fin": rgb(hue + 0.25, 0.9, 0.95)}
+
+
+def _looks(layout: str, classes: list[str]) -> dict[str, Look]:
+    """One look per class. NCFM: its own fish (NoF: none). Aerial cactus: a long green shape or
+    nothing. Otherwise class k gets shape k % 6, k // 6 % 4 stripes, and from k = 24 on a new palette."""
+    if layout == "ncfm":
+        return {c: Look(c, FISH_LENGTH[c]) if c in FISH else Look("") for c in classes}
+    if layout == "aerial-cactus":  # at 32x32 the cactus needs to be long to be seen
+        return {"0": Look(""), "1": Look("DOL", 0.6)}
+    looks = {}
+    for k, c in enumerate(classes):
+        shape, stripes, palette = _SHAPES[k % 6], k // 6 % 4, k // 24
+        colours = _palette((palette - 1) / 4) if palette else None
+        looks[c] = Look(shape, FISH_LENGTH[shape], colours, stripes)
+    return looks
+
+
+def _draw_fish(label: str, length: float, rng, colours: dict | None = None, stripes: int = 0):
+    """One fish of a shape as an RGBA image, head on the left; same rng state → same fish.
+
+    colours replaces the shape's back/belly/fin colours; stripes draws dark bands across the body.
+    """
     from PIL import Image, ImageDraw
 
     spec = dict(FISH[label])
     if label == "OTHER":  # "other" is many species: random colours and build
         spec.update(aspect=rng.uniform(0.2, 0.5), back=tuple(rng.integers(30, 160, 3)),
                     belly=tuple(rng.integers(120, 230, 3)), fin=tuple(rng.integers(30, 200, 3)))
+    spec.update(colours or {})
     L = max(8.0, length)
     bh = L * spec["aspect"] * rng.uniform(0.9, 1.1)
     W, H = int(L) + 2, int(bh * 2.6) + 4
@@ -271,6 +452,9 @@ def _draw_fish(label: str, length: float, rng):
             for y, sign in ((top + bh * 0.12 * (k + 1) / 5, -1), (bot - bh * 0.12 * (k + 1) / 5, 1)):
                 d.polygon([(fx, y), (fx + s, y), (fx + s / 2, y + sign * s)],
                           fill=fin if label != "ALB" else back)
+    for k in range(stripes):  # vertical bands, evenly over the body
+        sx = x0 + (0.25 + 0.5 * (k + 1) / (stripes + 1)) * (x1 - x0)
+        d.line([(sx, top + bh * 0.1), (sx, bot - bh * 0.1)], fill=(20, 20, 25, 255), width=max(1, int(0.04 * L)))
     # eye: bigeye has the big one
     r = (0.065 if label == "BET" else 0.03) * L + 0.5
     ex, ey = x0 + 0.09 * L, cy - bh * 0.08
@@ -294,24 +478,37 @@ def _gain_lut(gain: float) -> list[int]:
     return np.clip(np.round(np.arange(256) * gain), 0, 255).astype(int).tolist()
 
 
-def _render(job, seed: int, boats: int, scale: float) -> bytes:
+@dataclass(frozen=True)
+class Style:
+    """What every image of one dataset shares; sent to each worker process with its jobs."""
+
+    seed: int
+    sizes: dict         # boat -> (width, height)
+    looks: dict         # class -> Look
+    night_share: float  # share of night-vision (monochrome) videos
+    ext: str            # "jpg" or "png"
+
+
+def _render(job, style: Style) -> bytes:
     """Draw one frame: the boat's deck (camera nudged), the video's fish moved a little, gear, noise."""
     from io import BytesIO
 
     from PIL import Image, ImageDraw
 
     path, boat, label, video, frame, _stage = job
-    w, h = _boat_size(boat, boats, scale)
+    w, h = style.sizes[boat]
+    look = style.looks[label]
+    seed = style.seed
     vr = np.random.default_rng([seed, _VIDEO, video])  # what every frame of the video shares
     fr = np.random.default_rng([seed, _FRAME, video, frame])  # what changes frame to frame
-    night = vr.random() < NIGHT_VIDEO_SHARE
+    night = vr.random() < style.night_share
     green = vr.random() < 0.5
     dx, dy = (vr.integers(-1, 2, 2) * np.ceil(0.005 * np.array([w, h]))).astype(int)
     gain = vr.uniform(0.85, 1.15) * fr.uniform(0.97, 1.03)
-    n_fish = 0 if label == "NoF" else (2 if vr.random() < 0.2 else 1)
+    n_fish = 0 if not look.shape else (2 if vr.random() < 0.2 else 1)
     fish = []
     for _ in range(n_fish):
-        length = FISH_LENGTH[label] * w * vr.uniform(0.75, 1.3)
+        length = look.length * w * vr.uniform(0.75, 1.3)
         fish_rng = np.random.default_rng(vr.integers(2**32))
         pos = vr.uniform([0.2 * w, 0.2 * h], [0.8 * w, 0.8 * h])
         velocity = vr.normal(0, 0.012, 2) * w  # per frame: the fish is dragged across the deck
@@ -328,7 +525,8 @@ def _render(job, seed: int, boats: int, scale: float) -> bytes:
         ImageDraw.Draw(pil).ellipse([gear_xy[0] - r, gear_xy[1] - r * 0.6, gear_xy[0] + r, gear_xy[1] + r * 0.6],
                                     fill=gear_colour)
     for length, fish_rng, (cx, cy), angle in fish:
-        sprite = _draw_fish(label, length, fish_rng).rotate(angle, expand=True, resample=Image.BILINEAR)
+        sprite = _draw_fish(look.shape, length, fish_rng, look.colours, look.stripes)
+        sprite = sprite.rotate(angle, expand=True, resample=Image.BILINEAR)
         pil.paste(sprite, (int(cx - sprite.width / 2), int(cy - sprite.height / 2)), sprite)
 
     if night:  # monochrome night vision: same scene, its luminance in grey or green
@@ -347,23 +545,84 @@ def _render(job, seed: int, boats: int, scale: float) -> bytes:
     x += (noise * 2 if night else noise)[..., None]
     out = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
     buf = BytesIO()
-    out.save(buf, "JPEG", quality=JPEG_QUALITY)
+    if style.ext == "png":
+        out.save(buf, "PNG")
+    else:
+        out.save(buf, "JPEG", quality=JPEG_QUALITY)
     return buf.getvalue()
 
 
-def _render_chunk(jobs, out_dir: str, seed: int, boats: int, scale: float) -> int:
+def _render_chunk(jobs, out_dir: str, style: Style) -> int:
     for job in jobs:
-        data = _render(job, seed, boats, scale)
+        data = _render(job, style)
         with open(os.path.join(out_dir, job[0]), "wb") as f:
             f.write(data)
     return len(jobs)
 
 
+# --------------------------------------------------------------------------- the CSV files
+def _tables(layout: str, jobs: list[tuple], classes: list[str]) -> dict[str, str]:
+    """Every CSV file of the dataset: file name -> text. Kaggle's own, then train_boats.csv and
+    test_truth.csv (labels and boats that Kaggle keeps to itself)."""
+    train = sorted((j for j in jobs if j[5] == 0), key=lambda j: j[0])
+    boats = "image,boat\n" + "".join(f"{j[0]},{j[1]}\n" for j in train)
+    if layout == "ncfm":
+        return {**_ncfm_tables(jobs, classes), "train_boats.csv": boats}
+
+    test = sorted((j for j in jobs if j[5] == 1), key=lambda j: j[0])
+
+    def name(job):  # the file name, as aerial cactus and plant seedlings write ids
+        return job[0].split("/")[-1]
+
+    def stem(job):  # without the extension, as dog breed writes ids
+        return name(job).rsplit(".", 1)[0]
+
+    tables = {}
+    if layout == "dog-breed":
+        id_column, test_id = "id", stem
+        tables["labels.csv"] = "id,breed\n" + "".join(f"{stem(j)},{j[2]}\n" for j in train)
+        uniform = ",".join([str(1 / len(classes))] * len(classes))
+        sample = "id," + ",".join(sorted(classes)) + "\n" + "".join(f"{stem(j)},{uniform}\n" for j in test)
+    elif layout == "plant-seedlings":  # labels come from the training folders
+        id_column, test_id = "file", name
+        sample = "file,species\n" + "".join(f"{name(j)},{classes[0]}\n" for j in test)
+    else:  # aerial-cactus
+        id_column, test_id = "id", name
+        tables["train.csv"] = "id,has_cactus\n" + "".join(f"{name(j)},{j[2]}\n" for j in train)
+        sample = "id,has_cactus\n" + "".join(f"{name(j)},0.5\n" for j in test)
+    tables["sample_submission.csv"] = sample
+    tables["train_boats.csv"] = boats
+    tables["test_truth.csv"] = f"{id_column},label\n" + "".join(f"{test_id(j)},{j[2]}\n" for j in test)
+    return tables
+
+
+def _ncfm_tables(jobs: list[tuple], classes: list[str]) -> dict[str, str]:
+    """Both sample submissions (stage 2 lists the stage-1 names first) and test_truth.csv."""
+    test1 = sorted(j[0].split("/")[-1] for j in jobs if j[5] == 1)
+    test2 = sorted("test_stg2/" + j[0].split("/")[-1] for j in jobs if j[5] == 2)
+    uniform = ",".join(["0.125"] * len(classes))
+    header = "image," + ",".join(classes) + "\n"
+    truth = sorted((j[0].split("/")[-1] if j[5] == 1 else "test_stg2/" + j[0].split("/")[-1], j[2], j[1], j[5])
+                   for j in jobs if j[5] > 0)
+    return {
+        "sample_submission_stg1.csv": header + "".join(f"{i},{uniform}\n" for i in test1),
+        "sample_submission_stg2.csv": header + "".join(f"{i},{uniform}\n" for i in test1 + test2),
+        "test_truth.csv": "image,label,boat,stage\n" + "".join(f"{i},{c},{b},{s}\n" for i, c, b, s in truth),
+    }
+
+
 # --------------------------------------------------------------------------- API
-def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int = 80, boats: int = 12,
-                   scale: float = 0.25, seed: int = 0, nested_stg2: bool = False, *, workers: int = 0,
-                   progress: bool = False) -> dict:
+def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int | None = None, boats: int = 12,
+                   scale: float = 0.25, seed: int = 0, nested_stg2: bool = False, *, layout: str = "ncfm",
+                   n_classes: int | None = None, workers: int = 0, progress: bool = False) -> dict:
     """Write the dataset into out_dir (created; existing files of the same names are overwritten).
+
+    layout: one of LAYOUTS ("ncfm", "dog-breed", "plant-seedlings", "aerial-cactus").
+    n_test1: NCFM's stage-1 test images, or the other layouts' test images.
+    n_test2, nested_stg2: NCFM's stage 2 only (n_test2 defaults to 80 there).
+    n_classes: how many of the competition's classes (default: 8 NCFM, 6 dog breeds, 5 plant
+        species, 2 aerial cactus; dog breeds go up to 120, plant species to 12).
+    scale: image size as a fraction of NCFM's camera sizes (aerial cactus is always 32x32).
 
     Returns a summary: counts per class, boats and their sizes, seconds taken. workers=0 uses
     every core for large sets and one for small ones; the output never depends on it.
@@ -372,54 +631,64 @@ def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int 
 
     from ncfm.dataset import cpu_count, process_pool
 
+    spec = _layout(layout)
+    weights = _class_weights(layout, n_classes)
+    classes = list(weights)
+    if layout == "ncfm":
+        n_test2 = 80 if n_test2 is None else n_test2
+    elif n_test2 is not None or nested_stg2:
+        raise NcfmError(f"received n_test2={n_test2}, nested_stg2={nested_stg2}; only the ncfm layout has a "
+                        f"second test stage (the {layout} layout has one test/ folder of n_test1 images)")
     if boats < 5:
         raise NcfmError(f"received boats={boats}; need at least 5 so every class spans several boats")
     if not 0.01 <= scale <= 2:
         raise NcfmError(f"received scale={scale}; use a fraction of Kaggle's size in [0.01, 2] (1.0 = full size)")
-    if n_test1 < 1 or n_test2 < 1:
+    if layout == "ncfm" and (n_test1 < 1 or n_test2 < 1):
         raise NcfmError(f"received n_test1={n_test1}, n_test2={n_test2}; each stage needs at least one image")
+    if n_test1 < 1:
+        raise NcfmError(f"received n_test1={n_test1}; the {layout} layout's test/ folder needs at least one image")
     started = time.perf_counter()
     out = Path(out_dir)
-    jobs = _plan(n_train, n_test1, n_test2, boats, seed, nested_stg2)
-    for folder in sorted({os.path.dirname(j[0]) for j in jobs} | {f"train/{c}" for c in CLASSES}):
+    jobs = _plan(layout, weights, n_train, n_test1, n_test2 or 0, boats, seed, nested_stg2)
+    folders = {os.path.dirname(j[0]) for j in jobs}
+    if spec.class_folders:  # every class's folder, as Kaggle's
+        folders |= {f"train/{c}" for c in classes}
+    for folder in sorted(folders):
         (out / folder).mkdir(parents=True, exist_ok=True)
 
-    w, h = _boat_size(0, boats, scale)
+    all_boats = sorted({j[1] for j in jobs})
+    style = Style(seed=seed, sizes={b: _image_size(spec, b, boats, scale) for b in all_boats},
+                  looks=_looks(layout, classes), night_share=NIGHT_VIDEO_SHARE if layout == "ncfm" else 0.0,
+                  ext=spec.ext)
+    w, h = _image_size(spec, 0, boats, scale)
     if workers <= 0:  # auto: every core, unless a pool costs more than it saves
         workers = 1 if len(jobs) * w * h < 20e6 else cpu_count()
     chunks = [jobs[i: i + 16] for i in range(0, len(jobs), 16)]
     with tqdm(total=len(jobs), desc="drawing images", unit="img", disable=not progress) as bar:
         if workers == 1:
             for chunk in chunks:
-                bar.update(_render_chunk(chunk, str(out), seed, boats, scale))
+                bar.update(_render_chunk(chunk, str(out), style))
         else:
             with process_pool(workers) as pool:
-                futures = [pool.submit(_render_chunk, c, str(out), seed, boats, scale) for c in chunks]
+                futures = [pool.submit(_render_chunk, c, str(out), style) for c in chunks]
                 for fut in futures:
                     bar.update(fut.result())
 
-    train = sorted((j for j in jobs if j[5] == 0), key=lambda j: j[0])
-    test1 = sorted(j[0].split("/")[-1] for j in jobs if j[5] == 1)
-    test2 = sorted("test_stg2/" + j[0].split("/")[-1] for j in jobs if j[5] == 2)
-    uniform = ",".join(["0.125"] * len(CLASSES))
-    header = "image," + ",".join(CLASSES) + "\n"
-    atomic_write_text(out / "sample_submission_stg1.csv", header + "".join(f"{i},{uniform}\n" for i in test1))
-    atomic_write_text(out / "sample_submission_stg2.csv",
-                      header + "".join(f"{i},{uniform}\n" for i in test1 + test2))
-    atomic_write_text(out / "train_boats.csv", "image,boat\n" + "".join(f"{j[0]},{j[1]}\n" for j in train))
-    truth = sorted((j[0].split("/")[-1] if j[5] == 1 else "test_stg2/" + j[0].split("/")[-1], j[2], j[1], j[5])
-                   for j in jobs if j[5] > 0)
-    atomic_write_text(out / "test_truth.csv",
-                      "image,label,boat,stage\n" + "".join(f"{i},{c},{b},{s}\n" for i, c, b, s in truth))
+    for file_name, text in _tables(layout, jobs, classes).items():
+        atomic_write_text(out / file_name, text)
 
-    counts = {c: sum(1 for j in train if j[2] == c) for c in CLASSES}
+    train = [j for j in jobs if j[5] == 0]
+    n_new = max(3, boats // 3) if layout == "ncfm" else 0
     return {
         "out_dir": str(out),
-        "n_train": len(train), "n_test1": len(test1), "n_test2": len(test2),
-        "class_counts": counts,
-        "train_boats": boats, "stage2_boats": max(3, boats // 3),
+        "layout": layout,
+        "n_train": len(train),
+        "n_test1": sum(1 for j in jobs if j[5] == 1),
+        "n_test2": sum(1 for j in jobs if j[5] == 2),
+        "class_counts": {c: sum(1 for j in train if j[2] == c) for c in classes},
+        "train_boats": boats, "stage2_boats": n_new,
         "videos": len({j[3] for j in jobs}),
-        "boat_sizes": {b: "%dx%d" % _boat_size(b, boats, scale) for b in range(boats + max(3, boats // 3))},
+        "boat_sizes": {b: "%dx%d" % _image_size(spec, b, boats, scale) for b in range(boats + n_new)},
         "seconds": round(time.perf_counter() - started, 2),
     }
 
@@ -435,10 +704,16 @@ def main(args) -> int:
         raise NcfmError(f"{out}: folder is not empty; choose another OUT_DIR or pass --force to write into it")
     summary = make_synthetic(out, n_train=args.n_train, n_test1=args.n_test1, n_test2=args.n_test2,
                              boats=args.boats, scale=args.scale, seed=args.seed, nested_stg2=args.nested_stg2,
-                             progress=sys.stderr.isatty())
+                             layout=args.layout, n_classes=args.n_classes, progress=sys.stderr.isatty())
     counts = " ".join(f"{c}={n}" for c, n in summary["class_counts"].items())
-    print(f"wrote {summary['n_train']} train ({counts}), {summary['n_test1']} stage-1 and "
-          f"{summary['n_test2']} stage-2 test images to {out} in {summary['seconds']:.1f} s")
-    print(f"{summary['train_boats']} training boats, {summary['stage2_boats']} stage-2-only boats, "
-          f"{summary['videos']} videos; true boats in {out / 'train_boats.csv'}")
+    if summary["layout"] == "ncfm":
+        print(f"wrote {summary['n_train']} train ({counts}), {summary['n_test1']} stage-1 and "
+              f"{summary['n_test2']} stage-2 test images to {out} in {summary['seconds']:.1f} s")
+        print(f"{summary['train_boats']} training boats, {summary['stage2_boats']} stage-2-only boats, "
+              f"{summary['videos']} videos; true boats in {out / 'train_boats.csv'}")
+    else:
+        print(f"wrote {summary['n_train']} train ({counts}) and {summary['n_test1']} test images in the "
+              f"{summary['layout']} layout to {out} in {summary['seconds']:.1f} s")
+        print(f"{summary['train_boats']} boats (backgrounds), {summary['videos']} videos; true boats in "
+              f"{out / 'train_boats.csv'}, test labels in {out / 'test_truth.csv'}")
     return 0
