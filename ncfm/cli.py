@@ -202,13 +202,19 @@ def _cmd_predict(args) -> int:
 
 def _add_validate(sub):
     p = sub.add_parser("validate", help="check a submission CSV against the sample submission",
-                       description="Run the same checks as predict and submit: exact header, every "
-                       "sample id once and nothing else, 8 finite probabilities per row summing to 1.")
+                       description="Run the same checks as predict and submit: the sample's exact header, "
+                       "every sample id once and nothing else, and the answers the competition asks for: "
+                       "finite probabilities per class summing to 1, one class name spelled exactly, or "
+                       "one probability in [0, 1] of the positive class.")
     p.add_argument("file", help="submission CSV")
-    p.add_argument("--stage", type=int, choices=[1, 2], default=None,
-                   help="test stage (default: the stage whose sample submission has as many rows)")
-    p.add_argument("--data-dir", default="data", help="folder holding sample_submission_stg*.csv (default data)")
-    p.add_argument("--sample", default=None, help="sample submission path (overrides --data-dir/--stage)")
+    p.add_argument("--stage", type=int, default=None,
+                   help="test stage: NCFM has 1 and 2, other competitions one (default: the stage whose "
+                   "sample submission has as many rows)")
+    p.add_argument("--data-dir", default="data",
+                   help="the competition's files and competition.json, as split_train_val left them (default data)")
+    p.add_argument("--sample", default=None,
+                   help="sample submission path (overrides --data-dir/--stage; without a competition.json "
+                   "in --data-dir, its header says what to check)")
 
 
 def _cmd_validate(args) -> int:
@@ -225,10 +231,12 @@ def _add_submit(sub):
                        "or an API token in KAGGLE_API_TOKEN / ~/.kaggle/access_token.")
     p.add_argument("file", help="submission CSV")
     p.add_argument("-m", "--message", required=True, help="submission description shown on Kaggle")
-    p.add_argument("--competition", default=COMPETITION, help=f"competition slug (default {COMPETITION})")
-    p.add_argument("--stage", type=int, choices=[1, 2], default=None,
+    p.add_argument("--competition", default=None,
+                   help="Kaggle competition slug (default: the slug recorded by split_train_val)")
+    p.add_argument("--stage", type=int, default=None,
                    help="validate as this stage (default: inferred from the row count)")
-    p.add_argument("--data-dir", default="data", help="folder holding the sample submissions (default data)")
+    p.add_argument("--data-dir", default="data",
+                   help="the competition's files and competition.json, as split_train_val left them (default data)")
     p.add_argument("--sample", default=None, help="sample submission path (overrides --data-dir/--stage)")
 
 
@@ -240,7 +248,10 @@ def _cmd_submit(args) -> int:
 
 def _add_submissions(sub):
     p = sub.add_parser("submissions", help="list your past Kaggle submissions and their scores")
-    p.add_argument("--competition", default=COMPETITION, help=f"competition slug (default {COMPETITION})")
+    p.add_argument("--competition", default=None,
+                   help="Kaggle competition slug (default: the slug recorded by split_train_val)")
+    p.add_argument("--data-dir", default="data",
+                   help="the competition's files, for the slug split_train_val recorded (default data)")
 
 
 def _cmd_submissions(args) -> int:

@@ -1,8 +1,9 @@
 """Upload a submission to Kaggle and list past ones, with the official `kaggle` client.
 
     ncfm submit submissions/inception299_stage1.csv -m "InceptionV3 5-fold + 8 TTA"
-    ncfm submissions
+    ncfm submissions --data-dir data
 
+The competition is `--competition SLUG`, else the slug split_train_val recorded for `--data-dir`.
 `submit` runs the same checks as `ncfm validate` first and refuses to upload a file that fails
 them. An upload is never retried: a second submit could use up another of the day's submissions.
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ncfm import COMPETITION, NcfmError
+from ncfm import NcfmError
 
 TOKEN_PAGE = "https://www.kaggle.com/settings/api"
 CREDENTIALS_HELP = (
@@ -164,7 +165,7 @@ def _client_output(buf: io.StringIO, creds: Credentials) -> str:
     return f" (client said: {text})" if text else ""
 
 
-def open_client(creds: Credentials, competition: str = COMPETITION):
+def open_client(creds: Credentials, competition: str):
     """An authenticated `kaggle.api.kaggle_api_extended.KaggleApi` (the import is deliberate and late)."""
     with _captured() as buf:
         try:
@@ -211,7 +212,7 @@ def explain_failure(e: BaseException, action: str, competition: str, creds: Cred
                              f"the credentials in {creds.source}, then run the command again")
         if status == 404:
             return NcfmError(f"{action}: Kaggle does not know the competition {competition!r} (HTTP 404: {detail}). "
-                             f"Check --competition (default {COMPETITION})")
+                             f"Check --competition (default: the slug recorded by split_train_val)")
         return NcfmError(f"{action}: Kaggle answered HTTP {status}: {detail}")
     if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
         return NcfmError(f"{action}: cannot reach Kaggle ({type(e).__name__}: {detail}). Check the internet "
@@ -276,15 +277,26 @@ def format_submissions_table(rows: Sequence[Mapping[str, str]], max_description:
 
 
 # --------------------------------------------------------------------------- commands
+def competition_slug(flag: str | None, recorded: str = "") -> str:
+    """The Kaggle slug to talk to: --competition if given, else the one split_train_val recorded."""
+    slug = (flag or "").strip() or recorded
+    if not slug:
+        raise NcfmError("no Kaggle competition slug: none is recorded for this competition (split_train_val "
+                        "records it when it knows it); pass --competition SLUG, the last part of the "
+                        "competition's address https://www.kaggle.com/competitions/SLUG")
+    return slug
+
+
 def main_submit(args) -> int:
     """`ncfm submit FILE -m MESSAGE`: validate, then upload once."""
     from ncfm import submission
 
-    competition = getattr(args, "competition", None) or COMPETITION
+    data_dir, sample = getattr(args, "data_dir", "data"), getattr(args, "sample", None)
+    comp = submission.competition_of(data_dir, sample)
+    competition = competition_slug(getattr(args, "competition", None), comp.slug)
     try:
-        checked = submission.validate_file(args.file, stage=getattr(args, "stage", None),
-                                           data_dir=getattr(args, "data_dir", "data"),
-                                           sample=getattr(args, "sample", None))
+        checked = submission.validate_file(args.file, comp, stage=getattr(args, "stage", None),
+                                           data_dir=data_dir, sample=sample)
     except NcfmError as e:
         raise NcfmError(f"not uploading: {e}\nFix the file (or rebuild it with `ncfm predict`) and run "
                         f"`ncfm validate` until it passes") from None
@@ -309,7 +321,19 @@ def main_submit(args) -> int:
 
 def main_submissions(args) -> int:
     """`ncfm submissions`: your past submissions to the competition, newest first."""
-    competition = getattr(args, "competition", None) or COMPETITION
+    flag = getattr(args, "competition", None)
+    if flag and flag.strip():
+        competition = competition_slug(flag)
+    else:
+        from ncfm.dataset import competition_for  # reads competition.json, or detects the layout
+
+        data_dir = getattr(args, "data_dir", "data")
+        try:
+            recorded = competition_for(data_dir).slug
+        except NcfmError as e:
+            raise NcfmError(f"cannot tell the competition from {data_dir} ({e}); pass --competition SLUG, "
+                            f"or --data-dir with the competition's files") from None
+        competition = competition_slug(None, recorded)
     creds = find_credentials()
     api = open_client(creds, competition)
     with _captured():

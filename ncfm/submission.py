@@ -1,16 +1,23 @@
-"""Build, validate and atomically write the Kaggle submission CSV.
+"""Build, validate and atomically write the Kaggle submission CSV, for any competition.
 
-The sample submission decides which ids go in the file: every one of its ids exactly once, nothing
-else, under the header `image,ALB,BET,DOL,LAG,NoF,OTHER,SHARK,YFT`, with 8 finite probabilities in
-[0, 1] per row that sum to 1. `predict`, `validate` and `submit` all run the same checks
-(`validate_submission`), so a file that passes here is one Kaggle will score.
+The sample submission decides what goes in the file: its header exactly, every one of its ids
+exactly once and nothing else. What each row holds depends on the competition's kind (see
+ncfm.competition):
+
+    probabilities   one finite value in [0, 1] per class column, the row summing to 1 (NCFM, Dog Breed)
+    label           one class name, spelled exactly as the class (Plant Seedlings, Paddy)
+    binary          one finite value in [0, 1], the probability of the positive class (Aerial Cactus)
+
+`predict`, `validate` and `submit` all run the same checks (`validate_submission`), so a file that
+passes here is one Kaggle will score.
 
     ncfm validate submissions/inception299_stage1.csv            # stage from the row count
     ncfm validate my.csv --stage 2 --data-dir data
+    ncfm validate my.csv --sample sample_submission.csv          # the sample alone says the form
 
-Pure core: `build_submission`, `validate_submission`, `format_submission` take and return
-DataFrames/strings. Thin edges: `read_submission`, `read_sample`, `write_submission`,
-`validate_file`, `main_validate` touch files.
+Pure core: `build_submission`, `find_problems`, `validate_submission`, `format_submission` take
+and return DataFrames/strings. Thin edges: `read_sample_file`, `read_sample`, `read_submission`,
+`write_submission`, `validate_file`, `competition_of`, `main_validate` touch files.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import csv
 import gzip
 import io
 import os
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -27,23 +35,23 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from ncfm import CLASSES, COMPETITION, NUM_CLASSES, NcfmError
-from ncfm.dataset import read_sample_file
-from ncfm.dataset import sample_submission_path as sample_path  # where each stage's sample lives
+from ncfm import NcfmError
+from ncfm import competition as competitions
+from ncfm.competition import Competition
 from ncfm.fileio import atomic_write_text
 
-HEADER = ("image", *CLASSES)
-# Rows in Kaggle's sample submissions; used to tell a file's stage when --stage is not given.
+# Rows in NCFM's sample submissions on Kaggle: tells a file's stage when --stage is not given and
+# that stage's sample file is not in the data folder.
 KAGGLE_ROWS = {1: 1000, 2: 13153}
 # A row must sum to 1 within SUM_TOL. Rows we write are renormalised and printed with 9 decimals
-# (FLOAT_FORMAT), so after parsing they sum to 1 within 8 x 5e-10 = 4e-9; 1e-6 leaves room for
-# float32 softmax outputs and for files other tools wrote with full precision, yet still catches
-# un-normalised scores, logits and dropped columns. (Kaggle itself divides each row by its sum,
-# but a sum far from 1 means a bug upstream.)
+# (FLOAT_FORMAT), so after parsing they sum to 1 within k x 5e-10 for k columns (6e-8 for Dog
+# Breed's 120); 1e-6 leaves room for float32 softmax outputs and for files other tools wrote with
+# full precision, yet still catches un-normalised scores, logits and dropped columns. (Kaggle
+# itself divides each row by its sum, but a sum far from 1 means a bug upstream.)
 SUM_TOL = 1e-6
 FLOAT_FORMAT = "%.9f"
 SHOWN_PER_KIND = 3  # examples listed for each kind of problem
-DOWNLOAD_HINT = f"kaggle competitions download -c {COMPETITION}"
+CLASSES_SHOWN = 10  # class names listed after unknown labels
 
 
 class SubmissionError(NcfmError):
@@ -64,16 +72,30 @@ class Checked(NamedTuple):
 
 
 # --------------------------------------------------------------------------- pure core
-def build_submission(ids: Sequence[str], probs: np.ndarray) -> pd.DataFrame:
-    """One row per id: `image` then the 8 class probabilities, in Kaggle's column order."""
+def build_submission(ids: Sequence[str], probs: np.ndarray, competition: Competition) -> pd.DataFrame:
+    """One row per id, under the sample's header. `probs` holds the model's outputs, shape
+    (N, num_classes) in `competition.classes` order; each kind writes what Kaggle scores:
+    every class's probability (in the sample's column order), the most likely class's name, or
+    the positive class's probability."""
     probs = np.asarray(probs, dtype=np.float64)
     ids = [str(i) for i in ids]
-    if probs.ndim != 2 or probs.shape[1] != NUM_CLASSES:
-        raise SubmissionError(f"probabilities must have shape (N, {NUM_CLASSES}); received shape {probs.shape}")
+    classes = list(competition.classes)
+    if probs.ndim != 2 or probs.shape[1] != len(classes):
+        raise SubmissionError(f"probabilities must have shape (N, {len(classes)}); received shape {probs.shape}")
     if probs.shape[0] != len(ids):
         raise SubmissionError(f"{len(ids)} ids but {probs.shape[0]} rows of probabilities")
-    df = pd.DataFrame(probs, columns=list(CLASSES))
-    df.insert(0, "image", ids)
+    columns = list(competition.columns)
+    if competition.kind == "probabilities":
+        unknown = [c for c in columns if c not in classes]
+        if unknown or len(columns) != len(classes):
+            raise SubmissionError(f"the sample's columns {','.join(columns)} are not the classes "
+                                  f"{','.join(classes)}; rerun split_train_val to describe the competition again")
+        df = pd.DataFrame(probs[:, [classes.index(c) for c in columns]], columns=columns)
+    elif competition.kind == "label":
+        df = pd.DataFrame({columns[0]: np.asarray(classes, dtype=object)[probs.argmax(axis=1)]})
+    else:
+        df = pd.DataFrame({columns[0]: probs[:, classes.index(competition.positive)]})
+    df.insert(0, competition.id_column, ids)
     return df
 
 
@@ -82,13 +104,13 @@ def _line(i: int) -> int:
     return i + 2
 
 
-def _show_id(image_id) -> str:
-    s = str(image_id)
+def _show(value) -> str:
+    s = str(value)
     return repr(s) if s != s.strip() or s == "" else s
 
 
 def _at(i: int, ids: Sequence[str] | None) -> str:
-    return f"line {_line(i)} ({_show_id(ids[i])})" if ids is not None else f"line {_line(i)}"
+    return f"line {_line(i)} ({_show(ids[i])})" if ids is not None else f"line {_line(i)}"
 
 
 def _examples(items: Sequence[str], total: int | None = None) -> str:
@@ -101,14 +123,15 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else (plural or word + 's')}"
 
 
-def _header_problem(columns: list) -> str | None:
-    if columns == list(HEADER):
+def _header_problem(columns: list, header: Sequence[str]) -> str | None:
+    header = list(header)
+    if columns == header:
         return None
-    got = ",".join(repr(c) if str(c) != str(c).strip() else str(c) for c in columns)
+    got = ",".join(_show(c) for c in columns)
     details = []
-    missing = [c for c in HEADER if c not in columns]
-    extra = [c for c in columns if c not in HEADER]
-    by_lower = {c.lower(): c for c in HEADER}
+    missing = [c for c in header if c not in columns]
+    extra = [c for c in columns if c not in header]
+    by_lower = {c.lower(): c for c in header}
     for c in extra:
         fix = by_lower.get(str(c).strip().lower())
         details.append(f"{c!r} should be {fix!r}" if fix else f"unexpected column {c!r}")
@@ -116,7 +139,7 @@ def _header_problem(columns: list) -> str | None:
     details += [f"missing column {c!r}" for c in missing if c not in fixed]
     if not missing and not extra:
         details.append("columns in the wrong order")
-    return f"header must be exactly {','.join(HEADER)}; got {got} ({'; '.join(details)})"
+    return f"header must be exactly {','.join(header)}; got {got} ({'; '.join(details)})"
 
 
 def _parse_column(col: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -133,35 +156,38 @@ def _parse_column(col: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return values, empty, non_numeric
 
 
-def _value_problems(df: pd.DataFrame, ids: list[str] | None) -> list[str]:
-    classes = [c for c in CLASSES if c in df.columns]
-    if not classes:
+def _probability_problems(df: pd.DataFrame, ids: list[str] | None, columns: Sequence[str],
+                          rows_sum_to_one: bool) -> list[str]:
+    """Cells of `columns` that are not finite numbers in [0, 1]; rows not summing to 1 if asked."""
+    present = [c for c in columns if c in df.columns]
+    if not present:
         return []
-    raw = {c: df[c] for c in classes}
-    parsed = {c: _parse_column(df[c]) for c in classes}
-    values = np.column_stack([parsed[c][0] for c in classes])
-    empty = np.column_stack([parsed[c][1] for c in classes])
-    non_numeric = np.column_stack([parsed[c][2] for c in classes])
+    raw = {c: df[c] for c in present}
+    parsed = {c: _parse_column(df[c]) for c in present}
+    values = np.column_stack([parsed[c][0] for c in present])
+    empty = np.column_stack([parsed[c][1] for c in present])
+    non_numeric = np.column_stack([parsed[c][2] for c in present])
     with np.errstate(invalid="ignore"):
         kinds = [
             ("empty value", empty, lambda i, c: f"{_at(i, ids)} {c}"),
             ("value that is not a number", non_numeric,
              lambda i, c: f"{_at(i, ids)} {c}={str(raw[c].iloc[i]).strip()!r}"),
             ("NaN value", np.isnan(values) & ~empty & ~non_numeric, lambda i, c: f"{_at(i, ids)} {c}"),
-            ("infinite value", np.isinf(values), lambda i, c: f"{_at(i, ids)} {c}={values[i, classes.index(c)]}"),
-            ("negative value", np.isfinite(values) & (values < 0), lambda i, c: f"{_at(i, ids)} {c}={values[i, classes.index(c)]:g}"),
-            ("value greater than 1", np.isfinite(values) & (values > 1), lambda i, c: f"{_at(i, ids)} {c}={values[i, classes.index(c)]:g}"),
+            ("infinite value", np.isinf(values), lambda i, c: f"{_at(i, ids)} {c}={values[i, present.index(c)]}"),
+            ("negative value", np.isfinite(values) & (values < 0),
+             lambda i, c: f"{_at(i, ids)} {c}={values[i, present.index(c)]:g}"),
+            ("value greater than 1", np.isfinite(values) & (values > 1),
+             lambda i, c: f"{_at(i, ids)} {c}={values[i, present.index(c)]:g}"),
         ]
     plurals = {"value that is not a number": "values that are not numbers"}
     problems = []
     for name, mask, show in kinds:
         rows, cols = np.nonzero(mask)  # row-major: the first problems in file order
         if len(rows):
-            items = [show(i, classes[j]) for i, j in zip(rows[:SHOWN_PER_KIND], cols[:SHOWN_PER_KIND])]
+            items = [show(i, present[j]) for i, j in zip(rows[:SHOWN_PER_KIND], cols[:SHOWN_PER_KIND])]
             plural = plurals.get(name, name.replace("value", "values", 1))
-            problems.append(f"{_plural(len(rows), name, plural)}: "
-                            f"{_examples(items, len(rows))}")
-    if len(classes) == NUM_CLASSES:
+            problems.append(f"{_plural(len(rows), name, plural)}: {_examples(items, len(rows))}")
+    if rows_sum_to_one and len(present) == len(columns):
         row_ok = np.isfinite(values).all(axis=1) & (values >= 0).all(axis=1) & (values <= 1).all(axis=1)
         sums = values.sum(axis=1)
         bad = np.nonzero(row_ok & (np.abs(sums - 1.0) > SUM_TOL))[0]
@@ -174,6 +200,57 @@ def _value_problems(df: pd.DataFrame, ids: list[str] | None) -> list[str]:
     return problems
 
 
+def _loose(name: str) -> str:
+    """A class name as a person might misspell it: case, spaces, hyphens and underscores ignored."""
+    return re.sub(r"[\s_-]+", "", name).lower()
+
+
+def _label_problems(df: pd.DataFrame, ids: list[str] | None, column: str, classes: Sequence[str]) -> list[str]:
+    """Empty cells and labels that are not one of `classes` exactly, with the class a near miss means."""
+    if column not in df.columns:
+        return []
+    labels = df[column].astype(str).tolist()
+    known = set(classes)
+    by_loose = {_loose(c): c for c in classes}
+    empty = [i for i, x in enumerate(labels) if not x.strip()]
+    unknown = [i for i, x in enumerate(labels) if x not in known and x.strip()]
+    problems = []
+    if empty:
+        items = [f"{_at(i, ids)} {column}" for i in empty]
+        problems.append(f"{_plural(len(empty), 'empty value')}: {_examples(items)}")
+    if unknown:
+        items = []
+        for i in unknown[:SHOWN_PER_KIND]:
+            fix = by_loose.get(_loose(labels[i]))
+            hint = f" ({labels[i]!r} should be {fix!r})" if fix else ""
+            items.append(f"{_at(i, ids)} {column}={labels[i]!r}{hint}")
+        shown = ", ".join(classes[:CLASSES_SHOWN]) + (", ..." if len(classes) > CLASSES_SHOWN else "")
+        problems.append(f"{_plural(len(unknown), 'label')} not one of the {len(classes)} classes "
+                        f"({shown}; spelled exactly): {_examples(items, len(unknown))}")
+    return problems
+
+
+def _value_problems(df: pd.DataFrame, ids: list[str] | None, competition: Competition) -> list[str]:
+    if competition.kind == "label":
+        return _label_problems(df, ids, competition.columns[0], competition.classes)
+    return _probability_problems(df, ids, competition.columns,
+                                 rows_sum_to_one=competition.kind == "probabilities")
+
+
+def _folder_hint(extra: list[str], missing: list[str]) -> str:
+    """Why ids are not in the sample, when the reason is plain: they lack the folder the sample's
+    ids carry (NCFM's stage 2: test_stg2/image_00001.jpg), or they have stray spaces."""
+    by_name = {m.rpartition("/")[2]: m for m in missing if "/" in m}
+    carried = next((by_name[x.strip()] for x in extra if x.strip() in by_name), None)
+    if carried:
+        return (f" (the sample's ids are written with their folder, as in {carried}; "
+                f"write {carried.rpartition('/')[0]}/ before the name)")
+    missing_set = set(missing)
+    if any(x.strip() in missing_set for x in extra):
+        return " (ids have stray spaces)"
+    return ""
+
+
 def _id_problems(ids: list[str], sample_ids: Sequence[str]) -> list[str]:
     problems = []
     sample_set = set(sample_ids)
@@ -184,17 +261,12 @@ def _id_problems(ids: list[str], sample_ids: Sequence[str]) -> list[str]:
     missing = [s for s in sample_ids if s not in id_set]
     if missing:
         problems.append(f"{_plural(len(missing), 'id')} of the sample submission "
-                        f"{'is' if len(missing) == 1 else 'are'} missing: {_examples(missing)}")
+                        f"{'is' if len(missing) == 1 else 'are'} missing: {_examples([_show(m) for m in missing])}")
 
     extra = [i for i, x in enumerate(ids) if x not in sample_set]
     if extra:
         items = [_at(i, ids) for i in extra]
-        hint = ""
-        missing_set = set(missing)
-        if any(f"test_stg2/{ids[i].strip()}" in missing_set for i in extra):
-            hint = " (stage-2 ids are written test_stg2/image_NNNNN.jpg, as in the sample submission)"
-        elif any(ids[i].strip() in missing_set for i in extra):
-            hint = " (ids have stray spaces)"
+        hint = _folder_hint([ids[i] for i in extra], missing)
         problems.append(f"{_plural(len(extra), 'id')} not in the sample submission{hint}: {_examples(items)}")
 
     positions: dict[str, list[int]] = {}
@@ -202,58 +274,134 @@ def _id_problems(ids: list[str], sample_ids: Sequence[str]) -> list[str]:
         positions.setdefault(x, []).append(i)
     dups = [(x, pos) for x, pos in positions.items() if len(pos) > 1]
     if dups:
-        items = [f"{_show_id(x)} on lines {', '.join(str(_line(i)) for i in pos)}" for x, pos in dups]
+        items = [f"{_show(x)} on lines {', '.join(str(_line(i)) for i in pos)}" for x, pos in dups]
         problems.append(f"{_plural(len(dups), 'duplicate id')}: {_examples(items)}")
     return problems
 
 
-def find_problems(df: pd.DataFrame, sample_ids: Sequence[str]) -> list[str]:
+def find_problems(df: pd.DataFrame, sample_ids: Sequence[str], competition: Competition) -> list[str]:
     """Every kind of problem in `df`, each with the first few rows (CSV line and id) it affects."""
     problems = []
+    id_column = competition.id_column
     if df.attrs.get("byte_order_mark"):
-        problems.append("the file starts with a byte-order mark (as Excel's \"CSV UTF-8\" writes), so a "
-                        "scorer may read the first column as '\\ufeffimage'; save it as plain CSV")
-    header = _header_problem([str(c) for c in df.columns])
+        problems.append(f"the file starts with a byte-order mark (as Excel's \"CSV UTF-8\" writes), so a "
+                        f"scorer may read the first column as '\\ufeff{id_column}'; save it as plain CSV")
+    header = _header_problem([str(c) for c in df.columns], competition.header)
     if header:
         problems.append(header)
     if df.columns.duplicated().any():
         return problems  # cells cannot be told apart by column name
-    if "image" not in df.columns:
-        problems.append("no `image` column, so ids could not be checked")
-        return problems + _value_problems(df, None)
-    ids = df["image"].astype(str).tolist()
+    if id_column not in df.columns:
+        problems.append(f"no `{id_column}` column, so ids could not be checked")
+        return problems + _value_problems(df, None, competition)
+    ids = df[id_column].astype(str).tolist()
     sample_ids = [str(s) for s in sample_ids]
-    return problems + _id_problems(ids, sample_ids) + _value_problems(df, ids)
+    return problems + _id_problems(ids, sample_ids) + _value_problems(df, ids, competition)
 
 
-def validate_submission(df: pd.DataFrame, sample_ids: Sequence[str]) -> None:
+def validate_submission(df: pd.DataFrame, sample_ids: Sequence[str], competition: Competition) -> None:
     """Raise SubmissionError listing every kind of problem (first few rows of each); else return."""
-    problems = find_problems(df, sample_ids)
+    problems = find_problems(df, sample_ids, competition)
     if problems:
         kinds = _plural(len(problems), "problem")
         raise SubmissionError(f"{kinds}:\n" + "\n".join(f"  - {p}" for p in problems), problems)
 
 
-def format_submission(df: pd.DataFrame) -> str:
-    """CSV text of a valid submission: rows renormalised, 9 decimals, so they sum to 1 after parsing."""
-    probs = df[list(CLASSES)].to_numpy(dtype=np.float64)
-    probs = probs / probs.sum(axis=1, keepdims=True)
-    out = pd.DataFrame(probs, columns=list(CLASSES))
-    out.insert(0, "image", df["image"].astype(str).to_numpy())
+def format_submission(df: pd.DataFrame, competition: Competition) -> str:
+    """CSV text of a valid submission under the sample's header: probability rows renormalised and
+    printed with 9 decimals (so they sum to 1 after parsing), a binary probability with 9
+    decimals, labels as they are."""
+    columns = list(competition.columns)
+    if competition.kind == "probabilities":
+        probs = df[columns].to_numpy(dtype=np.float64)
+        out = pd.DataFrame(probs / probs.sum(axis=1, keepdims=True), columns=columns)
+    elif competition.kind == "binary":
+        out = pd.DataFrame({columns[0]: df[columns[0]].to_numpy(dtype=np.float64)})
+    else:
+        out = pd.DataFrame({columns[0]: df[columns[0]].astype(str).to_numpy()})
+    out.insert(0, competition.id_column, df[competition.id_column].astype(str).to_numpy())
     return out.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
 
 
 # --------------------------------------------------------------------------- files
-def read_sample(path: os.PathLike | str) -> pd.DataFrame:
+def read_sample_file(path: os.PathLike | str, id_column: str | None = None) -> pd.DataFrame | None:
+    """A sample submission, or None when it is not there. The id column is the sample's first;
+    every cell is read as text, so ids such as 0012 keep their zeros.
+
+    `path` is read, or a still-zipped `path.zip` as Kaggle ships it. An unreadable file, one
+    without an answer column, or (when `id_column` is given) one whose first column is another
+    is an NcfmError naming it.
+    """
+    path = Path(path)
+    for candidate in (path, path.with_name(path.name + ".zip")):
+        if candidate.is_file():
+            try:
+                df = pd.read_csv(candidate, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+            except Exception as e:  # pandas raises many types for unreadable CSVs
+                raise NcfmError(f"{candidate}: cannot read it as CSV ({_short(e)}); "
+                                f"download it again from Kaggle") from None
+            header = ",".join(map(str, df.columns))
+            if len(df.columns) < 2:
+                raise NcfmError(f"{candidate}: needs an id column and at least one answer column (header is "
+                                f"{header}); download it again from Kaggle")
+            if id_column is not None and str(df.columns[0]) != id_column:
+                raise NcfmError(f"{candidate}: its first column is {str(df.columns[0])!r}, but the competition's "
+                                f"ids are {id_column!r} (header is {header}); download it again from Kaggle, or "
+                                f"rerun split_train_val if the competition's files changed")
+            return df
+    return None
+
+
+def _download_hint(competition: Competition | None) -> str:
+    if competition is not None and competition.slug:
+        return f"`kaggle competitions download -c {competition.slug}`"
+    return "`kaggle competitions download -c SLUG`"
+
+
+def read_sample(path: os.PathLike | str, competition: Competition | None = None) -> pd.DataFrame:
     """A sample submission (ids as strings); a missing file says where it was looked for and the fix."""
     path = Path(path)
-    df = read_sample_file(path)
+    df = read_sample_file(path, competition.id_column if competition is not None else None)
     if df is None:
         raise NcfmError(
             f"sample submission not found: {path}. Download the competition files with "
-            f"`{DOWNLOAD_HINT}` and unzip {path.name} into {path.parent}/ (or pass --sample PATH)"
+            f"{_download_hint(competition)} and unzip {path.name} into {path.parent}/ (or pass --sample PATH)"
         )
     return df
+
+
+def competition_from_sample(path: os.PathLike | str) -> Competition:
+    """What a sample submission alone says about the competition: its header, and the kind of
+    answer its values show. NCFM's header gives `competition.ncfm()` (and so its slug). A single
+    column of class names cannot say which classes exist: that needs competition.json."""
+    path = Path(path)
+    sample = read_sample(path)
+    id_column, columns = str(sample.columns[0]), tuple(str(c) for c in sample.columns[1:])
+    ncfm = competitions.ncfm()
+    if (id_column, *columns) == ncfm.header:
+        return ncfm
+    if len(columns) > 1:
+        return Competition(classes=columns, kind="probabilities", metric="log_loss", id_column=id_column,
+                           columns=columns)
+    values = pd.to_numeric(sample[columns[0]].str.strip(), errors="coerce")
+    if len(values) and values.notna().all() and values.between(0, 1).all():
+        # A probability of the positive class; the sample does not name the classes, and
+        # checking a file needs only the column's name.
+        return Competition(classes=("0", "1"), kind="binary", metric="roc_auc", id_column=id_column,
+                           columns=columns, positive="1")
+    raise NcfmError(f"{path}: one answer column {columns[0]!r} holding class names, and the sample alone does not "
+                    f"say which classes exist; run `ncfm split_train_val --data-dir DIR` on the competition's "
+                    f"files (it writes competition.json) and pass --data-dir DIR")
+
+
+def competition_of(data_dir: os.PathLike | str, sample: os.PathLike | str | None = None) -> Competition:
+    """The competition a command checks against: what split_train_val recorded in `data_dir` (or
+    what its files say); given a `sample` and no competition.json there, what the sample says."""
+    if sample is not None and not (Path(data_dir) / competitions.FILE_NAME).is_file():
+        return competition_from_sample(sample)
+    from ncfm.dataset import competition_for  # reads competition.json, or detects the layout
+
+    return competition_for(data_dir)
 
 
 def _short(e: Exception, limit: int = 200) -> str:
@@ -274,6 +422,31 @@ def _open_text(path: Path):
     return open(path, newline="", encoding="utf-8")
 
 
+def _parse_rows(rows: list[list[str]], where: str) -> pd.DataFrame:
+    """The CSV's rows as a DataFrame of strings; line N of the file is row N - 2."""
+    while rows and not any(c.strip() for c in rows[-1]):  # blank lines at the very end are not rows
+        rows.pop()
+    if not rows:
+        raise NcfmError(f"{where}: no header line (the file holds only blank space)")
+    header, body = rows[0], rows[1:]
+    bom = bool(header) and header[0].startswith("\ufeff")
+    if bom:  # read past it so every other check still runs; find_problems reports it
+        header = [header[0][1:], *header[1:]]
+    ragged = [(i, len(r)) for i, r in enumerate(body) if len(r) != len(header)]
+    if ragged:
+        items = [f"line {_line(i)} has {n} fields" for i, n in ragged]
+        problem = (f"{_plural(len(ragged), 'row')} with a number of fields other than the header's "
+                   f"{len(header)}: {_examples(items)}")
+        raise SubmissionError(f"{where}: not a well-formed CSV: {problem}", [problem])
+    if len(set(header)) != len(header):
+        repeated = sorted({c for c in header if header.count(c) > 1})
+        raise SubmissionError(f"{where}: repeated column name(s) {', '.join(map(repr, repeated))} in the header "
+                              f"{','.join(header)}; each column must appear once")
+    df = pd.DataFrame(body, columns=header, dtype=str)
+    df.attrs["byte_order_mark"] = bom
+    return df
+
+
 def read_submission(path: os.PathLike | str) -> pd.DataFrame:
     """A submission CSV as written, every cell a string (so 'nan', '' and 'abc' can be told apart).
 
@@ -292,81 +465,81 @@ def read_submission(path: os.PathLike | str) -> pd.DataFrame:
             rows = list(csv.reader(f, strict=True))
     except (csv.Error, UnicodeDecodeError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise NcfmError(f"{path}: not a readable CSV ({_short(e)})") from e
-    while rows and not any(c.strip() for c in rows[-1]):  # blank lines at the very end are not rows
-        rows.pop()
-    if not rows:
-        raise NcfmError(f"{path}: no header line (the file holds only blank space)")
-    header, body = rows[0], rows[1:]
-    bom = bool(header) and header[0].startswith("\ufeff")
-    if bom:  # read past it so every other check still runs; find_problems reports it
-        header = [header[0][1:], *header[1:]]
-    ragged = [(i, len(r)) for i, r in enumerate(body) if len(r) != len(header)]
-    if ragged:
-        items = [f"line {_line(i)} has {n} fields" for i, n in ragged]
-        problem = (f"{_plural(len(ragged), 'row')} with a number of fields other than the header's "
-                   f"{len(header)}: {_examples(items)}")
-        raise SubmissionError(f"{path}: not a well-formed CSV: {problem}", [problem])
-    if len(set(header)) != len(header):
-        raise SubmissionError(f"{path}: repeated column names in the header {','.join(header)}; "
-                              f"it must be exactly {','.join(HEADER)}")
-    df = pd.DataFrame(body, columns=header, dtype=str)
-    df.attrs["byte_order_mark"] = bom
-    return df
+    return _parse_rows(rows, str(path))
 
 
-def _infer_stage(rows: int, data_dir: Path, path: Path) -> int:
-    """The stage whose sample submission has `rows` rows (Kaggle's counts when no sample is there)."""
+def _infer_stage(rows: int, competition: Competition, data_dir: Path, path: Path) -> int:
+    """The stage whose sample submission has `rows` rows; a competition with one stage has that
+    one. NCFM's counts on Kaggle stand in for a stage whose sample file is not there."""
+    stages = competition.stages
+    if len(stages) <= 1:
+        return competition.default_stage
     counts = {}
-    for stage in KAGGLE_ROWS:
-        found = read_sample_file(sample_path(data_dir, stage))
+    for stage in stages:
+        found = read_sample_file(competition.sample_path(data_dir, stage))
         if found is not None:
             counts[stage] = len(found)
             if counts[stage] == rows:
                 return stage
-    for stage, n in KAGGLE_ROWS.items():
-        if rows == n and stage not in counts:
+    on_kaggle = KAGGLE_ROWS if competition.slug == competitions.NCFM_SLUG else {}
+    for stage in stages:
+        if stage not in counts and on_kaggle.get(stage) == rows:
             return stage
-    known = ", ".join(f"stage {s}: {counts[s]:,} rows in {sample_path(data_dir, s)}" if s in counts
-                      else f"stage {s}: {n:,} rows on Kaggle" for s, n in KAGGLE_ROWS.items())
+    known = ", ".join(f"stage {s}: {counts[s]:,} rows in {competition.sample_path(data_dir, s)}" if s in counts
+                      else f"stage {s}: {on_kaggle[s]:,} rows on Kaggle" if s in on_kaggle
+                      else f"stage {s}: no {competition.sample_path(data_dir, s)}" for s in stages)
     raise NcfmError(f"{path}: cannot tell the stage from its {rows:,} rows ({known}); "
-                    f"pass --stage 1 or --stage 2")
+                    f"pass {' or '.join(f'--stage {s}' for s in stages)}")
 
 
 def write_submission(df: pd.DataFrame, path: os.PathLike | str, sample_ids: Sequence[str],
-                     force: bool = False) -> Path:
+                     competition: Competition, force: bool = False) -> Path:
     """Validate `df`, then write it atomically (temp file, fsync, rename). Refuses to overwrite unless `force`."""
     path = Path(path)
     if path.exists() and not force:
         raise NcfmError(f"{path} already exists; pass --force to overwrite it")
-    validate_submission(df, sample_ids)
-    text = format_submission(df)
-    # The round trip: what a reader parses from the text must pass too (e.g. sums after rounding).
-    validate_submission(pd.read_csv(io.StringIO(text), dtype={"image": str}), sample_ids)
+    validate_submission(df, sample_ids, competition)
+    text = format_submission(df, competition)
+    # The round trip: the text, parsed as `validate` will parse the file, must pass too (e.g. sums
+    # after rounding).
+    validate_submission(_parse_rows(list(csv.reader(io.StringIO(text))), str(path)), sample_ids, competition)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
     return path
 
 
-def validate_file(path: os.PathLike | str, stage: int | None = None, data_dir: os.PathLike | str = "data",
-                  sample: os.PathLike | str | None = None) -> Checked:
+def validate_file(path: os.PathLike | str, competition: Competition, stage: int | None = None,
+                  data_dir: os.PathLike | str = "data", sample: os.PathLike | str | None = None) -> Checked:
     """Check a submission CSV against the sample submission; raise NcfmError/SubmissionError if it fails.
 
-    The sample is `sample` if given, else `<data_dir>/sample_submission_stg<stage>.csv`; with no
-    stage, the stage is the one whose sample submission has as many rows as the file.
+    The sample is `sample` if given, else the stage's sample in `data_dir`; with no stage, the
+    stage is the one whose sample submission has as many rows as the file (the only one, for a
+    competition with one).
     """
     path = Path(path)
+    data_dir = Path(data_dir)
     df = read_submission(path)
     if sample is not None:
         sample = Path(sample)
-        if stage is None:
-            stage = next((s for s, n in KAGGLE_ROWS.items() if n == len(df)), None)
+        if stage is None:  # only for the report: the stage whose sample file has this name
+            stage = next((int(s) for s, name in competition.samples.items() if Path(name).name == sample.name), None)
     else:
+        if not competition.samples:
+            raise NcfmError(f"{data_dir}: no sample submission was found for this competition, so the ids cannot "
+                            f"be checked; download it with {_download_hint(competition)} into {data_dir}/ "
+                            f"(then rerun split_train_val), or pass --sample PATH")
         if stage is None:
-            stage = _infer_stage(len(df), Path(data_dir), path)
-        sample = sample_path(data_dir, stage)
-    sample_ids = read_sample(sample)["image"].tolist()
+            stage = _infer_stage(len(df), competition, data_dir, path)
+        sample = competition.sample_path(data_dir, stage)
+    sample_df = read_sample(sample, competition)
+    header = tuple(str(c) for c in sample_df.columns)
+    if header != competition.header:
+        raise NcfmError(f"{sample}: its header {','.join(header)} is not the competition's "
+                        f"{','.join(competition.header)}; rerun split_train_val --force to describe the "
+                        f"competition again from its files")
+    sample_ids = sample_df.iloc[:, 0].tolist()
     try:
-        validate_submission(df, sample_ids)
+        validate_submission(df, sample_ids, competition)
     except SubmissionError as e:
         raise SubmissionError(f"{path} (checked against {sample}): {e}", e.problems) from None
     return Checked(path, len(df), stage, sample)
@@ -374,9 +547,10 @@ def validate_file(path: os.PathLike | str, stage: int | None = None, data_dir: o
 
 def main_validate(args) -> int:
     """`ncfm validate FILE [--stage S] [--data-dir D] [--sample P]`: exit 0 if valid, 2 if not."""
+    sample = getattr(args, "sample", None)
     try:
-        checked = validate_file(args.file, stage=args.stage, data_dir=args.data_dir,
-                                sample=getattr(args, "sample", None))
+        competition = competition_of(args.data_dir, sample)
+        checked = validate_file(args.file, competition, stage=args.stage, data_dir=args.data_dir, sample=sample)
     except NcfmError as e:
         print(f"INVALID: {e}", file=sys.stderr)
         return 2

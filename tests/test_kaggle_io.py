@@ -8,6 +8,7 @@ so nothing reaches the internet. The fake's key must never appear in what the co
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib.util
 import socket
 import subprocess
@@ -18,11 +19,12 @@ import numpy as np
 import pytest
 import requests
 
-from ncfm import NcfmError
+from ncfm import NcfmError, competition
+from ncfm.competition import Competition
 from ncfm.kaggle_io import (
     Credentials, explain_failure, find_credentials, format_submissions_table, scrub,
 )
-from ncfm.submission import build_submission, sample_path, write_submission
+from ncfm.submission import build_submission, write_submission
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_kaggle import FakeKaggle  # noqa: E402
@@ -32,7 +34,21 @@ if importlib.util.find_spec("kaggle") is None:
     pytest.skip("the kaggle client is not installed (pip install -e '.[kaggle]')", allow_module_level=True)
 
 IDS = [f"img_{i:05d}.jpg" for i in range(1, 21)]
+NCFM = competition.ncfm()
+CACTI = Competition(classes=("0", "1"), kind="binary", metric="roc_auc", id_column="id", columns=("has_cactus",),
+                    positive="1", samples={"1": "sample_submission.csv"}, slug="aerial-cactus-identification")
 TIMEOUT_S = 60
+# The command, run as `python -m ncfm.cli` would run it. ncfm.dataset.competition_for is being
+# written on another branch; until it lands, the process gets a stand-in that reads
+# competition.json as it will. Once it exists the stand-in is not installed.
+CLI = """
+import runpy
+from pathlib import Path
+from ncfm import competition, dataset
+if not hasattr(dataset, "competition_for"):
+    dataset.competition_for = lambda data_dir: competition.load(Path(data_dir) / competition.FILE_NAME)
+runpy.run_module("ncfm.cli", run_name="__main__", alter_sys=True)
+"""
 
 
 @pytest.fixture
@@ -45,18 +61,19 @@ def fake():
 def data_dir(tmp_path):
     d = tmp_path / "data"
     d.mkdir()
-    build_submission(IDS, np.full((len(IDS), 8), 1 / 8)).to_csv(sample_path(d, 1), index=False)
+    build_submission(IDS, np.full((len(IDS), 8), 1 / 8), NCFM).to_csv(NCFM.sample_path(d, 1), index=False)
+    competition.save(NCFM, d / competition.FILE_NAME)
     return d
 
 
 @pytest.fixture
 def good_csv(tmp_path):
     p = np.random.default_rng(1).dirichlet(np.ones(8), size=len(IDS))
-    return write_submission(build_submission(IDS, p), tmp_path / "submissions" / "run1.csv", IDS)
+    return write_submission(build_submission(IDS, p, NCFM), tmp_path / "submissions" / "run1.csv", IDS, NCFM)
 
 
 def run_cli(fake: FakeKaggle, env: dict, *argv: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "ncfm.cli", *argv], env=env, capture_output=True,
+    result = subprocess.run([sys.executable, "-c", CLI, *argv], env=env, capture_output=True,
                             text=True, timeout=TIMEOUT_S)
     for secret in (fake.key, base64.b64encode(f"{fake.username}:{fake.key}".encode()).decode()):
         assert secret not in result.stdout + result.stderr, "a credential leaked into the output"
@@ -101,14 +118,14 @@ def test_verbose_client_mode_does_not_print_the_authorization_header(fake, tmp_p
 
 
 # --------------------------------------------------------------------------- listing
-def test_submissions_prints_the_servers_scores(fake, tmp_path):
+def test_submissions_prints_the_servers_scores(fake, tmp_path, data_dir):
     fake.submissions = [
         {"ref": 2, "date": "2017-04-12T09:30:00.000Z", "description": "ensemble + floor 0.01",
          "status": "COMPLETE", "publicScore": "0.95012", "privateScore": "1.33345"},
         {"ref": 1, "date": "2017-04-10T08:00:00.000Z", "description": "uniform baseline",
          "status": "COMPLETE", "publicScore": "2.07944", "privateScore": "2.07944"},
     ]
-    r = run_cli(fake, fake.client_env(tmp_path / "home"), "submissions")
+    r = run_cli(fake, fake.client_env(tmp_path / "home"), "submissions", "--data-dir", str(data_dir))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[1].split() == ["date", "description", "status", "public", "private"]
@@ -117,9 +134,50 @@ def test_submissions_prints_the_servers_scores(fake, tmp_path):
     assert fake.rpc_bodies("ListSubmissions")[0]["competitionName"] == "the-nature-conservancy-fisheries-monitoring"
 
 
-def test_submissions_with_none_says_so(fake, tmp_path):
-    r = run_cli(fake, fake.client_env(tmp_path / "home"), "submissions")
+def test_submissions_with_none_says_so(fake, tmp_path, data_dir):
+    r = run_cli(fake, fake.client_env(tmp_path / "home"), "submissions", "--data-dir", str(data_dir))
     assert r.returncode == 0 and "No submissions" in r.stdout
+
+
+# --------------------------------------------------------------------------- which competition
+def cactus_data(tmp_path, comp: Competition = CACTI) -> tuple:
+    """(data folder with comp's sample and competition.json, a valid submission for it)."""
+    ids = ["0004be2cfeaba1c0361d39e2b000257b.jpg", "000c8a36845c0208e833c79c1bffedd1.jpg"]
+    d = tmp_path / "cacti"
+    d.mkdir()
+    comp.sample_path(d).write_text("id,has_cactus\n" + "".join(f"{i},0.5\n" for i in ids))
+    competition.save(comp, d / competition.FILE_NAME)
+    csv = write_submission(build_submission(ids, np.array([[0.1, 0.9], [0.8, 0.2]]), comp),
+                           tmp_path / "cacti.csv", ids, comp)
+    return d, csv
+
+
+def test_submit_goes_to_the_slug_split_train_val_recorded(fake, tmp_path):
+    data, csv = cactus_data(tmp_path)
+    r = submit(fake, tmp_path, csv, data)
+    assert r.returncode == 0, r.stderr
+    assert fake.rpc_bodies("CreateSubmission")[0]["competitionName"] == "aerial-cactus-identification"
+
+
+def test_competition_flag_overrides_the_recorded_slug(fake, tmp_path, good_csv, data_dir):
+    r = submit(fake, tmp_path, good_csv, data_dir, "--competition", "another-slug")
+    assert r.returncode == 0, r.stderr
+    assert fake.rpc_bodies("CreateSubmission")[0]["competitionName"] == "another-slug"
+
+
+def test_submit_without_a_slug_anywhere_asks_for_one_and_uploads_nothing(fake, tmp_path):
+    data, csv = cactus_data(tmp_path, dataclasses.replace(CACTI, slug=""))
+    r = submit(fake, tmp_path, csv, data)
+    assert r.returncode == 2
+    assert "no Kaggle competition slug" in r.stderr and "pass --competition SLUG" in r.stderr
+    assert fake.calls == []
+
+
+def test_submissions_without_a_data_folder_or_flag_asks_for_the_slug(fake, tmp_path):
+    r = run_cli(fake, fake.client_env(tmp_path / "home"), "submissions", "--data-dir", str(tmp_path / "nowhere"))
+    assert r.returncode == 2
+    assert "pass --competition SLUG" in r.stderr
+    assert fake.calls == []
 
 
 # --------------------------------------------------------------------------- submit: failures
@@ -182,7 +240,7 @@ def test_blank_key_variable_is_an_error(fake, tmp_path, good_csv, data_dir):
 
 def test_an_invalid_file_is_never_uploaded(fake, tmp_path, data_dir):
     bad = tmp_path / "bad.csv"
-    build_submission(IDS[:-1], np.full((len(IDS) - 1, 8), 1 / 8)).to_csv(bad, index=False)
+    build_submission(IDS[:-1], np.full((len(IDS) - 1, 8), 1 / 8), NCFM).to_csv(bad, index=False)
     r = submit(fake, tmp_path, bad, data_dir, "--stage", "1")
     assert r.returncode == 2
     assert "not uploading" in r.stderr and "1 id of the sample submission is missing: img_00020.jpg" in r.stderr
