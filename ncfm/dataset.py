@@ -355,25 +355,39 @@ def find_train_images(data_dir: os.PathLike | str, **overrides) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- test
-def read_sample_file(path: os.PathLike | str, check: bool = True) -> pd.DataFrame | None:
-    """A sample submission (every cell a string: ids such as 0012 keep their zeros), or None
-    when it is not there. `path` is read, or a still-zipped `path.zip` as Kaggle ships it; an
-    unreadable file is an NcfmError naming it (with check=False: None)."""
+def read_sample_file(path: os.PathLike | str, id_column: str | None = None,
+                     check: bool = True) -> pd.DataFrame | None:
+    """A sample submission, or None when it is not there. The id column is the sample's first;
+    every cell is read as text, so ids such as 0012 keep their zeros.
+
+    `path` is read, or a still-zipped `path.zip` as Kaggle ships it. An unreadable file, one
+    without an answer column, or (when `id_column` is given) one whose first column is another
+    is an NcfmError naming it (with check=False: None, for probing which files are there).
+    """
     path = Path(path)
     for candidate in (path, path.with_name(path.name + ".zip")):
-        if candidate.is_file():
-            try:
-                df = pd.read_csv(candidate, dtype=str, keep_default_na=False)
-            except Exception as e:  # pandas raises many types for unreadable CSVs
-                if not check:
-                    return None
-                raise NcfmError(f"{candidate}: cannot read it as CSV ({e}); download it again from Kaggle") from None
+        if not candidate.is_file():
+            continue
+        try:
+            df = pd.read_csv(candidate, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+            header = ",".join(map(str, df.columns))
             if len(df.columns) < 2:
-                if not check:
-                    return None
-                raise NcfmError(f"{candidate}: needs an id column and at least one answer column (header "
-                                f"is {','.join(map(str, df.columns))}); download it again from Kaggle")
-            return df
+                raise NcfmError(f"{candidate}: needs an id column and at least one answer column (header is "
+                                f"{header}); download it again from Kaggle")
+            if id_column is not None and str(df.columns[0]) != id_column:
+                raise NcfmError(f"{candidate}: its first column is {str(df.columns[0])!r}, but the competition's "
+                                f"ids are {id_column!r} (header is {header}); download it again from Kaggle, or "
+                                f"rerun split_train_val if the competition's files changed")
+        except NcfmError:
+            if check:
+                raise
+            return None
+        except Exception as e:  # pandas raises many types for unreadable CSVs
+            if check:
+                raise NcfmError(f"{candidate}: cannot read it as CSV ({type(e).__name__}: {e}); "
+                                f"download it again from Kaggle") from None
+            return None
+        return df
     return None
 
 

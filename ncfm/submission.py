@@ -38,6 +38,7 @@ import pandas as pd
 from ncfm import NcfmError
 from ncfm import competition as competitions
 from ncfm.competition import Competition
+from ncfm.dataset import competition_for, read_sample_file
 from ncfm.fileio import atomic_write_text
 
 # Rows in NCFM's sample submissions on Kaggle: tells a file's stage when --stage is not given and
@@ -324,34 +325,6 @@ def format_submission(df: pd.DataFrame, competition: Competition) -> str:
 
 
 # --------------------------------------------------------------------------- files
-def read_sample_file(path: os.PathLike | str, id_column: str | None = None) -> pd.DataFrame | None:
-    """A sample submission, or None when it is not there. The id column is the sample's first;
-    every cell is read as text, so ids such as 0012 keep their zeros.
-
-    `path` is read, or a still-zipped `path.zip` as Kaggle ships it. An unreadable file, one
-    without an answer column, or (when `id_column` is given) one whose first column is another
-    is an NcfmError naming it.
-    """
-    path = Path(path)
-    for candidate in (path, path.with_name(path.name + ".zip")):
-        if candidate.is_file():
-            try:
-                df = pd.read_csv(candidate, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-            except Exception as e:  # pandas raises many types for unreadable CSVs
-                raise NcfmError(f"{candidate}: cannot read it as CSV ({_short(e)}); "
-                                f"download it again from Kaggle") from None
-            header = ",".join(map(str, df.columns))
-            if len(df.columns) < 2:
-                raise NcfmError(f"{candidate}: needs an id column and at least one answer column (header is "
-                                f"{header}); download it again from Kaggle")
-            if id_column is not None and str(df.columns[0]) != id_column:
-                raise NcfmError(f"{candidate}: its first column is {str(df.columns[0])!r}, but the competition's "
-                                f"ids are {id_column!r} (header is {header}); download it again from Kaggle, or "
-                                f"rerun split_train_val if the competition's files changed")
-            return df
-    return None
-
-
 def _download_hint(competition: Competition | None) -> str:
     if competition is not None and competition.slug:
         return f"`kaggle competitions download -c {competition.slug}`"
@@ -399,8 +372,6 @@ def competition_of(data_dir: os.PathLike | str, sample: os.PathLike | str | None
     what its files say); given a `sample` and no competition.json there, what the sample says."""
     if sample is not None and not (Path(data_dir) / competitions.FILE_NAME).is_file():
         return competition_from_sample(sample)
-    from ncfm.dataset import competition_for  # reads competition.json, or detects the layout
-
     return competition_for(data_dir)
 
 
