@@ -2,16 +2,24 @@
 
     ncfm report --run runs/NAME [--run runs/OTHER] [--out FOLDER]
 
-Reads only what `ncfm train` and `ncfm predict` leave in a run folder (fold<k>/config.json,
-history.csv, state.json, oof.csv; calibration.json) and writes `report.html` plus the PNGs it
-shows into the first run folder (or --out). The page is self-contained: every image is also
-embedded as base64, so the HTML opens from disk, mailed or copied anywhere.
+Reads a run folder only through ncfm.runs (each fold's config, history, state and out-of-fold
+predictions; the calibration predict applied) and writes `report.html` plus the PNGs it shows
+into the first run folder (or --out). The page is self-contained: every image is also embedded
+as base64, so the HTML opens from disk, mailed or copied anywhere.
+
+Any competition: the classes are the run's own (each fold's config, else what its best model
+says, else NCFM's for runs from before classes were recorded), in the models' output order.
+Every table lists them all; the confusion and per-class plots show at most PLOT_CLASSES of them
+(the most confused, the costliest) so that a 120-class run stays legible.
 
 It is meant to run after every fold and after predict, so it is quick (a few seconds) and
-works on a run that is still training: a fold without oof.csv is listed, not fatal. Only an
-OOF file that is present but malformed stops it, because every number on the page rests on it.
+works on a run that is still training: a fold without OOF predictions is listed, not fatal, and
+a damaged config, state, history or calibration file is a note on the page. Only an OOF file
+that is present but malformed stops it, because every number on the page rests on it.
 
-All numbers are Kaggle's: `calibrate.kaggle_log_loss` (rows renormalised, clipped to 1e-15).
+The report fits nothing: the calibration it shows is the one `ncfm predict` fitted, applied
+and recorded. Log losses are Kaggle's (`calibrate.kaggle_log_loss`: rows renormalised, clipped
+to 1e-15); accuracy is top-1, and a two-class run also gets ROC AUC.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import html
 import io
 import json
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +38,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ncfm import CLASSES, NUM_CLASSES, NcfmError
-from ncfm.calibrate import calibrate, fit_calibration, kaggle_log_loss, per_sample_log_loss
+from ncfm import NcfmError, runs
+from ncfm.batches import read_manifest
+from ncfm.calibrate import accuracy, apply_floor, calibrate, kaggle_log_loss, per_sample_log_loss, roc_auc
+from ncfm.competition import METRIC_NAMES, NCFM_CLASSES
+from ncfm.ensemble import ensemble_oof, pool_folds
 from ncfm.fileio import atomic_write_bytes, atomic_write_text
 
-UNIFORM_LOG_LOSS = math.log(NUM_CLASSES)  # 2.07944: predicting 1/8 for every class
 RELIABILITY_BINS = 10
-_FOLD_DIR = re.compile(r"^fold(\d+)$")
+PLOT_CLASSES = 20  # the confusion and per-class plots show at most this many classes
+
+
+def _class_list(classes, limit: int = 20) -> str:
+    return ", ".join(classes[:limit]) + (f", ... ({len(classes)} in all)" if len(classes) > limit else "")
+
+
+def uniform_log_loss(n_classes: int) -> float:
+    """Log loss of predicting 1/n for every class: ln n (2.07944 for NCFM's 8)."""
+    return math.log(n_classes)
 
 
 # --------------------------------------------------------------------------- reading a run
@@ -49,6 +69,7 @@ class FoldRun:
     state: dict = field(default_factory=dict)
     history: pd.DataFrame | None = None
     oof: pd.DataFrame | None = None
+    classes: tuple[str, ...] | None = None  # as the fold records them; None: not recorded
 
     @property
     def status(self) -> str:
@@ -65,7 +86,8 @@ class FoldRun:
 class Run:
     path: Path
     folds: list[FoldRun]
-    calibration: dict | None = None  # calibration.json written by predict, if any
+    classes: tuple[str, ...] = NCFM_CLASSES  # the models' outputs, in order
+    calibration: dict | None = None  # what predict fitted and applied (runs.read_calibration), if any
     scheme: dict = field(default_factory=dict)  # the fold/group scheme (see read_fold_scheme)
     notes: list[str] = field(default_factory=list)  # things a reader should know (missing files, ...)
 
@@ -79,62 +101,55 @@ class Run:
         return [f for f in self.folds if f.oof is not None]
 
 
-def _read_json(path: Path, notes: list[str]) -> dict:
-    if not path.is_file():
-        return {}
+def _or_note(read, arg, notes: list[str], consequence: str):
+    """read(arg), or None with a note when runs says the file is damaged."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        notes.append(f"{path}: unreadable JSON ({e}); ignored")
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def read_oof(path: Path) -> pd.DataFrame:
-    """Read and check an oof.csv; returns it with an integer `y` column (index into CLASSES)."""
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as e:
-        raise NcfmError(f"{path}: cannot read out-of-fold predictions ({e}); rerun `ncfm train` for this fold") from e
-    missing = [c for c in ("image", "label", *CLASSES) if c not in df.columns]
-    if missing:
-        raise NcfmError(f"{path}: missing column(s) {', '.join(missing)}; expected image,label,{','.join(CLASSES)}")
-    labels = df["label"].astype(str)
-    index = {c: i for i, c in enumerate(CLASSES)} | {str(i): i for i in range(NUM_CLASSES)}
-    unknown = sorted(set(labels) - set(index))
-    if unknown:
-        raise NcfmError(f"{path}: unknown label(s) {unknown[:5]}; labels must be one of {', '.join(CLASSES)}")
-    probs = df[list(CLASSES)].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1) | (probs.sum(axis=1) <= 0)
-    if bad.any():
-        first = df["image"].iloc[int(np.argmax(bad))]
-        raise NcfmError(f"{path}: {int(bad.sum())} row(s) with NaN, negative or all-zero probabilities "
-                        f"(first: {first}); rerun `ncfm train` for this fold")
-    df = df.copy()
-    df["y"] = labels.map(index).astype(np.int64)
-    return df
-
-
-def _read_history(path: Path, notes: list[str]) -> pd.DataFrame | None:
-    if not path.is_file():
+        return read(arg)
+    except NcfmError as e:
+        notes.append(f"{e} ({consequence})")
         return None
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as e:
-        notes.append(f"{path}: unreadable ({e}); learning curves skipped")
+
+
+def _history(fold: runs.Fold, notes: list[str]) -> pd.DataFrame | None:
+    df = _or_note(runs.read_history, fold, notes, "learning curves skipped")
+    if df is None or df.empty:
         return None
-    if "epoch" not in df.columns or df.empty:
-        return None
-    for col in df.columns:
-        df[col] = pd.to_numeric(df[col], errors="coerce")
+    df = df.apply(pd.to_numeric, errors="coerce")  # a torn last line must not break the plot
     return df.dropna(subset=["epoch"]).sort_values("epoch").reset_index(drop=True)
+
+
+def _recorded_classes(fold: runs.Fold, config: dict) -> tuple[str, ...] | None:
+    """The classes a fold was trained for: its config, else what its best model says."""
+    classes = config.get("classes")
+    if not classes and fold.best.is_file():
+        classes = (runs.read_model_info(fold.best) or {}).get("classes")
+    return tuple(str(c) for c in classes) if isinstance(classes, (list, tuple)) and classes else None
+
+
+def _checked_calibration(calibration: dict | None, run_dir: Path, notes: list[str]) -> dict | None:
+    """predict's calibration, its temperature, floor and clip as floats calibrate() accepts; None
+    (with a note) when they are not."""
+    if calibration is None:
+        return None
+    try:
+        t, floor, clip = (float(calibration.get(key) or default)
+                          for key, default in (("temperature", 1.0), ("floor", 0.0), ("clip", 0.0)))
+        valid = math.isfinite(t) and t > 0 and 0 <= floor < 1 and 0 <= clip < 1
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        notes.append(f"{runs.calibration_path(run_dir)}: temperature, floor or clip is not a valid number; "
+                     f"calibration not shown (run `ncfm predict` again to fit it anew)")
+        return None
+    return calibration | {"temperature": t, "floor": floor, "clip": clip}
 
 
 def read_fold_scheme(run_path: Path, config: dict) -> dict:
     """How the folds were made: the manifest path, its sidecar JSON and a group-leak check.
 
-    `folds_csv` in config.json is usually relative to where `ncfm train` ran (the project
-    root), so it is looked for there, beside the runs/ folder, and as given.
+    `folds_csv` in a fold's config is usually relative to where `ncfm train` ran (the project
+    root), so it is looked for there, beside the runs/ folder, and as given. The manifest and
+    its sidecar belong to the data folder, not the run.
     """
     scheme: dict = {"n_folds": config.get("n_folds")}  # config's `seed` is the training seed, not the split's
     given = config.get("folds_csv") or (Path(config["data_dir"]) / "folds.csv" if config.get("data_dir") else None)
@@ -146,14 +161,19 @@ def read_fold_scheme(run_path: Path, config: dict) -> dict:
     manifest = next((p for p in candidates if p.is_file()), None)
     sidecar = next((p.with_suffix(".json") for p in candidates if p.with_suffix(".json").is_file()), None)
     if sidecar is not None:
-        scheme["sidecar"] = _read_json(sidecar, [])
+        try:
+            settings = json.loads(sidecar.read_text())
+            scheme["sidecar"] = settings if isinstance(settings, dict) else {}
+        except (OSError, ValueError):
+            pass  # the split settings are a nicety; the manifest itself is checked below
     if manifest is not None:
         try:
-            df = pd.read_csv(manifest, usecols=lambda c: c in ("image", "fold", "group"))
-        except (OSError, ValueError):
+            df, _ = read_manifest(manifest)
+        except NcfmError as e:
+            scheme["problem"] = str(e)
             return scheme
         scheme["manifest_images"] = len(df)
-        if "group" in df.columns and "fold" in df.columns:
+        if "group" in df.columns:
             folds_per_group = df.groupby("group")["fold"].nunique()
             scheme["n_groups"] = int(len(folds_per_group))
             scheme["groups_spanning_folds"] = int((folds_per_group > 1).sum())
@@ -161,88 +181,107 @@ def read_fold_scheme(run_path: Path, config: dict) -> dict:
 
 
 def _n_folds(folds: list[FoldRun]) -> int:
-    """Folds the run is meant to have: config.json's n_folds, or at least the folders present."""
+    """Folds the run is meant to have: the configs' n_folds, or at least the folders present."""
     declared = [f.config.get("n_folds") for f in folds]
     return max([len(folds)] + [int(n) for n in declared if isinstance(n, (int, float, str)) and str(n).isdigit()])
 
 
 def load_run(run_dir: Path) -> Run:
-    """Read a run folder. Raises NcfmError only when it is not a run folder at all."""
+    """Read a run folder through ncfm.runs.
+
+    Raises NcfmError when it is not a run folder at all, or when an OOF file is malformed (every
+    number rests on it); other damaged files become notes."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise NcfmError(f"{run_dir}: no such run folder; pass a folder written by `ncfm train --run`")
-    fold_dirs = sorted(
-        (int(m.group(1)), p) for p in run_dir.iterdir() if p.is_dir() and (m := _FOLD_DIR.match(p.name))
-    )
-    if not fold_dirs:
+    found = runs.all_folds(run_dir)
+    if not found:
         raise NcfmError(f"{run_dir}: no fold<k>/ folders; train a fold first (`ncfm train --run {run_dir} --fold 0`)")
     notes: list[str] = []
     folds = []
-    for k, path in fold_dirs:
-        fr = FoldRun(k, path, _read_json(path / "config.json", notes), _read_json(path / "state.json", notes),
-                     _read_history(path / "history.csv", notes))
-        if (path / "oof.csv").is_file():
-            fr.oof = read_oof(path / "oof.csv")
-            if fr.oof.empty:
-                fr.oof = None
-                notes.append(f"fold{k}: oof.csv has no rows; left out of the OOF numbers")
+    for fold in found:
+        config = _or_note(runs.read_config, fold, notes, "its settings are not shown") or {}
+        state = _or_note(runs.read_state, fold, notes, "its progress is not shown") or {}
+        folds.append(FoldRun(fold.index, fold.dir, config, state, _history(fold, notes),
+                             classes=_recorded_classes(fold, config)))
+    recorded = [f for f in folds if f.classes]
+    classes = recorded[0].classes if recorded else NCFM_CLASSES
+    if not recorded:
+        notes.append(f"no fold records its classes ({found[0].config.name} or {found[0].best.name}); "
+                     f"assuming NCFM's {len(NCFM_CLASSES)}, as for runs from before classes were recorded")
+    for fold, fr in zip(found, folds):
+        if fr.classes and fr.classes != classes:
+            notes.append(f"{fold.name}: trained for other classes ({_class_list(fr.classes, 5)}) than "
+                         f"{recorded[0].path.name} ({_class_list(classes, 5)}); left out of the OOF numbers")
+        elif fold.oof.is_file():
+            fr.oof = runs.read_oof(fold.oof, classes, f"retrain that fold ({fold.retrain_hint()}) or move "
+                                   f"{fold.dir} out of the run to leave it out")
         else:
-            notes.append(f"fold{k}: no oof.csv yet ({fr.status}); left out of the OOF numbers")
-        folds.append(fr)
+            notes.append(f"{fold.name}: no {fold.oof.name} yet ({fr.status}); left out of the OOF numbers")
     config = next((f.config for f in folds if f.config), {})
     n_folds = _n_folds(folds)
     if len(folds) < n_folds:
         present = {f.fold for f in folds}
         notes.append(f"folds not started: {', '.join(f'fold{k}' for k in range(n_folds) if k not in present)}")
-    run = Run(run_dir, folds, _read_json(run_dir / "calibration.json", notes) or None,
+    calibration = _or_note(runs.read_calibration, run_dir, notes, "calibration not shown")
+    run = Run(run_dir, folds, classes, _checked_calibration(calibration, run_dir, notes),
               read_fold_scheme(run_dir, config), notes)
     seen = pd.concat([f.oof["image"] for f in run.oof_folds]) if run.oof_folds else pd.Series([], dtype=str)
     if seen.duplicated().any():
-        notes.append(f"{int(seen.duplicated().sum())} image(s) appear in more than one fold's oof.csv "
+        notes.append(f"{int(seen.duplicated().sum())} image(s) appear in more than one fold's {found[0].oof.name} "
                      f"(e.g. {seen[seen.duplicated()].iloc[0]}); the folds manifests differ")
     return run
 
 
-
 def pooled_oof(run: Run) -> pd.DataFrame | None:
-    """Every fold's OOF rows stacked, with a `fold` column; None when no fold has finished."""
-    frames = [f.oof.assign(fold=f.fold) for f in run.oof_folds]
-    return pd.concat(frames, ignore_index=True) if frames else None
+    """Every fold's OOF rows stacked (ensemble.pool_folds), with a `fold` column; None when no fold has finished."""
+    return pool_folds({f.path.name: f.oof for f in run.oof_folds}, run.classes)
 
 
 # --------------------------------------------------------------------------- numbers (pure)
-def _arrays(oof: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    probs = oof[list(CLASSES)].to_numpy(dtype=np.float64)
+def _arrays(oof: pd.DataFrame, classes) -> tuple[np.ndarray, np.ndarray]:
+    probs = oof[list(classes)].to_numpy(dtype=np.float64)
     return oof["y"].to_numpy(dtype=np.int64), probs / probs.sum(axis=1, keepdims=True)
 
 
-def class_frequencies(labels: np.ndarray) -> np.ndarray:
-    return np.bincount(labels, minlength=NUM_CLASSES) / max(len(labels), 1)
+def scores(labels: np.ndarray, probs: np.ndarray) -> dict:
+    """Log loss and accuracy; ROC AUC too when there are two classes."""
+    out = {"log_loss": kaggle_log_loss(labels, probs), "accuracy": accuracy(labels, probs)}
+    if probs.shape[1] == 2:
+        out["roc_auc"] = roc_auc(labels, probs)
+    return out
 
 
-def prior_baseline(labels: np.ndarray, freqs: np.ndarray | None = None) -> float:
-    """Log loss of predicting the class frequencies (of `labels` unless given) for every image."""
-    freqs = class_frequencies(labels) if freqs is None else freqs
+def class_frequencies(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.bincount(labels, minlength=n_classes) / max(len(labels), 1)
+
+
+def prior_baseline(labels: np.ndarray, freqs: np.ndarray) -> float:
+    """Log loss of predicting the class frequencies `freqs` for every image."""
     return kaggle_log_loss(labels, np.tile(freqs, (len(labels), 1)))
 
 
-def accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
-    return float(np.mean(probs.argmax(axis=1) == labels))
-
-
 def confusion_counts(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """(true, predicted) counts, rows and columns in CLASSES order."""
-    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    """(true, predicted) counts, rows and columns in the order of the probability columns."""
+    n = probs.shape[1]
+    cm = np.zeros((n, n), dtype=np.int64)
     np.add.at(cm, (labels, probs.argmax(axis=1)), 1)
     return cm
 
 
-def per_class_table(labels: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+def most_confused(cm: np.ndarray, limit: int = PLOT_CLASSES) -> np.ndarray:
+    """The `limit` classes most involved in mistakes (as true or as predicted class), in class order."""
+    mistakes = cm - np.diag(np.diag(cm))
+    involvement = mistakes.sum(axis=0) + mistakes.sum(axis=1)
+    return np.sort(np.argsort(-involvement, kind="stable")[:limit])
+
+
+def per_class_table(labels: np.ndarray, probs: np.ndarray, classes) -> pd.DataFrame:
     """Per true class: support, mean log loss, its share of the total loss, accuracy (recall), precision."""
     losses = per_sample_log_loss(labels, probs)
     preds = probs.argmax(axis=1)
     rows = []
-    for i, name in enumerate(CLASSES):
+    for i, name in enumerate(classes):
         mask = labels == i
         n = int(mask.sum())
         n_pred = int((preds == i).sum())
@@ -277,38 +316,50 @@ def reliability_table(labels: np.ndarray, probs: np.ndarray, n_bins: int = RELIA
     return df, ece
 
 
+def apply_predicts_calibration(probs: np.ndarray, calibration: dict) -> np.ndarray:
+    """What predict did to its probabilities: calibrate(T, floor) as recorded, then the manual clip."""
+    out = calibrate(probs, calibration["temperature"], calibration["floor"])
+    return apply_floor(out, calibration["clip"]) if calibration["clip"] else out
+
+
 def summarize_run(run: Run) -> dict:
-    """The CV numbers of one run: per fold, pooled OOF, baselines and the OOF-fitted temperature."""
+    """The CV numbers of one run: per fold, pooled OOF, baselines, and predict's calibration applied to them."""
     oof = pooled_oof(run)
+    classes = run.classes
     freqs = None
-    n_folds = _n_folds(run.folds)
-    summary: dict = {"run": str(run.path), "name": run.name, "n_folds": n_folds, "folds": [], "oof": None,
-                     "scheme": run.scheme, "calibration_json": run.calibration, "notes": run.notes}
+    summary: dict = {"run": str(run.path), "name": run.name, "n_folds": _n_folds(run.folds), "folds": [],
+                     "oof": None, "classes": list(classes), "binary": len(classes) == 2, "scheme": run.scheme,
+                     "calibration_json": run.calibration, "notes": run.notes}
     if oof is not None:
-        y, p = _arrays(oof)
-        freqs = class_frequencies(y)
-        cal = fit_calibration(y, p, method="temperature")
+        y, p = _arrays(oof, classes)
+        freqs = class_frequencies(y, len(classes))
         summary["oof"] = {
             "folds": [f.fold for f in run.oof_folds],
             "images": len(y),
-            "log_loss": kaggle_log_loss(y, p),
-            "accuracy": accuracy(y, p),
+            **scores(y, p),
             "fold_mean_log_loss": None,
             "fold_std_log_loss": None,
-            "uniform_baseline": kaggle_log_loss(y, np.ones_like(p)),
-            "prior_baseline": prior_baseline(y),
-            "class_frequencies": dict(zip(CLASSES, map(float, freqs))),
-            "temperature": cal["temperature"],
-            "calibrated_log_loss": cal["after"],
+            "uniform_baseline": uniform_log_loss(len(classes)),
+            "prior_baseline": prior_baseline(y, freqs),
+            "class_frequencies": dict(zip(classes, map(float, freqs))),
+            # predict's calibration (runs.read_calibration), applied to this run's OOF; None before predict
+            "temperature": None,
+            "floor": None,
+            "calibrated_log_loss": None,
         }
+        if run.calibration is not None:
+            calibrated = apply_predicts_calibration(p, run.calibration)
+            summary["oof"].update(temperature=run.calibration["temperature"], floor=run.calibration["floor"],
+                                  calibrated_log_loss=kaggle_log_loss(y, calibrated))
     for f in run.folds:
         row = {"fold": f.fold, "status": f.status, "images": None, "log_loss": None, "accuracy": None,
                "prior_baseline": None, "best_epoch": f.state.get("best_epoch"),
                "best_val_loss": f.state.get("best_val_loss"), "epoch": f.state.get("epoch")}
+        if summary["binary"]:
+            row["roc_auc"] = None
         if f.oof is not None:
-            y, p = _arrays(f.oof)
-            row.update(images=len(y), log_loss=kaggle_log_loss(y, p), accuracy=accuracy(y, p),
-                       prior_baseline=prior_baseline(y, freqs))
+            y, p = _arrays(f.oof, classes)
+            row.update(images=len(y), **scores(y, p), prior_baseline=prior_baseline(y, freqs))
         summary["folds"].append(row)
     scored = [r["log_loss"] for r in summary["folds"] if r["log_loss"] is not None]
     if summary["oof"] is not None:
@@ -317,34 +368,28 @@ def summarize_run(run: Run) -> dict:
     return summary
 
 
-def ensemble_oof(runs: list[Run]) -> dict | None:
-    """Average the runs' OOF probabilities over the images every run predicted; None if < 2 runs have OOF."""
-    pooled = [(run, pooled_oof(run)) for run in runs]
-    pooled = [(run, df) for run, df in pooled if df is not None]
-    if len(pooled) < 2:
+def ensemble_summary(loaded: list[Run]) -> dict | None:
+    """The runs' OOF averaged (ensemble.ensemble_oof) over the images every run predicted; None
+    when fewer than two runs have OOF predictions. {"images": 0, "problem": ...} when they
+    cannot be ensembled (other classes, no common image)."""
+    with_oof = [(run, df) for run in loaded if (df := pooled_oof(run)) is not None]
+    if len(with_oof) < 2:
         return None
-    common = set.intersection(*(set(df["image"]) for _, df in pooled))
-    if not common:
-        return {"images": 0, "runs": [str(r.path) for r, _ in pooled]}
-    aligned = [df[df["image"].isin(common)].drop_duplicates("image").set_index("image").sort_index()
-               for _, df in pooled]
-    y = aligned[0]["y"].to_numpy()
-    for (run, _), df in zip(pooled, aligned):
-        if not np.array_equal(df["y"].to_numpy(), y):
-            bad = df.index[df["y"].to_numpy() != y][0]
-            raise NcfmError(f"{run.path}: label of {bad} differs from {pooled[0][0].path}; "
-                            "the runs were trained on different manifests")
-    probs = [_arrays(df.reset_index())[1] for df in aligned]
-    mean = np.mean(probs, axis=0)
+    names = [str(run.path) for run, _ in with_oof]
+    classes = with_oof[0][0].classes
+    if any(run.classes != classes for run, _ in with_oof):
+        return {"images": 0, "runs": names, "problem": "the runs were trained for different classes"}
+    pooled = ensemble_oof([df for _, df in with_oof], classes, names=names)
+    if pooled is None:
+        return {"images": 0, "runs": names, "problem": "the runs share no OOF images"}
+    y = pooled.y
     return {
         "images": len(y),
-        "runs": [str(r.path) for r, _ in pooled],
-        "run_log_loss": [kaggle_log_loss(y, p) for p in probs],
-        "run_accuracy": [accuracy(y, p) for p in probs],
-        "log_loss": kaggle_log_loss(y, mean),
-        "accuracy": accuracy(y, mean),
-        "prior_baseline": prior_baseline(y),
-        "calibrated_log_loss": fit_calibration(y, mean, method="temperature")["after"],
+        "runs": names,
+        "run_log_loss": [kaggle_log_loss(y, p) for p in pooled.run_probs],
+        "run_accuracy": [accuracy(y, p) for p in pooled.run_probs],
+        **scores(y, pooled.probs),
+        "prior_baseline": prior_baseline(y, class_frequencies(y, len(classes))),
     }
 
 
@@ -366,8 +411,8 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def plot_learning_curves(fold: FoldRun) -> bytes | None:
-    """Loss, accuracy and learning rate against epoch; phase-2 start and best epoch marked."""
+def plot_learning_curves(fold: FoldRun, n_classes: int) -> bytes | None:
+    """Loss, accuracy and learning rate against epoch; phase-2 start, best epoch and ln(classes) marked."""
     h = fold.history
     if h is None or h.empty:
         return None
@@ -387,7 +432,8 @@ def plot_learning_curves(fold: FoldRun) -> bytes | None:
         if f"val_{key}" in h.columns:
             ax.plot(x, h[f"val_{key}"], "o-", ms=3, color="tab:orange", label=f"validation {key}")
         if key == "loss":
-            ax.axhline(UNIFORM_LOG_LOSS, color="grey", lw=0.8, ls=":", label="uniform 1/8 (2.079)")
+            ax.axhline(uniform_log_loss(n_classes), color="grey", lw=0.8, ls=":",
+                       label=f"uniform 1/{n_classes} ({uniform_log_loss(n_classes):.3f})")
         ax.set_title(f"{title} — fold {fold.fold}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
@@ -415,36 +461,54 @@ def plot_learning_curves(fold: FoldRun) -> bytes | None:
     return _png(fig)
 
 
-def plot_confusion(cm: np.ndarray, title: str) -> bytes:
-    """Counts and row-normalised (recall) confusion matrices side by side."""
-    fig = _figure(12, 5.4)
-    axes = fig.subplots(1, 2)
+def plot_confusion(cm: np.ndarray, classes, title: str) -> bytes:
+    """Counts and row-normalised (recall) confusion matrices side by side. Beyond PLOT_CLASSES
+    classes only the most confused are drawn (rows still normalised over all predictions)."""
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    shown = title
+    if len(classes) > PLOT_CLASSES:
+        keep = most_confused(cm)
+        cm, norm = cm[np.ix_(keep, keep)], norm[np.ix_(keep, keep)]
+        classes = [classes[i] for i in keep]
+        shown = f"{title} ({len(keep)} most confused of {rows.shape[0]} classes)"
+    n = len(classes)
+    small = n <= 10
+    fig = _figure(12, 5.4) if small else _figure(16, 8)
+    axes = fig.subplots(1, 2)
     for ax, data, kind in ((axes[0], cm, "counts"), (axes[1], norm, "row-normalised (each true class sums to 1)")):
         im = ax.imshow(data, cmap="Blues", vmin=0, vmax=max(data.max(), 1e-9))
-        ax.set_xticks(range(NUM_CLASSES), CLASSES, rotation=45, ha="right")
-        ax.set_yticks(range(NUM_CLASSES), CLASSES)
+        ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=None if small else 7)
+        ax.set_yticks(range(n), classes, fontsize=None if small else 7)
         ax.set_xlabel("predicted class (argmax)")
         ax.set_ylabel("true class")
-        ax.set_title(f"{title}: {kind}", fontsize=10)
+        ax.set_title(f"{shown}: {kind}", fontsize=10)
         cut = data.max() / 2
-        for i in range(NUM_CLASSES):
-            for j in range(NUM_CLASSES):
+        for i in range(n):
+            for j in range(n):
+                if not small and data[i, j] == 0:
+                    continue  # many classes: zeros would only bury the mistakes
                 text = f"{data[i, j]:d}" if data is cm else f"{data[i, j]:.2f}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                ax.text(j, i, text, ha="center", va="center", fontsize=8 if small else 6,
                         color="white" if data[i, j] > cut else "black")
         fig.colorbar(im, ax=ax, shrink=0.8)
     return _png(fig)
 
 
 def plot_per_class(table: pd.DataFrame, title: str) -> bytes:
-    fig = _figure(12, 3.8)
+    """Log loss and accuracy per true class; beyond PLOT_CLASSES classes, the costliest ones."""
+    n_classes = len(table)
+    if n_classes > PLOT_CLASSES:
+        table = table.nlargest(PLOT_CLASSES, "loss_contribution")
+        title = f"{title} ({PLOT_CLASSES} costliest of {n_classes} classes)"
+    fig = _figure(12, 3.8 if len(table) <= 10 else 5)
     axes = fig.subplots(1, 2)
-    x = np.arange(NUM_CLASSES)
-    labels = [f"{c}\n(n={n})" for c, n in zip(table["class"], table["images"])]
+    x = np.arange(len(table))
+    sep = "\n" if len(table) <= 10 else " "  # many rotated labels: one line each
+    labels = [f"{c}{sep}(n={n})" for c, n in zip(table["class"], table["images"])]
     axes[0].bar(x, table["log_loss"].fillna(0), color="tab:orange")
-    axes[0].axhline(UNIFORM_LOG_LOSS, color="grey", ls=":", lw=1, label="uniform 1/8 (2.079)")
+    axes[0].axhline(uniform_log_loss(n_classes), color="grey", ls=":", lw=1,
+                    label=f"uniform 1/{n_classes} ({uniform_log_loss(n_classes):.3f})")
     axes[0].set_ylabel("mean log loss of its images")
     axes[0].set_title(f"{title}: log loss per true class", fontsize=10)
     axes[0].legend(fontsize=8)
@@ -453,19 +517,24 @@ def plot_per_class(table: pd.DataFrame, title: str) -> bytes:
     axes[1].set_ylabel("accuracy (recall)")
     axes[1].set_title(f"{title}: accuracy per true class", fontsize=10)
     for ax in axes:
-        ax.set_xticks(x, labels, fontsize=8)
+        if len(table) <= 10:
+            ax.set_xticks(x, labels, fontsize=8)
+        else:
+            ax.set_xticks(x, labels, fontsize=6, rotation=60, ha="right")
         ax.set_xlabel("true class")
         ax.grid(axis="y", alpha=0.3)
     return _png(fig)
 
 
-def plot_reliability(before: tuple[pd.DataFrame, float, float], after: tuple[pd.DataFrame, float, float],
-                     temperature: float, title: str) -> bytes:
-    """Reliability diagrams (accuracy against top-1 confidence) before and after temperature scaling."""
-    fig = _figure(12, 4.6)
-    axes = fig.subplots(1, 2, sharey=True)
-    names = ("before calibration", f"after temperature T = {temperature:.3f}")
-    for ax, (table, ece, loss), name in zip(axes, (before, after), names):
+def plot_reliability(before: tuple[pd.DataFrame, float, float], after: tuple[pd.DataFrame, float, float] | None,
+                     after_name: str, title: str) -> bytes:
+    """Reliability diagrams (accuracy against top-1 confidence) before and after predict's
+    calibration; `after` None (no calibration yet) draws the first only."""
+    first = "before calibration" if after is not None else "not calibrated yet (run ncfm predict)"
+    panels = [(before, first)] + ([(after, after_name)] if after is not None else [])
+    fig = _figure(12 if after is not None else 6.5, 4.6)
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    for ax, ((table, ece, loss), name) in zip(axes, panels):
         centers = (table["lo"] + table["hi"]) / 2
         width = table["hi"] - table["lo"]
         filled = table["images"] > 0
@@ -515,15 +584,16 @@ window.addEventListener('load', function () {
 });
 """
 
-
 def _fmt(x, digits: int = 5) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "—"
+    if not isinstance(x, numbers.Real) or isinstance(x, bool) or not math.isfinite(x):
+        return "—"  # None, a NaN, or something a damaged file put there
     return f"{x:.{digits}f}"
 
 
 def _pct(x) -> str:
-    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{100 * x:.1f}%"
+    if not isinstance(x, numbers.Real) or isinstance(x, bool) or not math.isfinite(x):
+        return "—"
+    return f"{100 * x:.1f}%"
 
 
 def _td(text, cell_id: str | None = None, numeric: bool = True) -> str:
@@ -541,7 +611,10 @@ def _scheme_html(scheme: dict) -> str:
     items = []
     if scheme.get("folds_csv"):
         items.append(f"manifest <code>{html.escape(scheme['folds_csv'])}</code>"
-                     + (f" ({scheme['manifest_images']} images)" if "manifest_images" in scheme else " (not found from here)"))
+                     + (f" ({scheme['manifest_images']} images)" if "manifest_images" in scheme else
+                        "" if "problem" in scheme else " (not found from here)"))
+    if scheme.get("problem"):
+        items.append(f"<b>{html.escape(scheme['problem'])}</b>")
     sidecar = scheme.get("sidecar") or {}
     if sidecar:
         shown = []
@@ -558,18 +631,64 @@ def _scheme_html(scheme: dict) -> str:
                      + ("each inside one fold" if not leak else f"<b>{leak} spanning more than one fold (leaky validation)</b>"))
     elif "manifest_images" in scheme:
         items.append("<b>no group column: folds are not group-aware, so validation loss is optimistic</b>")
-    return "; ".join(items) if items else "unknown (no config.json found)"
+    return "; ".join(items) if items else "unknown (no fold's settings could be read)"
+
+
+def _calibration_rows(s: dict, slug: str, base) -> list[str]:
+    """The lower rows of the CV table: what predict recorded, and its calibration applied to this run."""
+    cal, o = s["calibration_json"], s["oof"]
+    file = runs.calibration_path(s["run"]).name
+    if cal is None:
+        return [base("calibration: not calibrated yet (run ncfm predict)")]
+    used = ", ".join(Path(str(r)).name for r in cal.get("runs") or []) or "?"
+    metric = METRIC_NAMES.get(cal.get("metric"), str(cal.get("metric", "?")))
+    rows = []
+    if "oof_score" in cal:
+        rows.append(base(f"{file}: predict's OOF {metric} before calibration (runs {used}, {cal.get('tta', '?')} "
+                         f"views)", _fmt(cal["oof_score"]), f"{slug}-predict-score"))
+    if cal.get("method", "none") == "none":
+        scored_by = cal.get("metric", "log_loss")
+        why = f"the competition is scored by {metric}" if scored_by != "log_loss" else "--calibrate none"
+        rows.append(base(f"{file}: predict did not calibrate ({why})"))
+    else:
+        fitted = f"T = {_fmt(cal.get('temperature'), 3)}, floor = {_fmt(cal.get('floor'), 4)}"
+        if "oof_score" not in cal:
+            rows.append(base(f"{file}: OOF log loss before calibration", _fmt(cal.get("before"))))
+        verdict = "applied" if cal.get("applied", True) else "not applied"
+        held = f"; on held-out {cal.get('held_out_by', '?')}: {_fmt(cal['held_out'])}" if "held_out" in cal else ""
+        rows.append(base(f"{file}: after {cal['method']} {fitted} ({verdict}{held})", _fmt(cal.get("after"))))
+        rejected = cal.get("rejected")
+        if isinstance(rejected, dict):
+            rows.append(base(f"{file}: rejected fit T = {_fmt(rejected.get('temperature'), 3)}, floor = "
+                             f"{_fmt(rejected.get('floor'), 4)} (better on the rows it was fitted on, worse held out: "
+                             f"it fits noise)", _fmt(rejected.get("after"))))
+    if cal.get("clip"):
+        rows.append(base(f"{file}: manual floor --clip {cal['clip']:g} applied after calibration"))
+    if o is not None and o["calibrated_log_loss"] is not None:
+        rows.append(base(f"this run's OOF after predict's calibration (T = {o['temperature']:.3f}, floor = "
+                         f"{o['floor']:.4f})", _fmt(o["calibrated_log_loss"]), f"{slug}-calibrated-log-loss",
+                         o["images"]))
+    return rows
 
 
 def _cv_table(s: dict, slug: str) -> str:
-    head = ("<tr><th>fold</th><th>images</th><th>OOF log loss</th><th>accuracy</th><th>class-prior baseline</th>"
-            "<th>best epoch</th><th>best val loss</th><th>status</th></tr>")
+    auc = s["binary"]
+    head = ("<tr><th>fold</th><th>images</th><th>OOF log loss</th><th>accuracy</th>"
+            + ("<th>ROC AUC</th>" if auc else "") + "<th>class-prior baseline</th><th>best epoch</th><th>best val loss</th><th>status</th></tr>")
+
+    def base(text, value="", cell_id=None, images=""):
+        """A row of the lower part: a label and one number, in the log-loss column."""
+        return ('<tr class="base">' + _td(text, numeric=False) + _td(images) + _td(value, cell_id)
+                + _td("") * (5 if auc else 4) + _td("", numeric=False) + "</tr>")
+
     rows = []
     for r in s["folds"]:
         k = r["fold"]
         rows.append("<tr>" + _td(f"fold{k}", numeric=False) + _td(r["images"] if r["images"] is not None else "—")
                     + _td(_fmt(r["log_loss"]), f"{slug}-fold{k}-log-loss")
-                    + _td(_pct(r["accuracy"]), f"{slug}-fold{k}-accuracy") + _td(_fmt(r["prior_baseline"]))
+                    + _td(_pct(r["accuracy"]), f"{slug}-fold{k}-accuracy")
+                    + (_td(_fmt(r["roc_auc"], 4), f"{slug}-fold{k}-roc-auc") if auc else "")
+                    + _td(_fmt(r["prior_baseline"]))
                     + _td(r["best_epoch"] if r["best_epoch"] is not None else "—")
                     + _td(_fmt(r["best_val_loss"])) + _td(r["status"], numeric=False) + "</tr>")
     o = s["oof"]
@@ -578,27 +697,17 @@ def _cv_table(s: dict, slug: str) -> str:
         label = "all OOF" if n_done == n_all else f"OOF of {n_done}/{n_all} folds"
         rows.append('<tr class="total">' + _td(label, numeric=False) + _td(o["images"])
                     + _td(_fmt(o["log_loss"]), f"{slug}-oof-log-loss") + _td(_pct(o["accuracy"]), f"{slug}-oof-accuracy")
+                    + (_td(_fmt(o["roc_auc"], 4), f"{slug}-oof-roc-auc") if auc else "")
                     + _td(_fmt(o["prior_baseline"])) + _td("") + _td("") + _td("", numeric=False) + "</tr>")
         if o["fold_std_log_loss"] is not None:
-            rows.append('<tr class="base">' + _td("mean ± sd of folds", numeric=False) + _td("")
-                        + _td(f"{o['fold_mean_log_loss']:.5f} ± {o['fold_std_log_loss']:.5f}", f"{slug}-fold-mean-log-loss")
-                        + _td("") * 4 + _td("", numeric=False) + "</tr>")
-        base = [("class-prior baseline (predict the OOF class frequencies)", o["prior_baseline"], "prior-baseline"),
-                ("uniform baseline (1/8 each = ln 8)", o["uniform_baseline"], "uniform-baseline"),
-                (f"OOF after temperature T = {o['temperature']:.3f} (fitted on this OOF)", o["calibrated_log_loss"],
-                 "calibrated-log-loss")]
-        for text, value, key in base:
-            rows.append('<tr class="base">' + _td(text, numeric=False) + _td(o["images"])
-                        + _td(_fmt(value), f"{slug}-{key}") + _td("") * 4 + _td("", numeric=False) + "</tr>")
-    cal = s["calibration_json"]
-    if cal:
-        rows.append('<tr class="base">' + _td("calibration.json (used by predict): "
-                    f"T = {_fmt(cal.get('temperature'), 3)}, floor = {_fmt(cal.get('floor'), 4)}, before", numeric=False)
-                    + _td("") + _td(_fmt(cal.get("before"))) + _td("") * 4 + _td("", numeric=False) + "</tr>")
-        held = (f" (on held-out {cal['held_out_by']}: {_fmt(cal['held_out'])}; "
-                f"{'applied' if cal.get('applied') else 'not applied'})" if "held_out" in cal else "")
-        rows.append('<tr class="base">' + _td(f"calibration.json: after{held}", numeric=False) + _td("")
-                    + _td(_fmt(cal.get("after"))) + _td("") * 4 + _td("", numeric=False) + "</tr>")
+            rows.append(base("mean ± sd of folds", f"{o['fold_mean_log_loss']:.5f} ± {o['fold_std_log_loss']:.5f}",
+                             f"{slug}-fold-mean-log-loss"))
+        n = len(s["classes"])
+        rows.append(base("class-prior baseline (predict the OOF class frequencies)", _fmt(o["prior_baseline"]),
+                         f"{slug}-prior-baseline", o["images"]))
+        rows.append(base(f"uniform baseline (1/{n} each = ln {n})", _fmt(o["uniform_baseline"]),
+                         f"{slug}-uniform-baseline", o["images"]))
+    rows += _calibration_rows(s, slug, base)
     return f'<table id="{slug}-cv">{head}{"".join(rows)}</table>'
 
 
@@ -613,12 +722,14 @@ def _per_class_html(table: pd.DataFrame) -> str:
 
 def _comparison_html(summaries: list[dict], ensemble: dict | None) -> str:
     head = "<tr><th></th>" + "".join(f"<th>{html.escape(s['name'])}</th>" for s in summaries) + "</tr>"
+    auc = any(s["binary"] for s in summaries)
     fields = [("folds with OOF", lambda o, s: f"{len(o['folds'])}/{s['n_folds']}"),
               ("OOF images", lambda o, s: o["images"]),
               ("OOF log loss", lambda o, s: _fmt(o["log_loss"])),
               ("OOF accuracy", lambda o, s: _pct(o["accuracy"])),
-              ("after temperature", lambda o, s: _fmt(o["calibrated_log_loss"])),
-              ("temperature", lambda o, s: _fmt(o["temperature"], 3)),
+              *([("OOF ROC AUC", lambda o, s: _fmt(o.get("roc_auc"), 4))] if auc else []),
+              ("after predict's calibration", lambda o, s: _fmt(o["calibrated_log_loss"])),
+              ("predict's temperature", lambda o, s: _fmt(o["temperature"], 3)),
               ("class-prior baseline", lambda o, s: _fmt(o["prior_baseline"])),
               ("uniform baseline", lambda o, s: _fmt(o["uniform_baseline"])),
               ("model", None)]
@@ -635,7 +746,7 @@ def _comparison_html(summaries: list[dict], ensemble: dict | None) -> str:
     if ensemble is None:
         out += "<p>Ensemble: needs at least two runs with out-of-fold predictions.</p>"
     elif ensemble["images"] == 0:
-        out += "<p>Ensemble: the runs share no OOF images.</p>"
+        out += f"<p>Ensemble: none; {html.escape(ensemble['problem'])}.</p>"
     else:
         cells = "".join(f"<tr><td>{html.escape(Path(r).name)} alone</td>{_td(_fmt(l))}{_td(_pct(a))}</tr>"
                         for r, l, a in zip(ensemble["runs"], ensemble["run_log_loss"], ensemble["run_accuracy"]))
@@ -643,13 +754,39 @@ def _comparison_html(summaries: list[dict], ensemble: dict | None) -> str:
                 "<table><tr><th></th><th>log loss</th><th>accuracy</th></tr>" + cells
                 + "<tr class=\"total\"><td>ensemble</td>" + _td(_fmt(ensemble["log_loss"]), "ensemble-log-loss")
                 + _td(_pct(ensemble["accuracy"]), "ensemble-accuracy") + "</tr>"
-                + "<tr class=\"base\"><td>ensemble after temperature</td>" + _td(_fmt(ensemble["calibrated_log_loss"]))
-                + _td("") + "</tr><tr class=\"base\"><td>class-prior baseline</td>" + _td(_fmt(ensemble["prior_baseline"]))
+                + "<tr class=\"base\"><td>class-prior baseline</td>" + _td(_fmt(ensemble["prior_baseline"]))
                 + _td("") + "</tr></table>")
     return out
 
 
 # --------------------------------------------------------------------------- the report
+def _reliability_html(run: Run, summary: dict, y: np.ndarray, p: np.ndarray, title: str, save) -> str:
+    """Reliability before and after the calibration predict applied (none before predict has run)."""
+    o, cal = summary["oof"], run.calibration
+    before = (*reliability_table(y, p), o["log_loss"])
+    o["ece_before"], o["ece_after"] = before[1], None
+    if cal is None:
+        text = (f"<p>Not calibrated yet (run <code>ncfm predict</code>): the diagram shows the OOF predictions as "
+                f"the models made them. Expected calibration error {before[1]:.3f}.</p>")
+        return text + save(plot_reliability(before, None, "", title), "reliability", "reliability diagram")
+    after = (*reliability_table(y, apply_predicts_calibration(p, cal)), o["calibrated_log_loss"])
+    o["ece_after"] = after[1]
+    t, floor = o["temperature"], o["floor"]
+    used = ", ".join(Path(str(r)).name for r in cal.get("runs") or []) or "?"
+    if cal.get("method", "none") == "none":
+        what, name = "predict did not calibrate (T = 1)", "after predict (not calibrated)"
+    else:
+        verdict = ("applied" if cal.get("applied", True) else
+                   f"not applied: it did worse on held-out {cal.get('held_out_by', 'folds')}, so T = 1")
+        what = (f"predict's {cal['method']} calibration, fitted on the OOF of {used} under {cal.get('tta', '?')} "
+                f"views ({verdict}): T = {t:.3f}, floor = {floor:.4f} (T > 1 softens over-confident predictions)")
+        name = f"after predict's T = {t:.3f}, floor = {floor:.4f}"
+    text = (f"<p>{html.escape(what)}. Applied to this run's OOF it takes log loss {before[2]:.5f} → {after[2]:.5f} and the "
+            f"expected calibration error {before[1]:.3f} → {after[1]:.3f}. Nothing is fitted here: the values are "
+            f"those in <code>{html.escape(runs.calibration_path(run.path).name)}</code>.</p>")
+    return text + save(plot_reliability(before, after, name, title), "reliability", "reliability diagram")
+
+
 def _run_section(run: Run, summary: dict, slug: str, prefix: str, out_dir: Path, written: list[Path]) -> str:
     """One run's part of the page; writes its PNGs into out_dir."""
 
@@ -659,21 +796,23 @@ def _run_section(run: Run, summary: dict, slug: str, prefix: str, out_dir: Path,
         written.append(path)
         return _img(png, path.name, alt)
 
+    classes = run.classes
     parts = [f'<h2 id="{slug}">Run {html.escape(run.name)}</h2>',
              f'<p class="muted">{html.escape(str(run.path))} — {html.escape(summary.get("model", ""))}</p>',
+             f"<p><b>Classes</b> ({len(classes)}, the models' output order): {html.escape(_class_list(classes))}</p>",
              f"<p><b>Folds / groups:</b> {_scheme_html(run.scheme)}</p>"]
     if run.notes:
         parts.append('<div class="notes"><ul>' + "".join(f"<li>{html.escape(n)}</li>" for n in run.notes) + "</ul></div>")
     parts += ["<h3>Cross-validation summary</h3>", _cv_table(summary, slug),
               '<p class="muted">Log loss is Kaggle\'s (rows renormalised, clipped to [1e-15, 1-1e-15]). '
               "A fold's class-prior baseline scores the pooled OOF class frequencies on that fold's images. "
-              "The temperature is fitted and scored on the same OOF rows, so that line is slightly optimistic.</p>"]
+              "The calibration lines are what <code>ncfm predict</code> recorded; the report fits nothing.</p>"]
 
     parts.append("<h3>Learning curves</h3>")
     for f in run.folds:
-        png = plot_learning_curves(f)
+        png = plot_learning_curves(f, len(classes))
         if png is None:
-            parts.append(f"<p>fold{f.fold}: no history.csv yet.</p>")
+            parts.append(f"<p>fold{f.fold}: no training history yet.</p>")
         else:
             parts.append(save(png, f"curves_fold{f.fold}", f"learning curves, fold {f.fold}"))
 
@@ -682,29 +821,20 @@ def _run_section(run: Run, summary: dict, slug: str, prefix: str, out_dir: Path,
         parts.append("<p>No fold has out-of-fold predictions yet: confusion matrix, per-class and calibration "
                      "sections appear once a fold finishes.</p>")
         return "\n".join(parts)
-    y, p = _arrays(oof)
+    y, p = _arrays(oof, classes)
     title = f"{run.name} OOF"
-    parts += ["<h3>Out-of-fold confusion matrix</h3>", save(plot_confusion(confusion_counts(y, p), title),
-                                                           "confusion", "OOF confusion matrix")]
-    table = per_class_table(y, p)
+    parts += ["<h3>Out-of-fold confusion matrix</h3>",
+              save(plot_confusion(confusion_counts(y, p), classes, title), "confusion", "OOF confusion matrix")]
+    table = per_class_table(y, p, classes)
     parts += ["<h3>Per-class log loss and accuracy</h3>", _per_class_html(table),
               save(plot_per_class(table, title), "per_class", "per-class log loss and accuracy")]
-    t = summary["oof"]["temperature"]
-    calibrated = calibrate(p, t)
-    before = (*reliability_table(y, p), summary["oof"]["log_loss"])
-    after = (*reliability_table(y, calibrated), summary["oof"]["calibrated_log_loss"])
-    summary["oof"]["ece_before"], summary["oof"]["ece_after"] = before[1], after[1]
-    parts += ["<h3>Calibration (reliability)</h3>",
-              f"<p>Temperature fitted on the pooled OOF with <code>calibrate.fit_calibration</code>: T = {t:.3f} "
-              f"(T &gt; 1 softens over-confident predictions). Log loss {before[2]:.5f} → {after[2]:.5f}; "
-              f"expected calibration error {before[1]:.3f} → {after[1]:.3f}.</p>",
-              save(plot_reliability(before, after, t, title), "reliability", "reliability diagram")]
+    parts += ["<h3>Calibration (reliability)</h3>", _reliability_html(run, summary, y, p, title, save)]
     return "\n".join(parts)
 
 
 def _model_text(run: Run) -> str:
     c = next((f.config for f in run.folds if f.config), {})
-    bits = [str(c[k]) for k in ("backbone",) if c.get(k)]
+    bits = [str(c[k]) for k in ("competition", "backbone") if c.get(k)]
     if c.get("image_size"):
         bits.append(f"{c['image_size']}px")
     if c.get("weights"):
@@ -718,26 +848,27 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict:
     """Write report.html and its PNGs for one or more runs; return the numbers and the paths written.
 
     Returns {"runs": [per-run summary], "ensemble": dict | None, "html": Path, "pngs": [Path]}.
-    Each run summary holds "folds" (per-fold log_loss, accuracy, ...) and "oof" (pooled OOF
-    log_loss, accuracy, prior_baseline, uniform_baseline, temperature, calibrated_log_loss),
-    or "oof": None while no fold has finished.
+    Each run summary holds "classes", "folds" (per-fold log_loss, accuracy, roc_auc for two
+    classes, ...) and "oof" (pooled OOF log_loss, accuracy, prior_baseline, uniform_baseline,
+    and predict's temperature, floor and calibrated_log_loss, None before predict has run), or
+    "oof": None while no fold has finished.
     """
     if not run_dirs:
         raise NcfmError("no run folder given; pass --run runs/NAME")
-    runs = [load_run(Path(d)) for d in run_dirs]
-    out_dir = Path(out_dir) if out_dir is not None else runs[0].path
+    loaded = [load_run(Path(d)) for d in run_dirs]
+    out_dir = Path(out_dir) if out_dir is not None else loaded[0].path
     out_dir.mkdir(parents=True, exist_ok=True)
-    summaries = [summarize_run(run) for run in runs]
-    for run, s in zip(runs, summaries):
+    summaries = [summarize_run(run) for run in loaded]
+    for run, s in zip(loaded, summaries):
         s["model"] = _model_text(run)
-    ensemble = ensemble_oof(runs) if len(runs) > 1 else None
+    ensemble = ensemble_summary(loaded) if len(loaded) > 1 else None
 
     written: list[Path] = []
     sections = []
     used: set[str] = set()
-    for i, (run, s) in enumerate(zip(runs, summaries)):
+    for i, (run, s) in enumerate(zip(loaded, summaries)):
         prefix = "report_"
-        if len(runs) > 1:
+        if len(loaded) > 1:
             tag = re.sub(r"[^A-Za-z0-9_.-]", "_", run.name) or f"run{i}"
             tag = tag if tag not in used else f"{tag}{i}"
             used.add(tag)
@@ -746,14 +877,13 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict:
 
     names = ", ".join(s["name"] for s in summaries)
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    body = [f"<h1>NCFM report: {html.escape(names)}</h1>",
-            f'<p class="muted">Generated {stamp} by <code>ncfm report</code>. Classes in submission order: '
-            f"{', '.join(CLASSES)}.</p>", '<div id="img-status"></div>']
-    if len(runs) > 1:
+    body = [f"<h1>Report: {html.escape(names)}</h1>",
+            f'<p class="muted">Generated {stamp} by <code>ncfm report</code>.</p>', '<div id="img-status"></div>']
+    if len(loaded) > 1:
         body += ["<h2>Runs side by side</h2>", _comparison_html(summaries, ensemble)]
     body += sections
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>NCFM report: {html.escape(names)}</title><style>{_CSS}</style></head>\n<body>\n"
+            f"<title>Report: {html.escape(names)}</title><style>{_CSS}</style></head>\n<body>\n"
             + "\n".join(body) + f"\n<script>{_IMG_CHECK}</script>\n</body></html>\n")
     html_path = out_dir / "report.html"
     atomic_write_text(html_path, page)
@@ -764,22 +894,29 @@ def format_summary(result: dict) -> str:
     """The console version of the CV table(s)."""
     lines = []
     for s in result["runs"]:
+        auc = s["binary"]
         lines.append(f"{s['run']}  {s.get('model', '')}")
-        lines.append(f"  {'fold':<22}{'images':>7}{'log loss':>10}{'accuracy':>10}{'best epoch':>12}  status")
+        lines.append(f"  {'fold':<22}{'images':>7}{'log loss':>10}{'accuracy':>10}"
+                     + (f"{'ROC AUC':>9}" if auc else "") + f"{'best epoch':>12}  status")
         for r in s["folds"]:
             lines.append(f"  {'fold' + str(r['fold']):<22}{r['images'] if r['images'] is not None else '-':>7}"
                          f"{_fmt(r['log_loss']):>10}{_pct(r['accuracy']):>10}"
-                         f"{r['best_epoch'] if r['best_epoch'] is not None else '-':>12}  {r['status']}")
+                         + (f"{_fmt(r['roc_auc'], 4):>9}" if auc else "")
+                         + f"{r['best_epoch'] if r['best_epoch'] is not None else '-':>12}  {r['status']}")
         o = s["oof"]
         if o is None:
             lines.append("  no out-of-fold predictions yet")
         else:
             label = "all OOF" if len(o["folds"]) == s["n_folds"] else f"OOF of {len(o['folds'])}/{s['n_folds']} folds"
-            lines.append(f"  {label:<22}{o['images']:>7}{_fmt(o['log_loss']):>10}{_pct(o['accuracy']):>10}")
+            lines.append(f"  {label:<22}{o['images']:>7}{_fmt(o['log_loss']):>10}{_pct(o['accuracy']):>10}"
+                         + (f"{_fmt(o['roc_auc'], 4):>9}" if auc else ""))
             lines.append(f"  {'class-prior baseline':<22}{'':>7}{_fmt(o['prior_baseline']):>10}")
             lines.append(f"  {'uniform baseline':<22}{'':>7}{_fmt(o['uniform_baseline']):>10}")
-            lines.append(f"  {'T=' + format(o['temperature'], '.3f') + ' (OOF-fitted)':<22}{'':>7}"
-                         f"{_fmt(o['calibrated_log_loss']):>10}")
+            if o["temperature"] is not None:
+                lines.append(f"  {'T=' + format(o['temperature'], '.3f') + ' (predict)':<22}{'':>7}"
+                             f"{_fmt(o['calibrated_log_loss']):>10}")
+        if s["calibration_json"] is None:
+            lines.append("  not calibrated yet (run ncfm predict)")
         for note in s["notes"]:
             lines.append(f"  note: {note}")
     e = result.get("ensemble")

@@ -1,13 +1,16 @@
-"""The run report: numbers equal Kaggle's scorer on the OOF files, the page renders in a real browser.
+"""The run report: numbers equal Kaggle's scorer on the OOF files, the calibration shown is the
+one predict recorded, any competition's classes, and the page renders in a real browser.
 
-Runs are fabricated in tmp_path exactly as `ncfm train` lays them out (fold<k>/config.json,
-history.csv, state.json, oof.csv; data/folds.csv with its folds.json sidecar).
+Runs are fabricated in tmp_path exactly as `ncfm train` and `ncfm predict` lay them out
+(fold<k>/config.json with the classes, history.csv, state.json, oof.csv; calibration.json;
+data/folds.csv with its folds.json sidecar).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
 import shutil
@@ -19,21 +22,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ncfm import CLASSES, NcfmError, report
-from ncfm.calibrate import kaggle_log_loss
+from ncfm import NcfmError, report
+from ncfm.calibrate import calibrate, kaggle_log_loss
+from ncfm.competition import NCFM_CLASSES as CLASSES
 
 PRIORS = np.array([1719, 200, 117, 67, 465, 299, 176, 734]) / 3777
 
 
 # --------------------------------------------------------------------------- fabricated runs
 def write_fold(run: Path, k: int, n_folds: int, rng, n_oof: int = 20, oof: bool = True, finished: bool = True,
-               head_epochs: int = 3, epochs: int = 8, start: int = 0) -> pd.DataFrame | None:
-    """One fold<k>/ folder; returns its OOF frame (or None when oof=False)."""
+               head_epochs: int = 3, epochs: int = 8, start: int = 0, classes=CLASSES,
+               recorded: bool = True) -> pd.DataFrame | None:
+    """One fold<k>/ folder for `classes` (in config.json unless recorded=False, as in old runs);
+    returns its OOF frame (or None when oof=False)."""
+    classes = list(classes)
     d = run / f"fold{k}"
     d.mkdir(parents=True)
     config = {"backbone": "inception_v3", "weights": "none", "image_size": 96, "epochs": epochs,
               "head_epochs": head_epochs, "batch_size": 8, "lr": 1e-3, "head_lr": 1e-2, "seed": 7, "fold": k,
-              "n_folds": n_folds, "folds_csv": "data/folds.csv", "data_dir": "data", "backend": "jax"}
+              "n_folds": n_folds, "folds_csv": "data/folds.csv", "data_dir": "data", "backend": "jax",
+              "competition": "the-nature-conservancy-fisheries-monitoring" if classes == list(CLASSES) else "other"}
+    if recorded:
+        config["classes"] = classes
     (d / "config.json").write_text(json.dumps(config))
     done = epochs if finished else epochs - 3
     ep = np.arange(1, done + 1)
@@ -49,11 +59,12 @@ def write_fold(run: Path, k: int, n_folds: int, rng, n_oof: int = 20, oof: bool 
                                               "best_val_loss": float(val_loss.min()), "finished": finished}))
     if not oof:
         return None
-    y = rng.choice(len(CLASSES), size=n_oof, p=PRIORS)
-    logits = rng.normal(0, 1.5, size=(n_oof, len(CLASSES))) + 2.5 * np.eye(len(CLASSES))[y]
+    n = len(classes)
+    y = rng.choice(n, size=n_oof, p=PRIORS if classes == list(CLASSES) else None)
+    logits = rng.normal(0, 1.5, size=(n_oof, n)) + 2.5 * np.eye(n)[y]
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    df = pd.DataFrame(probs, columns=list(CLASSES))
-    df.insert(0, "label", [CLASSES[i] for i in y])
+    df = pd.DataFrame(probs, columns=classes)
+    df.insert(0, "label", [classes[i] for i in y])
     df.insert(0, "image", [f"img_{start + i:05d}.jpg" for i in range(n_oof)])
     df.to_csv(d / "oof.csv", index=False)
     return df
@@ -97,9 +108,21 @@ def cell(page: str, cell_id: str) -> str:
     return m.group(1)
 
 
-def score(df: pd.DataFrame) -> tuple[float, float]:
-    y = df["label"].map(CLASSES.index).to_numpy()
-    p = df[list(CLASSES)].to_numpy()
+def write_calibration(run: Path, **values) -> dict:
+    """calibration.json as predict writes it (an applied temperature unless `values` say otherwise)."""
+    calibration = {"method": "temperature", "temperature": 1.0, "floor": 0.0, "metric": "log_loss",
+                   "oof_score": 0.9, "before": 0.9, "after": 0.85, "held_out": 0.87, "held_out_by": "folds",
+                   "applied": True, "runs": [str(run)], "tta": 8, "stage": 1, "mean": "arithmetic"} | values
+    (run / "calibration.json").write_text(json.dumps(calibration))
+    return calibration
+
+
+def arrays(df: pd.DataFrame, classes=CLASSES) -> tuple[np.ndarray, np.ndarray]:
+    return df["label"].map(list(classes).index).to_numpy(), df[list(classes)].to_numpy()
+
+
+def score(df: pd.DataFrame, classes=CLASSES) -> tuple[float, float]:
+    y, p = arrays(df, classes)
     return kaggle_log_loss(y, p), float(np.mean(p.argmax(axis=1) == y))
 
 
@@ -143,10 +166,50 @@ def test_baselines_are_ln8_and_the_oof_class_frequencies(built):
     assert page_result["runs"][0]["oof"]["prior_baseline"] == pytest.approx(expected_prior, abs=1e-12)
 
 
-def test_temperature_is_fitted_on_the_pooled_oof_and_never_worse(built):
-    o = built[0]["runs"][0]["oof"]
-    assert o["calibrated_log_loss"] <= o["log_loss"] + 1e-9
-    assert o["temperature"] != pytest.approx(1.0, abs=1e-3)
+def test_shows_predicts_temperature_and_never_refits(run3, monkeypatch):
+    run, frames = run3
+    write_calibration(run, temperature=1.7, floor=0.0)
+
+    def no_fitting(*args, **kwargs):
+        raise AssertionError("the report must not fit a calibration")
+
+    for name in ("fit_calibration", "fit_temperature", "fit_floor"):
+        monkeypatch.setattr(f"ncfm.calibrate.{name}", no_fitting)
+    result = report.build_report([run])
+    o = result["runs"][0]["oof"]
+    assert o["temperature"] == 1.7 and o["floor"] == 0.0
+    y, p = arrays(pd.concat(frames))
+    expected = kaggle_log_loss(y, calibrate(p, 1.7))
+    assert o["calibrated_log_loss"] == pytest.approx(expected, abs=1e-12)
+    page = result["html"].read_text()
+    assert "T = 1.700" in page and "(applied; on held-out folds: 0.87000)" in page
+    assert cell(page, "run0-calibrated-log-loss") == f"{expected:.5f}"
+
+
+def test_a_rejected_calibration_is_shown_as_not_applied(run3):
+    run, _ = run3
+    write_calibration(run, applied=False, held_out=0.95, after=0.9,
+                      rejected={"temperature": 0.4, "floor": 0.0, "after": 0.8})
+    result = report.build_report([run])
+    assert result["runs"][0]["oof"]["temperature"] == 1.0
+    page = result["html"].read_text()
+    assert "(not applied; on held-out folds: 0.95000)" in page and "rejected fit T = 0.400" in page
+
+
+def test_before_predict_the_page_says_not_calibrated_yet(built):
+    result, _ = built
+    assert result["runs"][0]["oof"]["temperature"] is None
+    assert result["runs"][0]["oof"]["calibrated_log_loss"] is None
+    assert "not calibrated yet (run ncfm predict)" in result["html"].read_text()
+
+
+def test_shows_the_metric_predict_recorded(run3):
+    run, _ = run3
+    write_calibration(run, method="none", metric="accuracy", oof_score=0.8125)
+    page = report.build_report([run])["html"].read_text()
+    assert cell(page, "run0-predict-score") == "0.81250"
+    assert "predict&#x27;s OOF accuracy before calibration" in page
+    assert "predict did not calibrate (the competition is scored by accuracy)" in page
 
 
 def test_fold_and_group_scheme_is_shown_from_manifest_and_sidecar(built):
@@ -194,13 +257,11 @@ def test_run_without_any_oof_still_renders_the_curves(tmp_path):
     assert "No fold has out-of-fold predictions yet" in result["html"].read_text()
 
 
-def test_empty_oof_is_left_out_not_scored_as_nan(run3):
-    run, frames = run3
+def test_an_empty_oof_is_an_error_naming_the_file(run3):
+    run, frames = run3  # train never writes one: a header alone is a damaged file, as predict says too
     frames[2].iloc[:0].to_csv(run / "fold2" / "oof.csv", index=False)
-    s = report.summarize_run(report.load_run(run))  # the numbers only; no plotting needed
-    assert s["oof"]["folds"] == [0, 1]
-    assert s["oof"]["log_loss"] == pytest.approx(score(pd.concat(frames[:2]))[0])
-    assert "fold2: oof.csv has no rows" in " ".join(s["notes"])
+    with pytest.raises(NcfmError, match=r"fold2/oof.csv: no rows"):
+        report.load_run(run)
 
 
 def test_malformed_oof_names_the_file(tmp_path):
@@ -209,6 +270,49 @@ def test_malformed_oof_names_the_file(tmp_path):
     df.drop(columns=["SHARK"]).to_csv(run / "fold0" / "oof.csv", index=False)
     with pytest.raises(NcfmError, match=r"fold0/oof.csv: missing column\(s\) SHARK"):
         report.build_report([run])
+
+
+def test_broken_oof_is_an_ncfm_error_naming_the_file(tmp_path):
+    run = tmp_path / "runs" / "bad"
+    df = write_fold(run, 0, 1, np.random.default_rng(4))
+    df.assign(ALB="oops").to_csv(run / "fold0" / "oof.csv", index=False)
+    with pytest.raises(NcfmError, match=r"fold0/oof.csv: empty, non-numeric or negative probabilities"):
+        report.build_report([run])
+
+
+def test_cli_report_on_a_broken_oof_exits_2_without_a_traceback(tmp_path, capsys):
+    from ncfm import cli
+
+    run = tmp_path / "runs" / "bad"
+    write_fold(run, 0, 1, np.random.default_rng(4))
+    (run / "fold0" / "oof.csv").write_bytes(b"\x00\xff\x00 not a csv\n\"")
+    assert cli.main(["report", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ncfm report: error: ") and str(run / "fold0" / "oof.csv") in err
+    assert "Traceback" not in err
+
+
+def test_damaged_config_is_a_note_not_a_traceback(run3):
+    run, _ = run3
+    (run / "fold1" / "config.json").write_text('{"backbone": "inception_v3", ')  # torn write
+    result = report.build_report([run])
+    page = result["html"].read_text()
+    assert f"{run / 'fold1' / 'config.json'}: damaged" in page
+    assert result["runs"][0]["folds"][1]["log_loss"] is not None  # its OOF still counts, classes from fold0
+
+
+def test_damaged_state_history_and_calibration_are_notes(run3):
+    run, _ = run3
+    (run / "fold0" / "state.json").write_text("[1, 2")
+    (run / "fold1" / "history.csv").write_text("epoch,phase\n1,1\n")  # no loss columns
+    (run / "calibration.json").write_text("{")
+    result = report.build_report([run])
+    notes = " ".join(result["runs"][0]["notes"])
+    assert f"{run / 'fold0' / 'state.json'}: damaged" in notes
+    assert f"{run / 'fold1' / 'history.csv'}: missing column(s) loss, val_loss" in notes
+    assert f"{run / 'calibration.json'}: damaged" in notes
+    assert result["runs"][0]["oof"]["temperature"] is None
+    assert "report_curves_fold1.png" not in {p.name for p in result["pngs"]}
 
 
 def test_not_a_run_folder_is_a_user_error(tmp_path):
@@ -232,7 +336,7 @@ def test_two_runs_side_by_side_and_their_ensemble_on_common_images(tmp_path, run
         frames_b.append(df)
     out = tmp_path / "cmp"
     result = report.build_report([run_a, run_b], out_dir=out)
-    a = pd.concat(frames_a[:2]).set_index("image").sort_index()
+    a = pd.concat(frames_a[:2]).set_index("image").sort_index()  # ensemble.ensemble_oof, as predict
     b = pd.concat(frames_b).set_index("image").sort_index()
     mean = (a[list(CLASSES)] + b[list(CLASSES)]) / 2
     expected = kaggle_log_loss(a["label"].map(CLASSES.index), mean.to_numpy())
@@ -263,6 +367,72 @@ def test_page_is_self_contained(built):
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]) == png.read_bytes()
     assert "http://" not in page and "https://" not in page
+
+
+# --------------------------------------------------------------------------- any competition
+def test_a_run_with_three_other_classes_names_them_in_the_per_class_table(tmp_path):
+    classes = ["sea bass", "yellowfin tuna", "no fish"]
+    rng = np.random.default_rng(6)
+    run = tmp_path / "runs" / "three"
+    frames = [write_fold(run, k, 2, rng, n_oof=30, start=100 * k, classes=classes) for k in range(2)]
+    result = report.build_report([run])
+    s = result["runs"][0]
+    assert s["classes"] == classes and not s["binary"]
+    assert s["oof"]["log_loss"] == pytest.approx(score(pd.concat(frames), classes)[0], abs=1e-12)
+    page = result["html"].read_text()
+    for name in classes:
+        assert f"<td>{name}</td>" in page
+    assert cell(page, "run0-uniform-baseline") == f"{math.log(3):.5f}" and "1/3 each = ln 3" in page
+    assert "report_confusion.png" in {p.name for p in result["pngs"]}
+
+
+def test_two_classes_also_get_roc_auc(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    classes = ["cat", "dog"]
+    rng = np.random.default_rng(7)
+    run = tmp_path / "runs" / "pets"
+    frames = [write_fold(run, k, 2, rng, n_oof=30, start=100 * k, classes=classes) for k in range(2)]
+    result = report.build_report([run])
+    y, p = arrays(pd.concat(frames), classes)
+    assert result["runs"][0]["oof"]["roc_auc"] == pytest.approx(roc_auc_score(y, p[:, 1]))
+    page = result["html"].read_text()
+    assert cell(page, "run0-oof-roc-auc") == f"{roc_auc_score(y, p[:, 1]):.4f}"
+    y1, p1 = arrays(frames[1], classes)
+    assert cell(page, "run0-fold1-roc-auc") == f"{roc_auc_score(y1, p1[:, 1]):.4f}"
+
+
+def test_many_classes_plot_only_the_most_confused(tmp_path):
+    classes = [f"breed {i:03d}" for i in range(120)]
+    run = tmp_path / "runs" / "dogs"
+    write_fold(run, 0, 1, np.random.default_rng(8), n_oof=240, classes=classes)
+    result = report.build_report([run])
+    page = result["html"].read_text()
+    assert all(f"<td>{name}</td>" in page for name in classes)  # the table lists every class
+    cm = np.zeros((120, 120), dtype=int)
+    cm[5, 7] = cm[9, 5] = 3
+    np.fill_diagonal(cm, 1)
+    assert list(report.most_confused(cm, limit=3)) == [5, 7, 9]
+
+
+def test_old_runs_without_recorded_classes_are_ncfm_with_a_note(tmp_path):
+    run = tmp_path / "runs" / "old"
+    df = write_fold(run, 0, 1, np.random.default_rng(9), recorded=False)
+    result = report.build_report([run])
+    assert result["runs"][0]["classes"] == list(CLASSES)
+    assert result["runs"][0]["oof"]["log_loss"] == pytest.approx(score(df)[0], abs=1e-12)
+    assert "no fold records its classes" in " ".join(result["runs"][0]["notes"])
+
+
+def test_classes_come_from_best_keras_when_the_config_lacks_them(tmp_path):
+    import zipfile
+
+    classes = ["a b", "c"]
+    run = tmp_path / "runs" / "copied"
+    write_fold(run, 0, 1, np.random.default_rng(10), classes=classes, recorded=False)
+    with zipfile.ZipFile(run / "fold0" / "best.keras", "w") as z:
+        z.writestr("ncfm/model.json", json.dumps({"classes": classes, "image_size": 96}))
+    assert report.load_run(run).classes == tuple(classes)
 
 
 # --------------------------------------------------------------------------- a real browser
