@@ -312,12 +312,16 @@ def read_oof(path: Path, classes, fix: str = "") -> pd.DataFrame:
         raise NcfmError(f"{path}: unknown label(s) {unknown[:5]}; labels must be among the competition's "
                         f"classes; {fix}")
     probs = pd.DataFrame({c: pd.to_numeric(df[c], errors="coerce") for c in classes}).to_numpy("float64")
-    if len(df) == 0 or not np.isfinite(probs).all() or (probs < 0).any():
-        what = "no rows" if len(df) == 0 else "empty, non-numeric or negative probabilities"
+    bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1) | (probs.sum(axis=1) <= 0)
+    if len(df) == 0 or bad.any():
+        what = "no rows" if len(df) == 0 else (f"{int(bad.sum())} row(s) with empty, non-numeric, negative or "
+                                               f"all-zero probabilities (first: {df.image.iloc[int(np.argmax(bad))]})")
         raise NcfmError(f"{path}: {what}; {fix}")
-    df[list(classes)] = probs
-    df["y"] = df.label.map(index).astype(int)
-    return df
+    out = pd.DataFrame(probs, columns=list(classes))
+    out.insert(0, "label", df.label.to_numpy())
+    out.insert(0, "image", df.image.to_numpy())
+    out["y"] = df.label.map(index).astype(int).to_numpy()
+    return out
 
 
 def write_predictions(path: Path, df: pd.DataFrame, key: dict, unreadable=()) -> None:

@@ -276,7 +276,7 @@ def test_broken_oof_is_an_ncfm_error_naming_the_file(tmp_path):
     run = tmp_path / "runs" / "bad"
     df = write_fold(run, 0, 1, np.random.default_rng(4))
     df.assign(ALB="oops").to_csv(run / "fold0" / "oof.csv", index=False)
-    with pytest.raises(NcfmError, match=r"fold0/oof.csv: empty, non-numeric or negative probabilities"):
+    with pytest.raises(NcfmError, match=r"fold0/oof.csv: 20 row\(s\) with empty, non-numeric, negative or all-zero probabilities"):
         report.build_report([run])
 
 
