@@ -378,7 +378,7 @@ def test_imagenet_weights_that_cannot_download_ask_for_a_path(tmp_path, monkeypa
 
     monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(NcfmError, match=r"could not download ImageNet weights for InceptionV3.*--weights PATH"):
-        build_model("inception_v3", "imagenet", 75)
+        build_model("inception_v3", "imagenet", 75, num_classes=8)
     assert attempts and "inception_v3" in attempts[0]
 
 
