@@ -89,7 +89,8 @@ class RandomAugment(keras.layers.Layer):
     """Random flips, rotation, zoom, shift, shear, brightness and contrast; training only.
 
     Takes uint8 or float images in [0, 255] and returns float32 in [0, 255]. At inference it is
-    a cast, so a saved model predicts on raw pixels with no augmentation.
+    a cast. Only the training model (and its last.keras) holds it: the saved inference model
+    (ncfm.model.inference_model) leaves it out, so plain Keras can load that one.
     """
 
     def __init__(self, hflip=True, vflip=True, rotation=10.0, zoom=0.1, shift=0.1, shear=5.0,

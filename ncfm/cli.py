@@ -122,8 +122,6 @@ def _add_train(sub):
     p.add_argument("--folds-csv", default=None, help="manifest from split_train_val (default <data-dir>/folds.csv)")
     p.add_argument("--config", default=None, help="TOML/YAML file of settings (flags override it)")
     p.add_argument("--retrain", action="store_true", help="discard this fold's outputs and train from scratch")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted fold (the default when its last checkpoint exists)")
     p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)
     g = p.add_argument_group("settings (defaults from ncfm.config.TrainConfig)")
     for f in dataclasses.fields(TrainConfig):

@@ -7,11 +7,13 @@ Precedence: dataclass defaults < config file (TOML, or YAML when PyYAML is insta
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ncfm import NcfmError
 from ncfm.fileio import atomic_write_text
 
 
@@ -79,38 +81,124 @@ class TrainConfig:
 
 
 def load_config_file(path: os.PathLike | str) -> dict:
-    """Read a TOML (or YAML) file of TrainConfig fields. Unknown keys are an error."""
+    """Read a TOML (or YAML) file of TrainConfig fields: top-level keys or a [train] table.
+
+    Any problem (missing, unreadable or malformed file, unknown keys) is an NcfmError naming the
+    file and the fix. The values' types are checked by `check_types`.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: config file not found")
-    text = path.read_text()
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        raise NcfmError(f"--config {path}: config file {what}; pass the path of a TOML file of settings")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise NcfmError(f"{path}: not a text file (byte {e.start} is not UTF-8); pass a TOML file "
+                        f"of settings") from None
+    except OSError as e:
+        raise NcfmError(f"{path}: cannot read the config file ({e.strerror or e}); check its "
+                        f"permissions") from None
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
-        except ImportError as e:  # pragma: no cover - depends on environment
-            raise SystemExit(f"{path}: YAML configs need PyYAML (pip install pyyaml); or use TOML") from e
-        data = yaml.safe_load(text) or {}
+        except ImportError:  # pragma: no cover - depends on environment
+            raise NcfmError(f"{path}: YAML configs need PyYAML (pip install pyyaml); or use TOML") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or str(e).replace("\n", " ")
+            raise NcfmError(f"{path}: not valid YAML{where}: {problem}") from None
+        data = {} if data is None else data
     else:
         try:
             import tomllib
         except ImportError:  # Python 3.10
             import tomli as tomllib  # type: ignore
-        data = tomllib.loads(text)
-    data = data.get("train", data)  # allow a [train] table or top-level keys
-    unknown = sorted(set(data) - set(TrainConfig.field_names()))
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:  # its message ends with "(at line L, column C)"
+            raise NcfmError(f"{path}: not valid TOML: {e}. Settings are `name = value` lines with "
+                            f'strings in quotes, e.g. backbone = "xception"') from None
+    if not isinstance(data, dict):
+        raise NcfmError(f"{path}: expected `name = value` settings, found a {type(data).__name__}")
+    if "train" in data:  # a [train] table: everything must be in it
+        outside = sorted(k for k in data if k != "train")
+        if outside:
+            raise NcfmError(f"{path}: {', '.join(outside)} outside the [train] table; put every setting "
+                            f"under [train], or drop the [train] line")
+        data = data["train"]
+        if not isinstance(data, dict):
+            raise NcfmError(f"{path}: train = {_show(data)}: expected a [train] table of settings")
+    known = TrainConfig.field_names()
+    unknown = [k for k in data if k not in known]
     if unknown:
-        raise ValueError(f"{path}: unknown settings {unknown}; known: {TrainConfig.field_names()}")
+        hints = []
+        for key in unknown:
+            close = _closest(key, known)
+            hints.append(f"{key!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+        raise NcfmError(f"{path}: unknown setting{'s' * (len(unknown) > 1)} {', '.join(hints)}; "
+                        f"the settings are the flags of `ncfm train --help`, with _ for -")
     return data
 
 
+def _closest(key: str, known: list[str]) -> list[str]:
+    """The known names nearest to a mistyped key: the best match and any as close (hflip, vflip)."""
+    key = key.replace("-", "_")
+    scores = sorted(((difflib.SequenceMatcher(None, key, k).ratio(), k) for k in known), reverse=True)
+    best = scores[0][0]
+    return sorted(k for score, k in scores if score >= max(0.6, best - 0.05))
+
+
+EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string in quotes"}
+
+
+def _show(value) -> str:
+    """A value as the config file spells it: "many", true, 3.5."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def check_types(values: dict, source: str) -> dict:
+    """Values (from a config file) of the types TrainConfig declares; ints are taken for floats.
+
+    Raises an NcfmError naming `source`, each bad key, its value and the type it needs."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    checked, problems = {}, []
+    for key, value in values.items():
+        kind = types[key]
+        if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+              "float": isinstance(value, float),
+              "bool": isinstance(value, bool),
+              "str": isinstance(value, str)}[kind]
+        if not ok:
+            hint = ""
+            if kind == "str" and isinstance(value, (bool, int, float)):  # freeze_bn = true
+                hint = f' (write {key} = "{_show(value)}")'
+            problems.append(f"{key} = {_show(value)}: expected {EXPECTED[kind]}{hint}")
+        checked[key] = value
+    if problems:
+        raise NcfmError(f"{source}: " + "; ".join(problems))
+    return checked
+
+
 def make_config(config_file: str | None = None, **overrides) -> TrainConfig:
-    """Defaults < config file < overrides (None values in overrides are ignored)."""
+    """Defaults < config file < overrides (None values in overrides are ignored).
+
+    Values from the file are type-checked here; overrides come typed (argparse, or Python)."""
     values: dict = {}
     if config_file:
-        values.update(load_config_file(config_file))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+        values.update(check_types(load_config_file(config_file), str(config_file)))
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-    for key, value in values.items():
+    for key, value in overrides.items():
         if types[key] in ("bool", bool) and isinstance(value, str):
-            values[key] = value.lower() in ("1", "true", "yes", "on")
+            overrides[key] = value.lower() in ("1", "true", "yes", "on")
+    values.update(overrides)
     return TrainConfig(**values)

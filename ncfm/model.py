@@ -1,24 +1,34 @@
-"""Backbones, preprocessing inside the model, the new 8-way head, and freezing for phase 1.
+"""Backbones, preprocessing inside the model, the new K-way head, and freezing for phase 1.
 
 A model built here takes raw uint8 pixels (B, S, S, 3) and does everything else itself:
 
-    uint8 -> RandomAugment (training only) -> "classifier": Preprocess -> backbone -> pool
-          -> dropout -> Dense(8, softmax, float32)
+    training model:  uint8 "image" -> RandomAugment -> "classifier"
+    inference model: uint8 "image" -> "classifier"
+    "classifier":    preprocess -> backbone -> pool -> dropout -> Dense(K, softmax, float32)
 
 The classifier is a nested model so prediction can wrap it with test-time views
-(`build_tta_model`) and phase 1 can freeze just its backbone.
+(`build_tta_model`) and phase 1 can freeze just its backbone. It holds only Keras' own layers
+(the preprocessing is Rescaling or a fixed Dense, see `preprocessing_layer`), so the inference
+model saved as a .keras file loads with plain `keras.saving.load_model(path)` in a Python that
+has never heard of ncfm. Its class names (the order of the K outputs), image size and backbone
+ride inside the same zip as MODEL_INFO, which Keras ignores when loading; read them with
+
+    json.loads(zipfile.ZipFile("best.keras").read("ncfm/model.json"))  # {"classes": [...], ...}
 """
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-from keras import ops
+import numpy as np
 
-from ncfm import CLASSES, NcfmError
+from ncfm import NcfmError
 from ncfm.augment import GroupViews, RandomAugment, TTAViews
 
 
@@ -51,36 +61,38 @@ def get_backbone(name: str) -> Backbone:
     return BACKBONES[name]
 
 
-@keras.saving.register_keras_serializable(package="ncfm")
-class Preprocess(keras.layers.Layer):
-    """Pixels in [0, 255] -> the backbone's expected input scale."""
+CAFFE_BGR_MEANS = (103.939, 116.779, 123.68)  # subtracted after RGB -> BGR (ResNet50)
+TORCH_MEAN = (0.485, 0.456, 0.406)  # of RGB pixels in [0, 1] (DenseNet121)
+TORCH_STD = (0.229, 0.224, 0.225)
 
-    MEANS = {"caffe": (103.939, 116.779, 123.68), "torch": (0.485, 0.456, 0.406)}
-    STDS = {"torch": (0.229, 0.224, 0.225)}
 
-    def __init__(self, mode="tf", **kwargs):
-        super().__init__(**kwargs)
-        if mode not in ("tf", "caffe", "torch", "raw"):
-            raise ValueError(f"unknown preprocessing mode {mode!r}")
-        self.mode = mode
+def preprocessing_layer(mode: str) -> keras.layers.Layer | None:
+    """Pixels in [0, 255] (uint8 or float) -> the input scale of a backbone, in Keras' own layers.
 
-    def call(self, x):
-        x = ops.cast(x, self.compute_dtype)
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        if self.mode == "caffe":
-            return ops.flip(x, axis=-1) - ops.convert_to_tensor(self.MEANS["caffe"], self.compute_dtype)
-        if self.mode == "torch":
-            mean = ops.convert_to_tensor(self.MEANS["torch"], self.compute_dtype)
-            std = ops.convert_to_tensor(self.STDS["torch"], self.compute_dtype)
-            return (x / 255.0 - mean) / std
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return super().get_config() | {"mode": self.mode}
+    Each layer casts its input itself, to float32 whatever the dtype policy: under mixed precision
+    the backbone's first layer then rounds to bfloat16 once. Computed in bfloat16 instead, the
+    rounding of every constant adds up (x / 127.5 - 1 is off by up to 0.0097 rather than 0.0019,
+    as 1 / 127.5 is no bfloat16). None for "raw": EfficientNetV2 has its own preprocessing.
+    """
+    if mode == "tf":  # [-1, 1]
+        return keras.layers.Rescaling(1 / 127.5, offset=-1.0, dtype="float32", name="preprocess")
+    if mode == "torch":  # (x / 255 - mean) / std, as one multiply-add per channel
+        return keras.layers.Rescaling([1 / (255 * s) for s in TORCH_STD],
+                                      [-m / s for m, s in zip(TORCH_MEAN, TORCH_STD)],
+                                      dtype="float32", name="preprocess")
+    if mode == "caffe":
+        # RGB -> BGR, then minus the BGR means: a fixed affine map of the channel axis, so a Dense
+        # whose kernel is the channel permutation and whose bias is minus the means. Exact on
+        # integer pixels (the kernel is 0/1). trainable=False keeps it out of every optimizer, as
+        # long as nobody sets the whole classifier trainable (Keras passes that down to every
+        # layer): freeze/unfreeze below only ever touch the backbone.
+        layer = keras.layers.Dense(3, trainable=False, dtype="float32", name="preprocess")
+        layer.build((None, None, None, 3))
+        layer.set_weights([np.eye(3, dtype="float32")[::-1], -np.asarray(CAFFE_BGR_MEANS, "float32")])
+        return layer
+    if mode == "raw":
+        return None
+    raise ValueError(f"unknown preprocessing mode {mode!r}; expected tf, torch, caffe or raw")
 
 
 def resolve_weights(weights: str, backbone: Backbone):
@@ -117,9 +129,14 @@ def _make_backbone(spec: Backbone, size: int, weights):
 
 
 def build_model(backbone: str = "inception_v3", weights: str = "none", image_size: int = 0,
-                dropout: float = 0.5, augment: dict | None = None, seed: int | None = None,
-                num_classes: int = len(CLASSES)) -> keras.Model:
-    """The full training model: uint8 input, augmentation, classifier (see module docstring)."""
+                dropout: float = 0.5, augment: dict | None = None, seed: int | None = None, *,
+                num_classes: int) -> keras.Model:
+    """The full training model: uint8 input, augmentation, classifier (see module docstring).
+
+    num_classes is the competition's (no default: a model's head must never be sized by accident).
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, received num_classes={num_classes!r}")
     spec = get_backbone(backbone)
     size = image_size or spec.size
     if size < spec.min_size:
@@ -128,12 +145,12 @@ def build_model(backbone: str = "inception_v3", weights: str = "none", image_siz
     base.name = "backbone"  # fixed name so freezing and unfreezing find it in any backbone
 
     pixels = keras.Input((size, size, 3), name="pixels")
-    x = Preprocess(spec.preprocessing, name="preprocess")(pixels)
-    x = base(x)
+    preprocess = preprocessing_layer(spec.preprocessing)
+    x = base(pixels if preprocess is None else preprocess(pixels))
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     # its own stream: with the augmentation's seed the flip coins would track the first dropout units
     x = keras.layers.Dropout(dropout, seed=None if seed is None else seed + 1, name="dropout")(x)
-    probs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(x)
+    probs = keras.layers.Dense(int(num_classes), activation="softmax", dtype="float32", name="probs")(x)
     classifier = keras.Model(pixels, probs, name="classifier")
 
     raw = keras.Input((size, size, 3), dtype="uint8", name="image")
@@ -141,8 +158,27 @@ def build_model(backbone: str = "inception_v3", weights: str = "none", image_siz
     return keras.Model(raw, classifier(augmented), name=f"ncfm_{backbone}")
 
 
+def inference_model(model: keras.Model) -> keras.Model:
+    """uint8 (B, S, S, 3) "image" -> probabilities: the classifier of `model` without augmentation.
+
+    It shares the classifier's layers and weights (no copy), keeps `model`'s name (ncfm_<backbone>)
+    and holds only Keras' own layers: `inference_model(model).save(path)` gives a file that
+    `keras.saving.load_model(path)` loads without ncfm. Takes a training model or an inference
+    model (then it rewraps the same classifier).
+    """
+    classifier = classifier_of(model)
+    size = classifier.input_shape[1]
+    image = keras.Input((size, size, 3), dtype="uint8", name="image")
+    return keras.Model(image, classifier(image), name=model.name)
+
+
 def classifier_of(model: keras.Model) -> keras.Model:
-    return model.get_layer("classifier")
+    """The nested "classifier" of a training model or of an (loaded) inference model."""
+    try:
+        return model.get_layer("classifier")
+    except ValueError:
+        raise NcfmError(f"model {model.name!r} has no nested 'classifier' model: it was not built by "
+                        f"ncfm.model.build_model / inference_model") from None
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
@@ -185,7 +221,10 @@ def unfreeze_backbone(model: keras.Model, from_layer: str = "", freeze_bn: bool 
 
 
 def build_tta_model(model: keras.Model, views) -> keras.Model:
-    """uint8 (B, S, S, 3) -> per-view probabilities (B, V, 8), all views in one forward pass."""
+    """uint8 (B, S, S, 3) -> per-view probabilities (B, V, K), all views in one forward pass.
+
+    `model` is a training model or an inference model (e.g. a loaded best.keras).
+    """
     classifier = classifier_of(model)
     size = classifier.input_shape[1]
     raw = keras.Input((size, size, 3), dtype="uint8", name="image")
@@ -195,8 +234,45 @@ def build_tta_model(model: keras.Model, views) -> keras.Model:
     return keras.Model(raw, out, name="tta")
 
 
-def inference_model(model: keras.Model) -> keras.Model:
-    """uint8 pixels -> the classifier, without augmentation; shares the training model's layers."""
-    classifier = classifier_of(model)
-    raw = keras.Input(classifier.input_shape[1:], dtype="uint8", name="image")
-    return keras.Model(raw, classifier(raw), name=model.name)
+# ----------------------------------------------------------------------------- what the outputs mean
+MODEL_INFO = "ncfm/model.json"  # inside a saved .keras zip, next to Keras' own entries
+
+
+def write_model_info(path: os.PathLike | str, model: keras.Model, classes: Sequence[str]) -> dict:
+    """Store the class names (in output order), image size and backbone inside the saved `path`.
+
+    `model` is what was saved there (or the training model it came from). Call it right after
+    model.save(path) and before the file is renamed into place. Keras ignores the entry on load.
+    """
+    classes = [str(c) for c in classes]
+    outputs = model.output_shape[-1]
+    if len(classes) != outputs:
+        raise ValueError(f"{len(classes)} class names ({', '.join(classes)}) for a model with {outputs} outputs")
+    name = model.name
+    info = {"classes": classes, "image_size": int(model.input_shape[1]),
+            "backbone": name[len("ncfm_"):] if name.startswith("ncfm_") else name}
+    with zipfile.ZipFile(path, "a") as z:
+        if MODEL_INFO in z.namelist():
+            raise ValueError(f"{path}: already holds {MODEL_INFO}")
+        z.writestr(MODEL_INFO, json.dumps(info, indent=2))
+    return info
+
+
+def read_model_info(path: os.PathLike | str) -> dict:
+    """{"classes": [...], "image_size": S, "backbone": name} as stored by write_model_info."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read(MODEL_INFO))
+    except FileNotFoundError:
+        raise NcfmError(f"{path}: model file not found") from None
+    except KeyError:
+        raise NcfmError(f"{path}: no {MODEL_INFO} inside, so its class names are unknown; it was "
+                        f"saved by an older ncfm or by plain Keras. Retrain the fold") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise NcfmError(f"{path}: cannot read {MODEL_INFO} ({type(e).__name__}: {e}); "
+                        f"the file is damaged or not a .keras model") from None
+
+
+def read_classes(path: os.PathLike | str) -> list[str]:
+    """The class names of a saved model, in the order of its outputs."""
+    return list(read_model_info(path)["classes"])

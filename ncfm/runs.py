@@ -42,7 +42,6 @@ from ncfm.fileio import atomic_write_text, fsync_dir, fsync_file
 
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
 RECORD = "ncfm/record.json"  # inside a .keras file: the fold's progress when it was saved
-MODEL_INFO = "ncfm/model.json"  # inside best.keras: the class names and input size (see read_model_info)
 FOLD_NAME = re.compile(r"fold(\d+)")
 
 
@@ -208,19 +207,22 @@ def read_history(fold: Fold) -> pd.DataFrame | None:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def save_model(model, path: Path, record: dict | None = None, info: dict | None = None) -> None:
+def save_model(model, path: Path, record: dict | None = None, classes=None) -> None:
     """model.save to a temp file, add ncfm's entries, fsync, rename: a crash never breaks `path`.
 
-    `record` (the fold's progress) and `info` (class names, ...) are stored inside the zip as
-    RECORD and MODEL_INFO; Keras ignores them when loading, so the file says which epoch it
-    holds even if the process dies before state.json catches up."""
+    `record` (the fold's progress) is stored inside the zip as RECORD, and `classes` as the
+    model's own description (ncfm.model.write_model_info); Keras ignores both when loading, so
+    the file says which epoch it holds even if the process dies before state.json catches up."""
+    from ncfm.model import write_model_info
+
     tmp = path.with_name(f".tmp-{path.name}")
     try:
         model.save(tmp)
-        with zipfile.ZipFile(tmp, "a") as z:
-            for name, data in ((RECORD, record), (MODEL_INFO, info)):
-                if data is not None:
-                    z.writestr(name, json.dumps(data))
+        if record is not None:
+            with zipfile.ZipFile(tmp, "a") as z:
+                z.writestr(RECORD, json.dumps(record))
+        if classes is not None:
+            write_model_info(tmp, model, classes)
         fsync_file(tmp)
         tmp.replace(path)
         fsync_dir(path.parent)
@@ -243,9 +245,10 @@ def read_record(path: Path) -> dict | None:
 
 
 def read_model_info(path: Path) -> dict | None:
-    """What best.keras says of itself: {"classes": [...], "image_size": S, ...}.
+    """What best.keras says of itself ({"classes": [...], "image_size": S, "backbone": name},
+    see ncfm.model.write_model_info), or None (absent, unreadable)."""
+    from ncfm.model import MODEL_INFO
 
-    Readable without ncfm: json.loads(zipfile.ZipFile("best.keras").read("ncfm/model.json"))."""
     return _zip_entry(path, MODEL_INFO)
 
 

@@ -172,9 +172,7 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     else:
         model = build_model(cfg.backbone, cfg.weights, cfg.image_size, cfg.dropout, augment_settings(cfg),
                             seed=cfg.seed + fold.index, num_classes=comp.num_classes)
-    info = dict(classes=list(comp.classes), image_size=cfg.image_size, backbone=cfg.backbone,
-                competition=comp.slug, fold=fold.index)
-    checkpoint = FoldCheckpoint(fold, state, history, cfg, info, log)
+    checkpoint = FoldCheckpoint(fold, state, history, cfg, comp.classes, log)
     val_data = make_batches(images, val_rows, y_val, batch_size=max(batch, 64))
     extra_callbacks = _tensorboard(fold) if cfg.tensorboard else []
     started = time.time()
@@ -266,9 +264,9 @@ class FoldCheckpoint(keras.callbacks.Callback):
     saving every epoch would double a fold's time; on a CPU an epoch outlasts the interval.
     """
 
-    def __init__(self, fold: runs.Fold, state: dict, history: list, cfg: TrainConfig, info: dict, log):
+    def __init__(self, fold: runs.Fold, state: dict, history: list, cfg: TrainConfig, classes, log):
         super().__init__()
-        self.fold, self.state, self.history, self.cfg, self.info, self.log = fold, state, history, cfg, info, log
+        self.fold, self.state, self.history, self.cfg, self.classes, self.log = fold, state, history, cfg, classes, log
         self.phase = 1
 
     def on_train_begin(self, logs=None):
@@ -323,7 +321,7 @@ class FoldCheckpoint(keras.callbacks.Callback):
             # save it (no augmentation, no optimizer slots), put the current weights back
             current = self.model.get_weights()
             self.model.set_weights(self.best_weights)
-            runs.save_model(inference_model(self.model), self.fold.best, info=self.info,
+            runs.save_model(inference_model(self.model), self.fold.best, classes=self.classes,
                             record={"best_epoch": self.state["best_epoch"],
                                     "best_val_loss": self.state["best_val_loss"]})
             self.model.set_weights(current)

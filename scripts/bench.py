@@ -150,7 +150,8 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
     cfg = resolve_config(TrainConfig(weights="none", image_size=image_size, batch_size=batch_size,
                                      mixed_precision=precision,
                                      optimizer=kwargs.get("optimizer", "auto")))
-    model = build_model("inception_v3", "none", image_size, augment=augment_settings(cfg), seed=seed)
+    model = build_model("inception_v3", "none", image_size, augment=augment_settings(cfg), seed=seed,
+                        num_classes=len(classes))
     unfreeze_backbone(model, "", freeze_bn=not train_bn, bn_momentum=0.9)
     total = warmup_steps + steps
     compile_model(model, cfg, make_optimizer(cfg, 1e-3, total))
@@ -254,7 +255,7 @@ def _profile_ncfm(model, cfg, pixels, rows, y, batch_size, steps, warmup_steps, 
 
     off = dict(hflip=False, vflip=False, rotation=0.0, zoom=0.0, shift=0.0, shear=0.0,
                brightness=0.0, contrast=0.0)
-    plain = build_model("inception_v3", "none", cfg.image_size, augment=off, seed=seed)
+    plain = build_model("inception_v3", "none", cfg.image_size, augment=off, seed=seed, num_classes=y.shape[1])
     unfreeze_backbone(plain, "", freeze_bn=not train_bn, bn_momentum=0.9)
     compile_model(plain, cfg, make_optimizer(cfg, 1e-3, warmup_steps + steps))
     marks = {}

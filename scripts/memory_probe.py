@@ -9,7 +9,7 @@
          cores), then stream every row through ncfm.predict.predict_views, i.e. make_batches ->
          build_tta_model -> tta.predict -> mean over views, exactly as predict does it, with the
          default CPU batch size. The model is a cheap STAND-IN with the production structure:
-         uint8 "image" -> RandomAugment "augment" -> nested Model "classifier" (Preprocess
+         uint8 "image" -> RandomAugment "augment" -> nested Model "classifier" (Rescaling
          "preprocess" -> nested Model "backbone" (one strided conv) -> "pool" -> "dropout" ->
          Dense "probs", 8-way softmax, float32), so build_tta_model wraps it exactly as it wraps
          InceptionV3 (TTAViews resampling every view at full size on the host included). Only the
@@ -159,13 +159,13 @@ def stand_in_model(size: int, seed: int = 0):
     import keras
 
     from ncfm.augment import RandomAugment
-    from ncfm.model import Preprocess
+    from ncfm.model import preprocessing_layer
 
     inp = keras.Input((size, size, 3), name="backbone_input")
     feat = keras.layers.Conv2D(16, 7, strides=8, activation="relu", name="conv")(inp)
     backbone = keras.Model(inp, feat, name="backbone")
     pixels = keras.Input((size, size, 3), name="pixels")
-    x = Preprocess("tf", name="preprocess")(pixels)
+    x = preprocessing_layer("tf")(pixels)
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(0.5, seed=seed, name="dropout")(x)
@@ -246,7 +246,7 @@ def run_model(args, sampler: Sampler) -> dict:
     res["rss_before_model_mib"] = round(_status(os.getpid())["VmRSS"] / 2**20, 1)
     res["anon_before_model_mib"] = round(_status(os.getpid())["RssAnon"] / 2**20, 1)
     sampler.set_phase("build")
-    model = build_model("inception_v3", "none", args.size)
+    model = build_model("inception_v3", "none", args.size, num_classes=8)
     res["params"] = int(model.count_params())
     sampler.set_phase("predict")
     t = time.perf_counter()

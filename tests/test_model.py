@@ -1,20 +1,29 @@
 """The model's contract: uint8 in, its own scaling, a freezable backbone, augmentation and
-test-time views that are exact where they should be. Random weights, small images, offline."""
+test-time views that are exact where they should be, and a saved inference model that plain Keras
+loads without ncfm. Random weights, small images, offline."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+import os
+import subprocess
+import sys
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 
-from ncfm import CLASSES, NcfmError
+from ncfm import NcfmError
 from ncfm.augment import RandomAugment, TTAViews, affine_warp, compose_affine, tta_parameters
-from ncfm.model import (BACKBONES, Preprocess, backbone_of, build_model, classifier_of, freeze_backbone,
-                        unfreeze_backbone)
+from ncfm.model import (BACKBONES, CAFFE_BGR_MEANS, MODEL_INFO, TORCH_MEAN, TORCH_STD, backbone_of, build_model,
+                        build_tta_model, classifier_of, freeze_backbone, inference_model, preprocessing_layer,
+                        read_classes, read_model_info, unfreeze_backbone, write_model_info)
 
 SIZE = 75  # InceptionV3's minimum
+K = 5  # classes of the test models: any number, not NCFM's 8
 
 
 def images(n=4, size=SIZE, seed=0) -> np.ndarray:
@@ -28,7 +37,7 @@ def images(n=4, size=SIZE, seed=0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def inception():
     """A fresh random InceptionV3 model at 75 px (each test that changes it rebuilds its own)."""
-    return build_model("inception_v3", "none", SIZE, seed=1)
+    return build_model("inception_v3", "none", SIZE, seed=1, num_classes=K)
 
 
 def bn_layers(model):
@@ -36,43 +45,66 @@ def bn_layers(model):
 
 
 # ----------------------------------------------------------------------------- input contract
-def test_model_takes_uint8_pixels_and_returns_8_probabilities(inception):
+def test_model_takes_uint8_pixels_and_returns_one_probability_per_class(inception):
     assert inception.inputs[0].dtype == "uint8"
     assert tuple(inception.inputs[0].shape) == (None, SIZE, SIZE, 3)
     probs = keras.ops.convert_to_numpy(inception(images(3), training=False))
-    assert probs.shape == (3, len(CLASSES))
+    assert probs.shape == (3, K)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_inception_preprocessing_scales_pixels_to_minus_one_one(inception):
-    layer = classifier_of(inception).get_layer("preprocess")
-    assert isinstance(layer, Preprocess) and layer.mode == "tf"
-    x = np.array([0, 127.5, 255], dtype="float32").reshape(1, 1, 3, 1).repeat(3, axis=-1)
-    out = keras.ops.convert_to_numpy(layer(x))
-    np.testing.assert_allclose(out[0, 0, :, 0], [-1.0, 0.0, 1.0], atol=1e-6)
-    full = keras.ops.convert_to_numpy(layer(images(2)))
-    assert full.min() >= -1.0 and full.max() <= 1.0
+def test_the_number_of_classes_must_be_given():
+    with pytest.raises(TypeError, match="num_classes"):
+        build_model("inception_v3", "none", SIZE)
+    with pytest.raises(ValueError, match="num_classes=1"):
+        build_model("inception_v3", "none", SIZE, num_classes=1)
 
 
-@pytest.mark.parametrize("mode, pixel, expected", [
-    ("caffe", (10, 20, 30), (30 - 103.939, 20 - 116.779, 10 - 123.68)),  # RGB -> BGR, minus the mean
-    ("torch", (255, 0, 255), ((1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (1 - 0.406) / 0.225)),
-    ("raw", (10, 20, 30), (10, 20, 30)),
-])
-def test_other_preprocessing_modes_match_their_backbones_conventions(mode, pixel, expected):
-    out = keras.ops.convert_to_numpy(Preprocess(mode)(np.array(pixel, "float32").reshape(1, 1, 1, 3)))
-    np.testing.assert_allclose(out.reshape(3), expected, rtol=1e-5)
+REFERENCE = {  # the backbones' conventions, written out in numpy
+    "tf": lambda x: x / 127.5 - 1.0,
+    "caffe": lambda x: x[..., ::-1] - np.array(CAFFE_BGR_MEANS),
+    "torch": lambda x: (x / 255.0 - np.array(TORCH_MEAN)) / np.array(TORCH_STD),
+}
+
+
+@pytest.mark.parametrize("mode", list(REFERENCE))
+def test_preprocessing_of_uint8_pixels_matches_the_backbones_arithmetic(mode):
+    x = images(2, size=8)
+    x[0, 0, :3] = [[0, 0, 0], [255, 255, 255], [10, 20, 30]]  # the extremes and an asymmetric pixel
+    out = preprocessing_layer(mode)(x)
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out), REFERENCE[mode](x.astype("float64")),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", list(REFERENCE))
+def test_preprocessing_stays_float32_under_mixed_precision(mode):
+    x = images(2, size=8)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        out = preprocessing_layer(mode)(x)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"  # the backbone rounds it to bfloat16 once
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out), REFERENCE[mode](x.astype("float64")),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_raw_preprocessing_is_left_to_the_backbone():
+    assert preprocessing_layer("raw") is None
+    with pytest.raises(ValueError, match="'bgr'"):
+        preprocessing_layer("bgr")
 
 
 # ----------------------------------------------------------------------------- freezing
 def test_phase1_freezing_leaves_only_the_head_trainable():
-    model = build_model("inception_v3", "none", SIZE, seed=1)
+    model = build_model("inception_v3", "none", SIZE, seed=1, num_classes=K)
     freeze_backbone(model)
     assert sorted(w.path for w in model.trainable_weights) == ["probs/bias", "probs/kernel"]
 
 
 def test_frozen_backbone_runs_batchnorm_in_inference_mode():
-    model = build_model("inception_v3", "none", SIZE, seed=1)
+    model = build_model("inception_v3", "none", SIZE, seed=1, num_classes=K)
     base = backbone_of(model)
     x = keras.ops.convert_to_tensor(images(4).astype("float32") / 127.5 - 1)
     before = [keras.ops.convert_to_numpy(layer.moving_mean) for layer in bn_layers(model)]
@@ -85,14 +117,14 @@ def test_frozen_backbone_runs_batchnorm_in_inference_mode():
     # a training step on the frozen model moves the head only, never BatchNorm's statistics
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy")
     snapshot = [keras.ops.convert_to_numpy(layer.moving_mean) for layer in bn_layers(model)]
-    model.fit(images(8), np.eye(len(CLASSES), dtype="float32")[np.arange(8) % 8], epochs=1, verbose=0)
+    model.fit(images(8), np.eye(K, dtype="float32")[np.arange(8) % K], epochs=1, verbose=0)
     after = [keras.ops.convert_to_numpy(layer.moving_mean) for layer in bn_layers(model)]
     assert all(np.array_equal(a, b) for a, b in zip(snapshot, after))
     assert not all(np.array_equal(a, b) for a, b in zip(before, snapshot))  # the unfrozen call did move them
 
 
 def test_unfreeze_from_a_named_layer_trains_only_the_layers_after_it():
-    model = build_model("inception_v3", "none", SIZE, seed=1)
+    model = build_model("inception_v3", "none", SIZE, seed=1, num_classes=K)
     freeze_backbone(model)
     n = unfreeze_backbone(model, "mixed9", freeze_bn=True)
     layers = backbone_of(model).layers
@@ -105,7 +137,7 @@ def test_unfreeze_from_a_named_layer_trains_only_the_layers_after_it():
 
 
 def test_unfreeze_everything_with_trainable_batchnorm_sets_its_momentum():
-    model = build_model("inception_v3", "none", SIZE, seed=1)
+    model = build_model("inception_v3", "none", SIZE, seed=1, num_classes=K)
     freeze_backbone(model)
     unfreeze_backbone(model, "", freeze_bn=False, bn_momentum=0.9)
     assert all(layer.trainable and layer.momentum == 0.9 for layer in bn_layers(model))
@@ -122,22 +154,146 @@ def test_unfreeze_from_an_unknown_layer_names_it_and_suggests_real_ones(inceptio
 def test_every_backbone_builds_at_its_minimum_size_without_weights(name):
     spec = BACKBONES[name]
     size = max(spec.min_size, 32)
-    model = build_model(name, "none", size, seed=0)
+    model = build_model(name, "none", size, seed=0, num_classes=K)
     assert tuple(model.inputs[0].shape) == (None, size, size, 3)
-    assert classifier_of(model).get_layer("preprocess").mode == spec.preprocessing
+    classifier = classifier_of(model)
+    assert ("preprocess" in [layer.name for layer in classifier.layers]) == (spec.preprocessing != "raw")
+    assert all(type(layer).__module__.startswith("keras.") for layer in classifier.layers)  # Keras' own only
     probs = keras.ops.convert_to_numpy(model(images(2, size), training=False))
-    assert probs.shape == (2, len(CLASSES))
+    assert probs.shape == (2, K)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
 def test_image_size_below_the_backbones_minimum_is_refused():
     with pytest.raises(NcfmError, match=r"image_size=60 .*inception_v3.*minimum is 75"):
-        build_model("inception_v3", "none", 60)
+        build_model("inception_v3", "none", 60, num_classes=K)
 
 
 def test_unknown_backbone_lists_the_known_ones():
     with pytest.raises(NcfmError, match=r"'vgg16'.*inception_v3"):
-        build_model("vgg16", "none", 75)
+        build_model("vgg16", "none", 75, num_classes=K)
+
+
+# ----------------------------------------------------------------------------- the saved inference model
+RESNET_SIZE = 32  # ResNet50: the cheapest backbone at a small size, and the caffe preprocessing (a Dense)
+NAMES = ["cod", "eel", "ray", "tuna", "none"]
+
+# Runs in a fresh Python where ncfm cannot be imported: what a user of best.keras has.
+LOAD_WITHOUT_NCFM = """
+import sys
+sys.modules["ncfm"] = None  # any `import ncfm...` now raises ImportError
+import json, zipfile
+import keras, numpy as np
+model = keras.saving.load_model(sys.argv[1])
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+classes = json.loads(zipfile.ZipFile(sys.argv[1]).read("ncfm/model.json"))["classes"]
+print(json.dumps({"backend": keras.backend.backend(), "classes": classes}))
+"""
+
+
+@pytest.fixture(scope="module")
+def saved_resnet(tmp_path_factory):
+    """A random ResNet50 training model, its inference model saved with its class names, inputs and
+    the in-process predictions."""
+    path = tmp_path_factory.mktemp("saved") / "best.keras"
+    model = build_model("resnet50", "none", RESNET_SIZE, seed=3, num_classes=K)
+    inference = inference_model(model)
+    inference.save(path)
+    write_model_info(path, model, NAMES)
+    x = images(6, RESNET_SIZE, seed=4)
+    return dict(model=model, inference=inference, path=path, x=x,
+                probs=keras.ops.convert_to_numpy(inference(x)))
+
+
+def test_inference_model_is_the_classifier_on_uint8_without_augmentation(saved_resnet):
+    model, inference, x = saved_resnet["model"], saved_resnet["inference"], saved_resnet["x"]
+    assert inference.inputs[0].dtype == "uint8" and tuple(inference.inputs[0].shape) == (None, RESNET_SIZE,
+                                                                                         RESNET_SIZE, 3)
+    assert inference.name == model.name == "ncfm_resnet50"
+    assert classifier_of(inference) is classifier_of(model)  # shared layers: the same weights, no copy
+    assert not any(isinstance(layer, RandomAugment) for layer in inference.layers)
+    np.testing.assert_allclose(saved_resnet["probs"], keras.ops.convert_to_numpy(model(x, training=False)),
+                               rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_saved_inference_model_loads_and_predicts_in_plain_keras_without_ncfm(saved_resnet, backend, tmp_path):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    np.save(tmp_path / "x.npy", saved_resnet["x"])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"KERAS_BACKEND": backend}
+    done = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_NCFM, str(saved_resnet["path"]),
+                           str(tmp_path / "x.npy"), str(tmp_path / "probs.npy")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = json.loads(done.stdout.strip().splitlines()[-1])
+    assert said == {"backend": backend, "classes": NAMES}
+    probs = np.load(tmp_path / "probs.npy")
+    assert not np.allclose(probs, probs[:1])  # the images get different predictions: a real comparison
+    np.testing.assert_allclose(probs, saved_resnet["probs"], rtol=1e-5, atol=1e-6)
+
+
+def test_class_names_image_size_and_backbone_travel_inside_the_saved_file(saved_resnet):
+    path = saved_resnet["path"]
+    assert read_model_info(path) == {"classes": NAMES, "image_size": RESNET_SIZE, "backbone": "resnet50"}
+    assert read_classes(path) == NAMES
+    with zipfile.ZipFile(path) as z:
+        assert MODEL_INFO in z.namelist() and "model.weights.h5" in z.namelist()
+
+
+def test_class_names_must_match_the_outputs_and_are_written_once(saved_resnet, tmp_path):
+    with pytest.raises(ValueError, match="3 class names.*5 outputs"):
+        write_model_info(saved_resnet["path"], saved_resnet["model"], NAMES[:3])
+    with pytest.raises(ValueError, match="already holds ncfm/model.json"):
+        write_model_info(saved_resnet["path"], saved_resnet["model"], NAMES)
+
+
+def test_a_file_without_class_names_says_so(tmp_path):
+    inp = keras.Input((4,))
+    keras.Model(inp, keras.layers.Dense(2)(inp)).save(tmp_path / "plain.keras")
+    with pytest.raises(NcfmError, match=r"plain.keras: no ncfm/model.json inside"):
+        read_model_info(tmp_path / "plain.keras")
+    with pytest.raises(NcfmError, match=r"missing.keras: model file not found"):
+        read_model_info(tmp_path / "missing.keras")
+
+
+def test_caffe_preprocessing_is_fixed_it_never_trains_and_survives_loading(saved_resnet):
+    model = build_model("resnet50", "none", RESNET_SIZE, seed=3, num_classes=K)
+    unfreeze_backbone(model, "", freeze_bn=False)  # phase 2 at its widest: everything but the preprocessing
+    assert not [w.path for w in model.trainable_weights if w.path.startswith("preprocess/")]
+    loaded = keras.saving.load_model(saved_resnet["path"], compile=False)
+    layer = classifier_of(loaded).get_layer("preprocess")
+    assert not layer.trainable and not layer.trainable_weights
+    kernel, bias = layer.get_weights()
+    np.testing.assert_array_equal(kernel, np.eye(3)[::-1])  # RGB -> BGR
+    np.testing.assert_allclose(bias, -np.array(CAFFE_BGR_MEANS), rtol=1e-7)
+
+
+def test_tta_wraps_a_training_model_and_a_loaded_inference_model_alike(saved_resnet):
+    views = tta_parameters(3)
+    loaded = keras.saving.load_model(saved_resnet["path"], compile=False)
+    per_view = [keras.ops.convert_to_numpy(build_tta_model(m, views)(saved_resnet["x"]))
+                for m in (saved_resnet["model"], loaded)]
+    assert per_view[0].shape == (len(saved_resnet["x"]), 3, K)
+    np.testing.assert_allclose(per_view[1], per_view[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(per_view[0][:, 0], saved_resnet["probs"], rtol=1e-5, atol=1e-6)  # view 0 = plain
+
+
+def test_a_model_without_a_classifier_is_refused_by_name():
+    inp = keras.Input((SIZE, SIZE, 3))
+    with pytest.raises(NcfmError, match="'stranger' has no nested 'classifier'"):
+        inference_model(keras.Model(inp, keras.layers.GlobalAveragePooling2D()(inp), name="stranger"))
+
+
+def test_inference_model_runs_under_bfloat16_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = inference_model(build_model("densenet121", "none", RESNET_SIZE, seed=0, num_classes=K))
+        probs = model(images(2, RESNET_SIZE))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert keras.backend.standardize_dtype(probs.dtype) == "float32"  # the head stays float32
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(probs).sum(axis=1), 1.0, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- augmentation

@@ -21,7 +21,7 @@ from ncfm.train import augment_settings, make_batches  # noqa: E402
 
 size, batch, steps = 75, 32, 20
 cfg = TrainConfig()
-model = build_model("inception_v3", "none", size, 0.5, augment_settings(cfg), seed=0)
+model = build_model("inception_v3", "none", size, 0.5, augment_settings(cfg), seed=0, num_classes=8)
 model.compile(keras.optimizers.SGD(1e-2, momentum=0.9), "categorical_crossentropy", jit_compile=False)
 rng = np.random.default_rng(0)
 x = rng.integers(0, 256, (batch * steps, size, size, 3), dtype=np.uint8)

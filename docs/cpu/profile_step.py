@@ -61,7 +61,7 @@ def ncfm_model(aug=True, optimizer="auto"):
                                      mixed_precision="float32", optimizer=optimizer))
     m = build_model("inception_v3", "none", a.size, augment=(dict(
         hflip=cfg.hflip, vflip=cfg.vflip, rotation=cfg.rotation, zoom=cfg.zoom, shift=cfg.shift,
-        shear=cfg.shear, brightness=cfg.brightness, contrast=cfg.contrast) if aug else OFF), seed=1)
+        shear=cfg.shear, brightness=cfg.brightness, contrast=cfg.contrast) if aug else OFF), seed=1, num_classes=8)
     unfreeze_backbone(m, "", freeze_bn=False, bn_momentum=0.9)
     compile_model(m, cfg, make_optimizer(cfg, 1e-3, 1000))
     return m, (x, y1h)
