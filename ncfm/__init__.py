@@ -1,16 +1,11 @@
-"""ncfm: from the Kaggle NCFM photos to a validated, uploaded submission.
+"""ncfm: from a Kaggle image-classification competition's photos to a validated, uploaded submission.
 
 The pipeline, one command per arrow:
-    data/train/... -> split_train_val -> data/folds.csv -> train --fold k -> runs/NAME/fold<k>/
-    -> predict -> submissions/NAME.csv -> validate -> submit
+    data/train/... -> split_train_val -> data/folds.csv + competition.json -> train --fold k
+    -> runs/NAME/fold<k>/ -> predict -> submissions/NAME.csv -> validate -> submit
 """
 
 __version__ = "0.1.0"
-
-# The submission's column order (Kaggle's sample submission header after `image`).
-CLASSES = ("ALB", "BET", "DOL", "LAG", "NoF", "OTHER", "SHARK", "YFT")
-NUM_CLASSES = len(CLASSES)
-COMPETITION = "the-nature-conservancy-fisheries-monitoring"
 
 
 class NcfmError(Exception):

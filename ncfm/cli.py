@@ -12,7 +12,7 @@ import dataclasses
 import errno
 import sys
 
-from ncfm import COMPETITION, NcfmError
+from ncfm import NcfmError
 from ncfm.config import TrainConfig
 
 

@@ -145,7 +145,42 @@ def competition_for(data_dir: os.PathLike | str, manifest: os.PathLike | str | N
     if manifest is not None and not Path(manifest).is_file():
         raise NcfmError(f"{manifest}: folds manifest not found; run `ncfm split_train_val` first "
                         f"(or pass --folds-csv)")
+    if not any((data_dir / d).is_dir() for d in TRAIN_DIRS):  # test images only (a Kaggle notebook)
+        samples = _sample_files(data_dir) if data_dir.is_dir() else {}
+        if samples:
+            found = competition_from_sample(data_dir / samples[min(samples)])
+            return dataclasses.replace(found, samples={str(k): v for k, v in samples.items()},
+                                       test_dirs=_test_folders(data_dir, None))
+        if (data_dir / "test_stg1").is_dir():  # NCFM's test folders alone: ids from their listing
+            return competition.ncfm(samples={})
     return describe_competition(data_dir)[0]
+
+
+def competition_from_sample(path: os.PathLike | str) -> Competition:
+    """What a sample submission alone says about the competition: its header, and the kind of
+    answer its values show. NCFM's header gives `competition.ncfm()` (and so its slug). A single
+    column of class names cannot say which classes exist: that needs competition.json."""
+    path = Path(path)
+    sample = read_sample_file(path)
+    if sample is None:
+        raise NcfmError(f"{path}: sample submission not found")
+    id_column, columns = str(sample.columns[0]), tuple(str(c) for c in sample.columns[1:])
+    ncfm = competition.ncfm()
+    if (id_column, *columns) == ncfm.header:
+        return ncfm
+    if len(columns) > 1:
+        return Competition(classes=columns, kind="probabilities", metric="log_loss", id_column=id_column,
+                           columns=columns)
+    values = pd.to_numeric(sample[columns[0]].str.strip(), errors="coerce")
+    if len(values) and values.notna().all() and values.between(0, 1).all():
+        # A probability of the positive class; the sample does not name the classes, and
+        # checking a file needs only the column's name.
+        return Competition(classes=("0", "1"), kind="binary", metric="roc_auc", id_column=id_column,
+                           columns=columns, positive="1")
+    raise NcfmError(f"{path}: one answer column {columns[0]!r} holding class names, and the sample alone does not "
+                    f"say which classes exist; run `ncfm split_train_val --data-dir DIR` on the competition's "
+                    f"files (it writes competition.json) and pass --data-dir DIR")
+
 
 
 def _train_folder(data_dir: Path, train_dir: str | None) -> str:

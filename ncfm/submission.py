@@ -38,7 +38,7 @@ import pandas as pd
 from ncfm import NcfmError
 from ncfm import competition as competitions
 from ncfm.competition import Competition
-from ncfm.dataset import competition_for, read_sample_file
+from ncfm.dataset import competition_for, competition_from_sample, read_sample_file
 from ncfm.fileio import atomic_write_text
 
 # Rows in NCFM's sample submissions on Kaggle: tells a file's stage when --stage is not given and
@@ -341,30 +341,6 @@ def read_sample(path: os.PathLike | str, competition: Competition | None = None)
             f"{_download_hint(competition)} and unzip {path.name} into {path.parent}/ (or pass --sample PATH)"
         )
     return df
-
-
-def competition_from_sample(path: os.PathLike | str) -> Competition:
-    """What a sample submission alone says about the competition: its header, and the kind of
-    answer its values show. NCFM's header gives `competition.ncfm()` (and so its slug). A single
-    column of class names cannot say which classes exist: that needs competition.json."""
-    path = Path(path)
-    sample = read_sample(path)
-    id_column, columns = str(sample.columns[0]), tuple(str(c) for c in sample.columns[1:])
-    ncfm = competitions.ncfm()
-    if (id_column, *columns) == ncfm.header:
-        return ncfm
-    if len(columns) > 1:
-        return Competition(classes=columns, kind="probabilities", metric="log_loss", id_column=id_column,
-                           columns=columns)
-    values = pd.to_numeric(sample[columns[0]].str.strip(), errors="coerce")
-    if len(values) and values.notna().all() and values.between(0, 1).all():
-        # A probability of the positive class; the sample does not name the classes, and
-        # checking a file needs only the column's name.
-        return Competition(classes=("0", "1"), kind="binary", metric="roc_auc", id_column=id_column,
-                           columns=columns, positive="1")
-    raise NcfmError(f"{path}: one answer column {columns[0]!r} holding class names, and the sample alone does not "
-                    f"say which classes exist; run `ncfm split_train_val --data-dir DIR` on the competition's "
-                    f"files (it writes competition.json) and pass --data-dir DIR")
 
 
 def competition_of(data_dir: os.PathLike | str, sample: os.PathLike | str | None = None) -> Competition:

@@ -106,8 +106,8 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
     from ncfm.augment import tta_parameters
     from ncfm.cache import load_images
     from ncfm.model import build_model, build_tta_model, unfreeze_backbone
-    from ncfm.train import (augment_settings, compile_model, make_batches, make_optimizer, one_hot,
-                            resolve_config)
+    from ncfm.batches import make_batches, one_hot
+    from ncfm.train import augment_settings, compile_model, make_optimizer, resolve_config
     from ncfm.config import TrainConfig
 
     train_bn = bool(kwargs.get("train_bn", True))  # parity with the peers, which train BatchNorm
@@ -155,7 +155,7 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
     unfreeze_backbone(model, "", freeze_bn=not train_bn, bn_momentum=0.9)
     total = warmup_steps + steps
     compile_model(model, cfg, make_optimizer(cfg, 1e-3, total))
-    y = one_hot([classes[i] for i in labels])
+    y = one_hot([classes[i] for i in labels], classes)
     rows = np.arange(len(rel))
     data = make_batches(pixels, rows, y, batch_size, train=True, seed=seed, workers=4)
     marks = {}
@@ -240,7 +240,8 @@ def _profile_ncfm(model, cfg, pixels, rows, y, batch_size, steps, warmup_steps, 
 
     from bench_peers import _keras_sync
     from ncfm.model import build_model, unfreeze_backbone
-    from ncfm.train import compile_model, make_batches, make_optimizer
+    from ncfm.batches import make_batches
+    from ncfm.train import compile_model, make_optimizer
 
     out = {}
     data = make_batches(pixels, rows, y, batch_size, train=True, seed=seed, workers=4)

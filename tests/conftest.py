@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ncfm import CLASSES
+from ncfm.competition import NCFM_CLASSES as CLASSES
 
 
 @pytest.fixture(scope="session")

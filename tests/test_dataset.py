@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from conftest import write_image
-from ncfm import CLASSES, NcfmError
+from ncfm import NcfmError
+from ncfm.competition import NCFM_CLASSES as CLASSES
 from ncfm.cli import main as cli_main
 from ncfm.dataset import check_images, find_test_images, find_train_images, read_sample_submission
 
@@ -67,26 +68,37 @@ def test_class_folders_without_images_are_an_error(tmp_path):
         find_train_images(tmp_path)
 
 
-def test_unknown_class_folder_is_named(kaggle_layout):
+def test_other_classes_than_ncfms_need_the_sample_submission(kaggle_layout):
     root = kaggle_layout(per_class=1)
     write_image(root / "train/TUNA/img_1.jpg")
-    with pytest.raises(NcfmError, match=r"train/TUNA: unknown class folder"):
+    with pytest.raises(NcfmError, match=r"data: no sample submission \(sample_submission.csv"):
+        find_train_images(root)
+
+
+def test_a_class_folder_the_sample_has_no_column_for_is_named(kaggle_layout):
+    root = kaggle_layout(per_class=1)
+    write_sample(root, 1, ["img_00001.jpg"])
+    write_image(root / "train/TUNA/img_1.jpg")
+    with pytest.raises(NcfmError, match=r"sample_submission_stg1.csv: its class columns and the class folders .* "
+                                        r"differ; class\(es\) TUNA have no column"):
         find_train_images(root)
 
 
 def test_wrong_case_class_folder_gets_a_hint(kaggle_layout):
     root = kaggle_layout(per_class=1)
+    write_sample(root, 1, ["img_00001.jpg"])
     (root / "train/SHARK").rename(root / "train/shark")
-    with pytest.raises(NcfmError, match=r"did you mean SHARK\?"):
+    with pytest.raises(NcfmError, match=r"'shark' should be 'SHARK'"):
         find_train_images(root)
 
 
 def test_missing_class_folder_is_named(kaggle_layout):
     root = kaggle_layout(per_class=1)
+    write_sample(root, 1, ["img_00001.jpg"])
     for p in (root / "train/LAG").iterdir():
         p.unlink()
     (root / "train/LAG").rmdir()
-    with pytest.raises(NcfmError, match="missing class folder.*LAG"):
+    with pytest.raises(NcfmError, match=r"no training images for column\(s\) LAG"):
         find_train_images(root)
 
 
@@ -141,7 +153,11 @@ def test_sample_id_without_a_file_names_the_id_and_the_folders_searched(tmp_path
 
 
 def test_missing_test_folder_without_sample_is_an_error(tmp_path):
+    from ncfm.competition import ncfm
+
     with pytest.raises(NcfmError, match="test_stg1: no such folder"):
+        find_test_images(tmp_path, 1, ncfm(samples={}))
+    with pytest.raises(NcfmError, match="train: no such folder; point --data-dir .* found nothing"):
         find_test_images(tmp_path, 1)
 
 
@@ -212,13 +228,14 @@ def test_bad_image_stops_split_with_exit_2_naming_the_file(kaggle_layout, capsys
 
 
 @pytest.mark.parametrize("break_layout, expected", [
-    (lambda r: write_image(r / "train/TUNA/img_1.jpg"), "train/TUNA: unknown class folder"),
+    (lambda r: write_image(r / "train/TUNA/img_1.jpg"), "class(es) TUNA have no column"),
     (lambda r: [p.unlink() for p in (r / "train/DOL").iterdir()] and (r / "train/DOL").rmdir(),
-     "missing class folder(s) DOL"),
+     "no training images for column(s) DOL"),
     (lambda r: write_image(r / "train/notes.jpg"), "train/notes.jpg: stray file"),
 ])
 def test_broken_layout_exits_2_with_a_clear_message(kaggle_layout, capsys, break_layout, expected):
     root = kaggle_layout(per_class=3)
+    write_sample(root, 1, ["img_00001.jpg"])
     break_layout(root)
     code, out = run_split(root, capsys=capsys)
     assert code == 2

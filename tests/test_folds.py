@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ncfm import CLASSES, NcfmError
+from ncfm import NcfmError
+from ncfm.competition import NCFM_CLASSES as CLASSES
 from ncfm.cli import main as cli_main
 from ncfm.dataset import check_images, find_train_images
 from ncfm.folds import assign_folds, boat_groups

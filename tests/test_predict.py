@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ncfm import CLASSES
+from ncfm.competition import NCFM_CLASSES as CLASSES
 from ncfm.calibrate import calibrate
 from ncfm.cli import main as ncfm
 from ncfm.submission import read_sample, sample_path, validate_file

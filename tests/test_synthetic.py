@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ncfm import CLASSES
+from ncfm.competition import NCFM_CLASSES as CLASSES
 from ncfm.cli import main as cli_main
 from ncfm.dataset import find_test_images, find_train_images
 from ncfm.synthetic import KAGGLE_SIZES, _boat_size, make_synthetic

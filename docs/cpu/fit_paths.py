@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 
 from ncfm.config import TrainConfig  # noqa: E402
 from ncfm.model import build_model  # noqa: E402
-from ncfm.train import augment_settings, make_batches  # noqa: E402
+from ncfm.batches import make_batches  # noqa: E402
+from ncfm.train import augment_settings  # noqa: E402
 
 size, batch, steps = 75, 32, 20
 cfg = TrainConfig()

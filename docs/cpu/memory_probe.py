@@ -27,11 +27,11 @@ libraries: reclaimable, the kernel drops them under pressure), plus every descen
 size") is reported too. Everything goes to a JSON file.
 
     .venv/bin/python -m ncfm make_synthetic /tmp/mem --n-train 40 --n-test1 1000 --n-test2 12153 --scale 1.0
-    /usr/bin/time -v .venv/bin/python scripts/memory_probe.py data --data-dir /tmp/mem --stage 2 \\
+    /usr/bin/time -v .venv/bin/python docs/cpu/memory_probe.py data --data-dir /tmp/mem --stage 2 \\
         --size 299 --cache-dir /tmp/mem_cache --json docs/cpu/memory_data.json
-    /usr/bin/time -v .venv/bin/python scripts/memory_probe.py model --size 299 --n-images 256 \\
+    /usr/bin/time -v .venv/bin/python docs/cpu/memory_probe.py model --size 299 --n-images 256 \\
         --json docs/cpu/memory_model.json
-    .venv/bin/python scripts/memory_probe.py command --json docs/cpu/memory_predict.json -- \\
+    .venv/bin/python docs/cpu/memory_probe.py command --json docs/cpu/memory_predict.json -- \\
         .venv/bin/ncfm predict --data-dir /tmp/mem --run /tmp/mem_run --stage 2 --tta 1
 """
 
@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -208,7 +208,7 @@ def run_data(args, sampler: Sampler) -> dict:
     res["unreadable"] = len(bad)
     res["cache_bytes"] = int(pixels.nbytes)
 
-    res["read"] = "make_batches (ncfm.train.read_rows: pread)"
+    res["read"] = "make_batches (ncfm.batches.read_rows: pread)"
     sampler.set_phase("build")
     views = tta_parameters(args.tta)
     batch = args.batch_size or default_batch_size(len(views))
