@@ -22,7 +22,10 @@ import pytest
 from ncfm.competition import NCFM_CLASSES as CLASSES
 from ncfm.calibrate import calibrate
 from ncfm.cli import main as ncfm
-from ncfm.submission import read_sample, sample_path, validate_file
+from ncfm.competition import ncfm
+from ncfm.submission import read_sample, validate_file
+
+NCFM = ncfm()
 
 TTA = 2
 
@@ -96,8 +99,8 @@ def fold_files(run: Path, stage: int = 2, tta: int = TTA) -> list[Path]:
 def test_stage2_submission_holds_exactly_the_sample_ids_with_their_test_stg2_prefix(predicted):
     data = predicted["data"]
     assert (data / "test_stg2" / "test_stg2").is_dir()  # the nested folder the 7z unpacks to
-    checked = validate_file(predicted["stage2"], stage=2, data_dir=data)
-    sample_ids = read_sample(sample_path(data, 2))["image"].tolist()
+    checked = validate_file(predicted["stage2"], NCFM, stage=2, data_dir=data)
+    sample_ids = read_sample(NCFM.sample_path(data, 2))["image"].tolist()
     written = pd.read_csv(predicted["stage2"], dtype={"image": str})
     assert checked.rows == len(sample_ids) == 12 + 16
     assert list(written.columns) == ["image", *CLASSES]
@@ -106,7 +109,7 @@ def test_stage2_submission_holds_exactly_the_sample_ids_with_their_test_stg2_pre
 
 
 def test_stage1_submission_passes_validation(predicted):
-    checked = validate_file(predicted["stage1"], stage=1, data_dir=predicted["data"])
+    checked = validate_file(predicted["stage1"], NCFM, stage=1, data_dir=predicted["data"])
     assert checked.rows == 12
 
 
@@ -272,7 +275,7 @@ def filled(trained_run, tmp_path_factory) -> dict:
 
 def test_fill_unreadable_gives_the_image_the_class_priors_and_lists_it(filled):
     assert f"1 unreadable test image(s) given the class priors: {filled['bad']}\n" in filled["log"]
-    validate_file(filled["out"], stage=1, data_dir=filled["data"])  # no row dropped
+    validate_file(filled["out"], NCFM, stage=1, data_dir=filled["data"])  # no row dropped
     labels = pd.read_csv(filled["data"] / "folds.csv").label.value_counts().reindex(list(CLASSES), fill_value=0)
     priors = (labels + 1) / (labels + 1).sum()  # the folds' OOF rows cover the whole training set
     np.testing.assert_allclose(probs_of(filled["out"]).loc[filled["bad"]].to_numpy(), priors.to_numpy(), atol=1e-8)
@@ -299,7 +302,7 @@ def test_without_a_sample_submission_ids_come_from_the_folders_and_the_user_is_t
     said = capsys.readouterr().out
     assert "no sample_submission_stg2.csv" in said and "folder listing" in said
     assert "its form checked, but not its ids" in said and ", validated)" not in said
-    expected = read_sample(sample_path(predicted["data"], 2))["image"].tolist()
+    expected = read_sample(NCFM.sample_path(predicted["data"], 2))["image"].tolist()
     assert sorted(pd.read_csv(out, dtype={"image": str}).image) == sorted(expected)
 
 
@@ -381,7 +384,7 @@ def test_calibration_methods_print_oof_log_loss_before_and_after(predicted, run_
         assert calibration["floor"] == 0.0
     if method == "floor":
         assert calibration["temperature"] == 1.0
-    validate_file(out, stage=2, data_dir=predicted["data"])
+    validate_file(out, NCFM, stage=2, data_dir=predicted["data"])
 
 
 def test_clip_puts_a_floor_under_every_probability_and_reports_its_oof_effect(predicted, run_copy, tmp_path,
