@@ -285,6 +285,8 @@ def _add_demo(sub):
     p.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
     p.add_argument("--n-train", type=int, default=400, help="synthetic training images (default 400)")
     p.add_argument("--tta", type=int, default=4, help="TTA views (default 4)")
+    p.add_argument("--layout", default="ncfm", metavar="LAYOUT",
+                   help="whose files the synthetic data imitates: ncfm, dog-breed, plant-seedlings or aerial-cactus (default ncfm)")
     p.add_argument("--force", action="store_true",
                    help="replace a non-empty --dir that an earlier demo did not make")
 

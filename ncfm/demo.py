@@ -2,9 +2,10 @@
 
     ncfm demo [--dir demo]
 
-make_synthetic -> split_train_val -> train every fold -> predict stage 2 with TTA -> validate,
-with a randomly initialised InceptionV3 (--weights none) at a small image size. Each step is
-the very command a user would type, printed before it runs.
+make_synthetic -> split_train_val -> train every fold -> predict (NCFM: stage 2) with TTA ->
+validate, with a randomly initialised InceptionV3 (--weights none) at a small image size. Each
+step is the very command a user would type, printed before it runs. --layout runs it on the
+files of another competition's shape (dog-breed, plant-seedlings, aerial-cactus).
 
 Its defaults (3 folds, 24 epochs of batch 32 at 75 px) were chosen on the demo's own data by
 cross-validated OOF log loss over seeds 2016, 1 and 2, against 1.70 for always predicting the
@@ -27,7 +28,9 @@ from ncfm import NcfmError
 
 
 def main(args) -> int:
+    from ncfm import runs
     from ncfm.cli import main as ncfm
+    from ncfm.competition import load, path_beside
 
     root = Path(args.dir)
     marker = root / ".ncfm-demo"
@@ -40,7 +43,9 @@ def main(args) -> int:
     root.mkdir(parents=True)
     marker.write_text("made by ncfm demo; rerunning the demo replaces this folder\n")
     data, run = root / "data", root / "runs" / "demo"
-    submission = root / "submissions" / "demo_stage2.csv"
+    ncfm_layout = args.layout == "ncfm"
+    submission = root / "submissions" / ("demo_stage2.csv" if ncfm_layout else "demo.csv")
+    stage = ["--stage", "2"] if ncfm_layout else []
     started = time.time()
 
     def step(*argv) -> None:
@@ -49,7 +54,7 @@ def main(args) -> int:
         if code:
             raise NcfmError(f"demo step failed (exit {code}): ncfm {shlex.join(argv)}")
 
-    step("make_synthetic", str(data), "--n-train", str(args.n_train), "--scale", "0.15")
+    step("make_synthetic", str(data), "--n-train", str(args.n_train), "--scale", "0.15", "--layout", args.layout)
     step("split_train_val", "--data-dir", str(data), "--folds", str(args.folds))
     for fold in range(args.folds):
         step("train", "--data-dir", str(data), "--fold", str(fold), "--run", str(run),
@@ -57,28 +62,35 @@ def main(args) -> int:
              # from scratch the validation loss of a few hundred images swings from epoch to
              # epoch: early stopping would end runs that are still learning
              "--head-epochs", "1", "--batch-size", str(args.batch_size), "--patience", "0", "--tensorboard", "false")
-    step("predict", "--data-dir", str(data), "--run", str(run), "--stage", "2", "--tta", str(args.tta),
+    step("predict", "--data-dir", str(data), "--run", str(run), *stage, "--tta", str(args.tta),
          "--out", str(submission))
-    step("validate", str(submission), "--data-dir", str(data), "--stage", "2")
+    step("validate", str(submission), "--data-dir", str(data), *stage)
 
-    calibration = json.loads((run / "calibration.json").read_text())
-    shares = pd.read_csv(data / "folds.csv").label.value_counts(normalize=True).to_numpy()
-    prior_loss = float(-(shares * np.log(shares)).sum())  # always predicting the class shares
+    comp = load(path_beside(data / "folds.csv"))
+    calibration = runs.read_calibration(run) or {}
+    shares = pd.read_csv(data / "folds.csv", dtype={"label": str}).label.value_counts(normalize=True).to_numpy()
     minutes = (time.time() - started) / 60
-    calibrated = (f"after calibration {calibration['after']:.4f}" if calibration.get("applied", True)
-                  else "calibration not applied (no gain on held-out folds)")
+    if comp.metric == "log_loss":
+        prior_loss = float(-(shares * np.log(shares)).sum())  # always predicting the class shares
+        calibrated = (f"after calibration {calibration['after']:.4f}" if calibration.get("applied", True)
+                      else "calibration not applied (no gain on held-out folds)")
+        score = (f"cross-validated OOF log loss: {calibration['before']:.4f}, {calibrated}\n"
+                 f"                                (guessing uniformly: {np.log(comp.num_classes):.4f}; "
+                 f"always the class shares: {prior_loss:.4f})")
+    else:
+        score = (f"cross-validated OOF {comp.metric_name}: {calibration.get('oof_score', float('nan')):.4f}"
+                 f"{f' (the largest class alone: {shares.max():.4f})' if comp.metric == 'accuracy' else ' (chance: 0.5)'}")
     print(f"""
 Demo finished in {minutes:.1f} min.
-  cross-validated OOF log loss: {calibration['before']:.4f}, {calibrated}
-                                (guessing uniformly: 2.0794; always the class shares: {prior_loss:.4f})
+  {score}
   submission (validated):       {submission}
   report:                       {run / 'report.html'}
 
-With the real data (kaggle competitions download -c the-nature-conservancy-fisheries-monitoring,
-unzipped into data/) and ImageNet weights (or --weights PATH on an offline machine):
+With a real competition's files unzipped into data/ (kaggle competitions download -c SLUG) and
+ImageNet weights (or --weights PATH on an offline machine):
   ncfm split_train_val --data-dir data
   for k in 0 1 2 3 4; do ncfm train --fold $k --run runs/inception299; done
-  ncfm predict --run runs/inception299 --stage 1 --tta 8
-  ncfm submit submissions/inception299_stage1.csv -m "InceptionV3 5-fold, TTA 8"
+  ncfm predict --run runs/inception299 --tta 8          # NCFM: --stage 1 or 2
+  ncfm submit submissions/inception299.csv -m "InceptionV3 5-fold, TTA 8"
 """)
     return 0

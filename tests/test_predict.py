@@ -22,10 +22,10 @@ import pytest
 from ncfm.competition import NCFM_CLASSES as CLASSES
 from ncfm.calibrate import calibrate
 from ncfm.cli import main as ncfm
-from ncfm.competition import ncfm
+from ncfm.competition import ncfm as ncfm_competition
 from ncfm.submission import read_sample, validate_file
 
-NCFM = ncfm()
+NCFM = ncfm_competition()
 
 TTA = 2
 
