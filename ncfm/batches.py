@@ -106,8 +106,9 @@ def make_batches(images, rows, labels=None, batch_size=32, train=False, seed=0, 
 
 def read_rows(images, index) -> np.ndarray:
     """images[index] as a new array. Rows of the on-disk cache are read with pread rather than
-    through the memory map: mapped pages would stay in the process's resident memory, 3.5 GB for
-    the 13,153 stage-2 images at 299, while read pages live only in the kernel's page cache."""
+    through the memory map: mapped pages would stay in the process's resident memory (gigabytes
+    for NCFM's stage 2 at 299, docs/cpu/README.md), while read pages live only in the kernel's
+    page cache."""
     filename = getattr(images, "filename", None)
     if not isinstance(images, np.memmap) or not filename or not hasattr(os, "preadv"):
         return np.asarray(images[index])

@@ -6,11 +6,10 @@ Each image is resized straight to size x size (aspect ratio not kept, as Keras'
 `image_size` does): PIL opens it, `draft("RGB", (size, size))` lets the JPEG decoder scale
 by 1/2, 1/4 or 1/8 while staying at least size x size, then `resize((size, size), Image.BOX)`
 averages the source pixels under each output pixel (area resampling: antialiased, and the
-cheapest of PIL's filters). On NCFM-sized JPEGs at 299 this takes ~10% less CPU per image than
-the bilinear filter and stays closer to a full-resolution Lanczos reference than the
-non-antialiased resize of `image_dataset_from_directory` (mean absolute difference 2.0 vs 3.7
-levels; bilinear 1.5; docs/cpu/README.md). RESIZE_VERSION names this recipe; change it when
-the recipe changes.
+cheapest of PIL's filters; how it compares with bilinear and with Keras' own resize, in CPU
+time and in closeness to a full-resolution Lanczos reference, is in docs/cpu/README.md).
+Images smaller than the size (Aerial Cactus' 32x32) are scaled up the same way.
+RESIZE_VERSION names this recipe; change it when the recipe changes.
 
 The cache lives in cache_dir (default <data_dir>/cache/) as s<size>-<key>.u8 (raw uint8,
 N*size*size*3 bytes) plus s<size>-<key>.json (shape, images, unreadable rows). The key

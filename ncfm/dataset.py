@@ -333,7 +333,7 @@ def _kind_of(sample: pd.DataFrame, classes: tuple, path: Path, train: Path, sour
     columns = [str(c) for c in sample.columns[1:]]
     labelled_by = (f"the labels of {source['csv']}" if source["source"] == "csv"
                    else f"the class folders of {train}")
-    if len(columns) > 1 or (len(columns) == 1 and columns[0] in classes and len(classes) > 2):
+    if len(columns) > 1:
         missing = [c for c in columns if c not in classes]
         unused = [c for c in classes if c not in columns]
         if missing or unused:
@@ -354,7 +354,7 @@ def _kind_of(sample: pd.DataFrame, classes: tuple, path: Path, train: Path, sour
     if len(classes) == 2 and _numbers(values):
         positive = next((c for c in classes if c.strip().lower() in POSITIVE_LABELS), classes[1])
         return "binary", classes, positive
-    if len(values) and values.isin(classes).all():
+    if len(classes) > 2 and not _numbers(values):  # one column cannot hold more than one probability
         return "label", classes, ""
     raise NcfmError(f"{path}: cannot tell the kind of submission: one answer column {columns[0]!r} whose "
                     f"values ({', '.join(values.iloc[:3])}, ...) are neither class names of {labelled_by} "

@@ -8,9 +8,8 @@ step is the very command a user would type, printed before it runs. --layout run
 files of another competition's shape (dog-breed, plant-seedlings, aerial-cactus).
 
 Its defaults (3 folds, 24 epochs of batch 32 at 75 px) were chosen on the demo's own data by
-cross-validated OOF log loss over seeds 2016, 1 and 2, against 1.70 for always predicting the
-class shares (docs/demo/README.md): 24 epochs of batch 32 give 1.56/1.60/1.60 in about 100 s a
-fold; the former 14 epochs of batch 16 gave 1.80/1.64/1.62 in about 85 s.
+cross-validated OOF log loss over several seeds, against always predicting the class shares;
+the figures are in docs/demo/README.md.
 """
 
 from __future__ import annotations

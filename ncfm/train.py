@@ -260,8 +260,8 @@ class FoldCheckpoint(keras.callbacks.Callback):
     on NaN. Checkpoints are flushed to disk at most every `checkpoint_seconds` and at the end of
     each phase: best.keras (if a better epoch came since), then last.keras, the commit point
     resume trusts (it carries its epoch's state and history), then history.csv and state.json.
-    On a GPU an epoch of NCFM is about as long as saving InceptionV3 with its optimizer, so
-    saving every epoch would double a fold's time; on a CPU an epoch outlasts the interval.
+    On a GPU an epoch of NCFM takes about as long as saving InceptionV3 with its optimizer, so
+    saving every epoch would nearly double a fold's time (docs/gpu/full_job.log).
     """
 
     def __init__(self, fold: runs.Fold, state: dict, history: list, cfg: TrainConfig, classes, log):

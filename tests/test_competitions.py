@@ -232,3 +232,30 @@ def test_validate_names_each_problem_and_the_file(plant, tmp_path, capsys, text,
     code, out = validate(plant, text, tmp_path, capsys)
     assert code == 2
     assert expected in out.err and str(tmp_path / "s.csv") in out.err and "Traceback" not in out.err
+
+
+def test_paddy_layout_class_folders_in_train_images_and_a_label_answer(tmp_path):
+    for label in ("blast", "normal", "tungro"):
+        for i in range(2):
+            write_image(tmp_path / "train_images" / label / f"{label}{i}.jpg")
+    (tmp_path / "train.csv").write_text("image_id,label,variety,age\nblast0.jpg,blast,ADT45,45\n")
+    write_image(tmp_path / "test_images" / "200001.jpg")
+    (tmp_path / "sample_submission.csv").write_text("image_id,label\n200001.jpg,\n")
+    comp, train = describe_competition(tmp_path)
+    assert (comp.kind, comp.metric, comp.header) == ("label", "accuracy", ("image_id", "label"))
+    assert comp.train == {"source": "folders", "dir": "train_images"} and comp.test_dirs == ("test_images",)
+    assert len(train) == 6
+
+
+def test_invasive_layout_bare_number_ids_keep_their_zeros_and_find_their_files(tmp_path):
+    from ncfm.dataset import find_test_images
+
+    for n in ("1", "2", "3", "4"):
+        write_image(tmp_path / "train" / f"{n}.jpg")
+    (tmp_path / "train_labels.csv").write_text("name,invasive\n1,0\n2,1\n3,0\n4,1\n")
+    write_image(tmp_path / "test" / "0012.jpg")
+    (tmp_path / "sample_submission.csv").write_text("name,invasive\n0012,0.5\n")
+    comp, train = describe_competition(tmp_path)
+    assert (comp.kind, comp.positive, comp.id_suffix) == ("binary", "1", ".jpg")
+    test, _ = find_test_images(tmp_path, comp=comp)
+    assert list(test.id) == ["0012"] and list(test.path) == ["test/0012.jpg"]
