@@ -128,8 +128,9 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     if state["finished"]:
         changed = _changed_settings(saved or {}, cfg)
         other = f" with other settings ({'; '.join(changed)})" if changed else ""
-        _logger(fold.log)(f"fold {fold.index} already trained{other} (best epoch {state['best_epoch']}, val_loss "
-              f"{state['best_val_loss']:.4f}); pass --retrain to train it again{' with these' if changed else ''}")
+        _logger(fold.log)(f"fold {fold.index} already trained{other} (best epoch {state['best_epoch']}, "
+                          f"val_loss {state['best_val_loss']:.4f}); pass --retrain to train it again"
+                          f"{' with these' if changed else ''}")
         return state
     if state["epoch"] > 0 or saved is not None:
         _check_resumable(saved, cfg, split, folds_csv, fold)
@@ -178,11 +179,12 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     started = time.time()
 
     def run_phase(phase, first_epoch, last_epoch):
-        if max(state["epoch"], first_epoch) >= last_epoch or state.get("stopped_early"):
+        start = max(state["epoch"], first_epoch)  # later than first_epoch when resumed mid-phase
+        if start >= last_epoch or state.get("stopped_early"):
             return
         checkpoint.phase = phase
-        if state["epoch"] > first_epoch:
-            optimizer = model.optimizer  # resumed mid-phase: restored with its state from last.keras
+        if start > first_epoch:
+            optimizer = model.optimizer  # restored with its state from last.keras
         elif phase == 1:
             freeze_backbone(model)
             optimizer = make_optimizer(cfg, cfg.head_lr, steps * (last_epoch - first_epoch))
@@ -192,10 +194,9 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
             optimizer = make_optimizer(cfg, cfg.lr, steps * (last_epoch - first_epoch),
                                        int(cfg.warmup_epochs * steps))
         compile_model(model, cfg, optimizer)
-        train_data = make_batches(images, train_rows, y_train, batch, train=True,
-                                  seed=cfg.seed * 1000 + fold.index * 100, start_epoch=max(state["epoch"], first_epoch),
-                                  steps_per_epoch=steps)
-        model.fit(train_data, steps_per_epoch=steps, epochs=last_epoch, initial_epoch=max(state["epoch"], first_epoch),
+        train_data = make_batches(images, train_rows, y_train, batch, train=True, start_epoch=start,
+                                  seed=cfg.seed * 1000 + fold.index * 100, steps_per_epoch=steps)
+        model.fit(train_data, steps_per_epoch=steps, epochs=last_epoch, initial_epoch=start,
                   validation_data=val_data, callbacks=[checkpoint, *extra_callbacks],
                   verbose=1 if sys.stdout.isatty() else 2, shuffle=False)
 
@@ -212,11 +213,14 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     labels = np.argmax(y_val, axis=1)
     state.update(finished=True, oof_log_loss=score("log_loss", labels, oof),
                  oof_accuracy=score("accuracy", labels, oof), train_seconds=round(time.time() - started, 1))
-    if comp.metric not in ("log_loss", "accuracy"):
-        state[f"oof_{comp.metric}"] = score(comp.metric, labels, oof)
+    also = ""
+    if comp.metric not in ("log_loss", "accuracy"):  # the competition's own, e.g. ROC AUC
+        positive = comp.classes.index(comp.positive) if comp.positive else 1
+        state[f"oof_{comp.metric}"] = score(comp.metric, labels, oof, positive)
+        also = f", {comp.metric_name} {state[f'oof_{comp.metric}']:.4f}"
     runs.write_state(fold, state)
     log(f"fold {fold.index} done: best epoch {state['best_epoch']}, OOF log loss {state['oof_log_loss']:.4f}, "
-        f"accuracy {state['oof_accuracy']:.3f} -> {fold.dir}")
+        f"accuracy {state['oof_accuracy']:.3f}{also} -> {fold.dir}")
     return state
 
 
