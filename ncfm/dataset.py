@@ -464,6 +464,8 @@ def find_test_images(data_dir: os.PathLike | str, stage: int | None = None,
         return _ids_from_folders(data_dir, stage)
     sample_path = comp.sample_path(data_dir, stage)
     sample = read_sample_file(sample_path)
+    if sample is None and comp.slug == competition.NCFM_SLUG:  # NCFM's ids can be told from its folders
+        return _ids_from_folders(data_dir, stage)
     if sample is None:
         raise NcfmError(f"{sample_path}: not found; it decides which ids the submission holds: download "
                         f"it with the competition's files")

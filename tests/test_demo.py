@@ -7,7 +7,7 @@ import re
 import pytest
 
 from ncfm.cli import main as ncfm
-from ncfm.competition import ncfm
+from ncfm.competition import ncfm as ncfm_competition
 from ncfm.submission import validate_file
 
 
@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end_to_a_validated_stage2_submission(tmp_path, capsys)
     assert steps == ["make_synthetic", "split_train_val", "train", "train", "predict", "validate"]
 
     submission = root / "submissions" / "demo_stage2.csv"
-    checked = validate_file(submission, ncfm(), stage=2, data_dir=root / "data")
+    checked = validate_file(submission, ncfm_competition(), stage=2, data_dir=root / "data")
     assert checked.rows > 0
     assert (root / "runs" / "demo" / "predictions" / "stage2_fold1_tta2.csv").is_file()
 
