@@ -111,8 +111,8 @@ def _add_train(sub):
     p = sub.add_parser(
         "train",
         help="fine-tune a backbone for one fold; writes runs/NAME/fold<K>/",
-        description="Train one fold: phase 1 trains a new 8-way head on a frozen backbone, phase 2 "
-        "fine-tunes at a lower rate. Keeps the checkpoint with the lowest validation log loss, "
+        description="Train one fold: phase 1 trains a new head (one output per class of the competition) "
+        "on a frozen backbone, phase 2 fine-tunes at a lower rate. Keeps the checkpoint with the lowest validation log loss, "
         "writes history, resolved config and out-of-fold predictions. Rerunning the same command "
         "resumes an interrupted fold; a finished fold is skipped unless --retrain.",
     )
@@ -313,8 +313,8 @@ COMMANDS = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncfm",
-        description="Kaggle NCFM pipeline: split_train_val -> train --fold k -> predict -> validate -> submit. "
-        "Run `ncfm demo` for the whole journey offline on synthetic data.",
+        description="Kaggle image-classification pipeline (built for NCFM): split_train_val -> "
+        "train --fold k -> predict -> validate -> submit. Run `ncfm demo` for the whole journey offline on synthetic data.",
     )
     from ncfm import __version__
 

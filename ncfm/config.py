@@ -30,7 +30,7 @@ class TrainConfig:
     weights: str = setting("imagenet", "imagenet (downloads once to ~/.keras/models), none (random "
                            "initialisation: tests and the demo), or the path to the backbone's no-top weights file")
     image_size: int = setting(0, "square input size in pixels; 0 = the backbone's own (299 for InceptionV3)")
-    dropout: float = setting(0.5, "dropout before the new 8-way softmax")
+    dropout: float = setting(0.5, "dropout before the new softmax head")
     # schedule: phase 1 trains the head on a frozen backbone; phase 2 fine-tunes
     epochs: int = setting(25, "epochs in all, both phases")
     head_epochs: int = setting(3, "phase-1 epochs: only the new head trains, on a frozen backbone")
