@@ -90,10 +90,6 @@ class Competition:
         return METRIC_NAMES[self.metric]
 
     @property
-    def higher_is_better(self) -> bool:
-        return self.metric != "log_loss"
-
-    @property
     def stages(self) -> list[int]:
         return sorted(int(s) for s in self.samples)
 
