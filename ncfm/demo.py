@@ -14,7 +14,6 @@ the figures are in docs/demo/README.md.
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 import time

@@ -65,7 +65,7 @@ for _p in (str(ROOT), str(ROOT / "scripts")):
 
 import bench_peers  # noqa: E402  (cheap: imports no backend)
 from bench_peers import (  # noqa: E402
-    CLASSES, flops_per_image, gpu_info, markdown_table, mfu, peak_rss_mb,
+    flops_per_image, gpu_info, markdown_table, mfu, peak_rss_mb,
 )
 
 # Share of each class in the real NCFM training set (3,777 images), used for synthetic folders.

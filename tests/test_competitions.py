@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_TRAIN, write_image
-from ncfm import NcfmError
 from ncfm.cli import main
 from ncfm.dataset import describe_competition
 from ncfm.synthetic import make_synthetic
