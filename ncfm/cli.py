@@ -294,7 +294,7 @@ def _add_demo(sub):
 def _cmd_demo(args) -> int:
     from ncfm import demo
 
-    return demo.main(args)
+    return demo.main(args, run_command=main)
 
 
 COMMANDS = [

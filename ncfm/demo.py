@@ -25,9 +25,10 @@ import pandas as pd
 from ncfm import NcfmError
 
 
-def main(args) -> int:
+def main(args, run_command) -> int:
+    """Run the journey; `run_command(argv) -> exit code` is the `ncfm` command itself (handed
+    down by the command layer, so each step is exactly what a user would type)."""
     from ncfm import runs
-    from ncfm.cli import main as ncfm
     from ncfm.competition import load, path_beside
 
     root = Path(args.dir)
@@ -48,7 +49,7 @@ def main(args) -> int:
 
     def step(*argv) -> None:
         print(f"\n$ ncfm {shlex.join(argv)}", flush=True)
-        code = ncfm(list(argv))
+        code = run_command(list(argv))
         if code:
             raise NcfmError(f"demo step failed (exit {code}): ncfm {shlex.join(argv)}")
 
