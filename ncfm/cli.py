@@ -123,8 +123,12 @@ def _add_train(sub):
     p.add_argument("--config", default=None, help="TOML/YAML file of settings (flags override it)")
     p.add_argument("--retrain", action="store_true", help="discard this fold's outputs and train from scratch")
     p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)
-    g = p.add_argument_group("settings (defaults from ncfm.config.TrainConfig)")
-    for f in dataclasses.fields(TrainConfig):
+    _settings_flags(p, TrainConfig)
+
+
+def _settings_flags(p, settings):
+    g = p.add_argument_group(f"settings (defaults from ncfm.{settings.__module__.split('.')[-1]}.{settings.__name__})")
+    for f in dataclasses.fields(settings):
         flag = "--" + f.name.replace("_", "-")
         g.add_argument(flag, dest=f.name, type=_flag_type(f), default=None,
                        help=f"{f.metadata['help']} (default {f.default!r})".replace("%", "%%"))
@@ -136,6 +140,38 @@ def _cmd_train(args) -> int:
     code = train.main(args)
     _draw_report([args.run])
     return code
+
+
+# --------------------------------------------------------------------------- detect
+def _add_detect(sub):
+    from ncfm.config import DetectConfig
+
+    p = sub.add_parser(
+        "detect",
+        help="train a fish detector (RetinaNet) for one fold; writes runs/NAME/fold<K>/ with the boxes it finds",
+        description="Train one detector fold on the same group folds as the classifier, from the boxes "
+        "`ncfm boxes` imported: images of classes with boxes are positives, the class without boxes (NoF) "
+        "negatives. Keeps the epoch with the lowest validation loss, writes the boxes it finds on the "
+        "fold's held-out images (oof_boxes.csv) and prints recall@0.5, the best box's IoU and the "
+        "fish/no-fish AUC. Rerunning resumes an interrupted fold; a finished fold is skipped unless --retrain.",
+    )
+    p.add_argument("--fold", type=int, required=True, help="which fold to hold out (0..k-1)")
+    p.add_argument("--run", required=True, help="run folder, e.g. runs/det")
+    p.add_argument("--data-dir", default="data", help="Kaggle data folder (default data)")
+    p.add_argument("--folds-csv", default=None, help="manifest from split_train_val (default <data-dir>/folds.csv)")
+    p.add_argument("--boxes-csv", default=None, help="boxes from `ncfm boxes` (default beside the folds manifest)")
+    p.add_argument("--empty-class", default=None,
+                   help="the class whose images hold no fish (default: the one class without boxes, NCFM's NoF)")
+    p.add_argument("--test", action="store_true", help="also find the boxes of every test stage's images")
+    p.add_argument("--config", default=None, help="TOML/YAML file of settings, top level or a [detect] table")
+    p.add_argument("--retrain", action="store_true", help="discard this fold's outputs and train from scratch")
+    _settings_flags(p, DetectConfig)
+
+
+def _cmd_detect(args) -> int:
+    from ncfm import detect
+
+    return detect.main(args)
 
 
 def _draw_report(runs) -> None:
@@ -301,6 +337,7 @@ COMMANDS = [
     ("make_synthetic", _add_make_synthetic, _cmd_make_synthetic),
     ("split_train_val", _add_split_train_val, _cmd_split_train_val),
     ("train", _add_train, _cmd_train),
+    ("detect", _add_detect, _cmd_detect),
     ("predict", _add_predict, _cmd_predict),
     ("validate", _add_validate, _cmd_validate),
     ("submit", _add_submit, _cmd_submit),

@@ -80,7 +80,39 @@ class TrainConfig:
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def load_config_file(path: os.PathLike | str) -> dict:
+@dataclass
+class DetectConfig:
+    """`ncfm detect`'s settings (ncfm.detect): a one-class RetinaNet for one fold."""
+
+    weights: str = setting("coco", "coco (RetinaNet ResNet-50 FPN trained on COCO; downloads once), imagenet "
+                           "(ResNet-50 backbone only), none (random: tests, the demo) or the path of a "
+                           "downloaded keras-hub preset folder")
+    backbone: str = setting("resnet50", "resnet50 (the presets' backbone), resnet18 or resnet_small "
+                            "(random initialisation only)")
+    image_size: int = setting(512, "square detector input in pixels (whole frames are squashed to it)")
+    epochs: int = setting(20, "training epochs")
+    batch_size: int = setting(8, "images per training step")
+    lr: float = setting(0.0, "Adam learning rate; 0 = auto: 1e-4 with pretrained weights, 1e-3 from scratch")
+    patience: int = setting(5, "stop after this many epochs without a lower val_loss; 0 = never")
+    anchor_size: float = setting(0.0, "anchor size in strides of the finest level (P3, stride 8); 0 = auto: "
+                                 "the smallest anchors fit the smallest tenth of the training boxes")
+    head_convs: int = setting(2, "convolutions in each prediction head before its output (RetinaNet: 4)")
+    hflip: bool = setting(True, "random horizontal flips (image and boxes)")
+    vflip: bool = setting(True, "random vertical flips (image and boxes)")
+    max_boxes: int = setting(5, "boxes written per image, best first")
+    min_score: float = setting(0.01, "boxes scoring below this are not written (an image always keeps its best)")
+    seed: int = setting(2016, "seed of weights, flips and batch order")
+    mixed_precision: str = setting("auto", "off, bfloat16 or float16; auto = bfloat16 on a GPU/TPU, off on a CPU")
+    cache_dir: str = setting("", "where decoded images are cached; empty = <data-dir>/cache")
+    workers: int = setting(0, "processes decoding images into the cache; 0 = all cores")
+    checkpoint_seconds: float = setting(30.0, "save last.keras/best.keras at most this often (and at the end)")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+def load_config_file(path: os.PathLike | str, settings=None) -> dict:
     """Read a TOML (or YAML) file of TrainConfig fields: top-level keys or a [train] table.
 
     Any problem (missing, unreadable or malformed file, unknown keys) is an NcfmError naming the
@@ -124,15 +156,17 @@ def load_config_file(path: os.PathLike | str) -> dict:
                             f'strings in quotes, e.g. backbone = "xception"') from None
     if not isinstance(data, dict):
         raise NcfmError(f"{path}: expected `name = value` settings, found a {type(data).__name__}")
-    if "train" in data:  # a [train] table: everything must be in it
-        outside = sorted(k for k in data if k != "train")
+    settings = settings or TrainConfig
+    table = TABLES[settings.__name__]
+    if table in data:  # a [train] table: everything must be in it
+        outside = sorted(k for k in data if k != table)
         if outside:
-            raise NcfmError(f"{path}: {', '.join(outside)} outside the [train] table; put every setting "
-                            f"under [train], or drop the [train] line")
-        data = data["train"]
+            raise NcfmError(f"{path}: {', '.join(outside)} outside the [{table}] table; put every setting "
+                            f"under [{table}], or drop the [{table}] line")
+        data = data[table]
         if not isinstance(data, dict):
-            raise NcfmError(f"{path}: train = {_show(data)}: expected a [train] table of settings")
-    known = TrainConfig.field_names()
+            raise NcfmError(f"{path}: {table} = {_show(data)}: expected a [{table}] table of settings")
+    known = settings.field_names()
     unknown = [k for k in data if k not in known]
     if unknown:
         hints = []
@@ -140,8 +174,11 @@ def load_config_file(path: os.PathLike | str) -> dict:
             close = _closest(key, known)
             hints.append(f"{key!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
         raise NcfmError(f"{path}: unknown setting{'s' * (len(unknown) > 1)} {', '.join(hints)}; "
-                        f"the settings are the flags of `ncfm train --help`, with _ for -")
+                        f"the settings are the flags of `ncfm {table} --help`, with _ for -")
     return data
+
+
+TABLES = {"TrainConfig": "train", "DetectConfig": "detect"}  # a config file's table for each command
 
 
 def _closest(key: str, known: list[str]) -> list[str]:
@@ -163,11 +200,11 @@ def _show(value) -> str:
         return str(value)
 
 
-def check_types(values: dict, source: str) -> dict:
+def check_types(values: dict, source: str, settings=None) -> dict:
     """Values (from a config file) of the types TrainConfig declares; ints are taken for floats.
 
     Raises an NcfmError naming `source`, each bad key, its value and the type it needs."""
-    types = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    types = {f.name: str(f.type) for f in dataclasses.fields(settings or TrainConfig)}
     checked, problems = {}, []
     for key, value in values.items():
         kind = types[key]
@@ -188,17 +225,19 @@ def check_types(values: dict, source: str) -> dict:
     return checked
 
 
-def make_config(config_file: str | None = None, **overrides) -> TrainConfig:
-    """Defaults < config file < overrides (None values in overrides are ignored).
+def make_config(config_file: str | None = None, settings=None, **overrides):
+    """Defaults < config file < overrides (None values in overrides are ignored), as a
+    `settings` dataclass (TrainConfig unless said; ncfm.detect.DetectConfig for the detector).
 
     Values from the file are type-checked here; overrides come typed (argparse, or Python)."""
+    settings = settings or TrainConfig
     values: dict = {}
     if config_file:
-        values.update(check_types(load_config_file(config_file), str(config_file)))
+        values.update(check_types(load_config_file(config_file, settings), str(config_file), settings))
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    types = {f.name: f.type for f in dataclasses.fields(settings)}
     for key, value in overrides.items():
         if types[key] in ("bool", bool) and isinstance(value, str):
             overrides[key] = value.lower() in ("1", "true", "yes", "on")
     values.update(overrides)
-    return TrainConfig(**values)
+    return settings(**values)

@@ -18,6 +18,12 @@
       .fold<K>.lock               held while a process trains fold K
       .fold<K>.replaced/          a fold set aside by --retrain until the new one has a checkpoint
 
+A detector run (`ncfm detect --fold K`) has the same folds and files (config.json says
+"kind": "detector"; its models are RetinaNets), and in place of oof.csv:
+      fold<K>/oof_boxes.csv       boxes found on the fold's held-out training images:
+                                  image,rank,score,x,y,width,height (original pixels, rank 0 best)
+      fold<K>/boxes_stage<S>.csv  the same for a stage's test images (image = the submission id)
+
 Every reader checks what it reads: a truncated checkpoint, a damaged JSON or a broken CSV is an
 NcfmError naming the file and what to do, never a traceback.
 """
@@ -41,6 +47,9 @@ from ncfm import NcfmError
 from ncfm.fileio import atomic_write_text, fsync_dir, fsync_file
 
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
+DETECT_HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "learning_rate", "seconds"]
+FOUND_BOX_COLUMNS = ["image", "rank", "score", "x", "y", "width", "height"]
+DETECTOR = "detector"  # config.json "kind" of a detector fold
 RECORD = "ncfm/record.json"  # inside a .keras file: the fold's progress when it was saved
 FOLD_NAME = re.compile(r"fold(\d+)")
 
@@ -70,6 +79,11 @@ class Fold:
     logs = property(lambda self: self.dir / "logs")
     lock = property(lambda self: self.run / f".fold{self.index}.lock")
     set_aside = property(lambda self: self.run / f".fold{self.index}.replaced")
+
+    oof_boxes = property(lambda self: self.dir / "oof_boxes.csv")
+
+    def test_boxes(self, stage: int | None) -> Path:
+        return self.dir / f"boxes_stage{stage if stage is not None else 1}.csv"
 
     def oof_views(self, n_views: int) -> Path:
         return self.dir / f"oof_tta{n_views}.csv"
@@ -188,8 +202,8 @@ def read_progress(fold: Fold) -> tuple[dict, list[dict]]:
 
 
 # ----------------------------------------------------------------------------- history
-def write_history(fold: Fold, rows: list[dict]) -> None:
-    atomic_write_text(fold.history, pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(index=False))
+def write_history(fold: Fold, rows: list[dict], columns=HISTORY_COLUMNS) -> None:
+    atomic_write_text(fold.history, pd.DataFrame(rows, columns=columns).to_csv(index=False))
 
 
 def read_history(fold: Fold) -> pd.DataFrame | None:
@@ -356,6 +370,40 @@ def read_predictions(path: Path, ids, classes, key: dict) -> np.ndarray | None:
     if np.flatnonzero(np.isnan(probs).any(axis=1)).tolist() != sorted(unreadable):
         return None
     return probs
+
+
+def is_detector(run_dir: os.PathLike | str) -> bool:
+    """Whether a run's folds are detector folds (their config.json says so)."""
+    for fold in all_folds(run_dir):
+        config = read_config(fold)
+        if config is not None:
+            return config.get("kind") == DETECTOR
+    return False
+
+
+def write_found_boxes(path: Path, df: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, df[FOUND_BOX_COLUMNS].to_csv(index=False, float_format="%.6g"))
+
+
+def read_found_boxes(path: Path) -> pd.DataFrame:
+    """A detector fold's found boxes, checked: every column there, ranks and scores numbers."""
+    fix = "rerun `ncfm detect` for that fold (with --retrain if its model is damaged too)"
+    try:
+        df = pd.read_csv(path, dtype={"image": str}, keep_default_na=True)
+    except FileNotFoundError:
+        raise NcfmError(f"{path}: not found; {fix}") from None
+    except Exception as e:  # pandas raises many types for unreadable CSVs
+        raise NcfmError(f"{path}: damaged ({type(e).__name__}: {e}); {fix}") from None
+    missing = [c for c in FOUND_BOX_COLUMNS if c not in df.columns]
+    if missing:
+        raise NcfmError(f"{path}: missing column(s) {', '.join(missing)}; {fix}")
+    numeric = df[FOUND_BOX_COLUMNS[1:]].apply(pd.to_numeric, errors="coerce")
+    if numeric[["rank", "score"]].isna().any(axis=None) or df.image.isna().any():
+        raise NcfmError(f"{path}: rows without an image, rank or score; {fix}")
+    df[FOUND_BOX_COLUMNS[1:]] = numeric
+    df["rank"] = df["rank"].astype(int)
+    return df
 
 
 # ----------------------------------------------------------------------------- one process per fold

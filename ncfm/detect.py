@@ -1,0 +1,605 @@
+"""Find the fish: train a RetinaNet for one fold, write the boxes it finds.
+
+    ncfm boxes                                   # the community's boxes -> data/boxes.csv
+    ncfm detect --fold 0 --run runs/det          # one detector fold -> runs/det/fold0/
+    ncfm detect --fold 0 --run runs/det --test   # ... and its boxes for every test stage
+
+A detector fold lives in the same house as a classifier fold (ncfm.runs): resolved config,
+atomic best/last checkpoints with the fold's progress inside, resume after a kill, history,
+a progress line per epoch. It trains on the classifier's own group folds: images of classes
+with boxes are positives (their boxes), images of the class without boxes (NoF) are negatives;
+fish images nobody boxed are left out of training (they hold a fish, so they are not negatives)
+but still get found boxes. The best epoch is the one with the lowest validation loss (focal
+classification + box regression, keras-hub's RetinaNet loss).
+
+The detector is keras-hub's RetinaNetObjectDetector (Keras 3, every backend) with one class,
+"fish": fish/no-fish detectors gave the NCFM competitors better crops than per-species ones.
+Images are squashed to a square `image_size` (the cache's recipe); found boxes are mapped back
+to the original pixels. Weights: coco (the RetinaNet ResNet-50 FPN preset, downloaded from
+Kaggle Models once), imagenet (a ResNet-50 backbone preset), none (random; tests, the demo), or
+the path of a downloaded keras-hub preset folder (offline machines, Kaggle notebooks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from ncfm import NcfmError, runs
+from ncfm.competition import Competition
+from ncfm.config import DetectConfig
+
+FISH = 0  # the detector's one class
+BOX_FORMAT = "xywh"  # the Sloth annotations' form: top-left corner, width, height
+PRESETS = {"coco": "retinanet_resnet50_fpn_coco", "imagenet": "resnet_50_imagenet"}
+SMALL_BACKBONES = {  # random-init ResNets with basic blocks (keras-hub needs 64 filters in the stem and stack 1)
+    "resnet_small": ([64, 64, 128, 128], [1, 1, 1, 1]),
+    "resnet18": ([64, 128, 256, 512], [2, 2, 2, 2]),
+}
+
+
+def resolve_config(cfg: DetectConfig) -> DetectConfig:
+    """Fill every 'auto' value so config.json says exactly what ran; refuse what cannot run."""
+    from ncfm import runtime
+    from ncfm.train import _checked
+
+    pretrained = cfg.weights != "none"
+    if cfg.backbone not in ("resnet50", *SMALL_BACKBONES):
+        raise NcfmError(f"received backbone={cfg.backbone!r}; use resnet50, resnet18 or resnet_small")
+    if pretrained and cfg.backbone != "resnet50":
+        raise NcfmError(f"--backbone {cfg.backbone} has no pretrained weights; use --weights none, or "
+                        f"--backbone resnet50")
+    if cfg.image_size < 64 or cfg.image_size % 32:
+        raise NcfmError(f"received image_size={cfg.image_size}; the detector needs a multiple of 32, at least 64")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise NcfmError(f"need epochs >= 1 and batch_size >= 1; received epochs={cfg.epochs}, "
+                        f"batch_size={cfg.batch_size}")
+    if pretrained and cfg.weights not in PRESETS and not Path(cfg.weights).is_dir():
+        raise NcfmError(f"--weights {cfg.weights}: not coco, imagenet, none or a folder; pass the folder of a "
+                        f"downloaded keras-hub preset (it holds config.json and model.weights.h5)")
+    return dataclasses.replace(cfg, lr=cfg.lr or (1e-4 if pretrained else 1e-3),
+                               mixed_precision=_checked(runtime.resolve_precision, cfg.mixed_precision))
+
+
+# ----------------------------------------------------------------------------- boxes as numbers
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xywh boxes: (N, 4) x (M, 4) -> (N, M); NaN boxes overlap nothing."""
+    a, b = np.asarray(a, "float64").reshape(-1, 4), np.asarray(b, "float64").reshape(-1, 4)
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2])
+    y1 = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = inter / union
+    return np.nan_to_num(out, nan=0.0)
+
+
+def detection_quality(found: pd.DataFrame, truth: pd.DataFrame, fish_images, empty_images) -> dict:
+    """How well found boxes (image,rank,score,x,y,width,height) match the true ones (image,x,y,width,height).
+
+    recall@0.5: the share of true boxes that some found box overlaps by IoU >= 0.5;
+    best_iou: the mean, over boxed images, of the best-ranked box's IoU with its nearest true box;
+    top1@0.5: the share of boxed images whose best-ranked box hits a true box;
+    fish_auc: ROC AUC of an image's best score, fish images against empty ones."""
+    from sklearn.metrics import roc_auc_score
+
+    cols = ["x", "y", "width", "height"]
+    found_by = {k: g.sort_values("rank") for k, g in found.groupby("image")}
+    hits, n_true, best = 0, 0, []
+    for image, g in truth.groupby("image"):
+        f = found_by.get(image)
+        true_xywh = g[cols].to_numpy()
+        n_true += len(g)
+        if f is None or f[cols].isna().all(axis=None):
+            best.append(0.0)
+            continue
+        overlap = iou(f[cols].to_numpy(), true_xywh)
+        hits += int((overlap.max(axis=0) >= 0.5).sum())
+        best.append(float(overlap[0].max()))
+    top_score = found.groupby("image").score.max()
+    fish = [top_score.get(i, 0.0) for i in fish_images]
+    empty = [top_score.get(i, 0.0) for i in empty_images]
+    auc = (roc_auc_score([1] * len(fish) + [0] * len(empty), fish + empty)
+           if fish and empty else float("nan"))
+    return {"recall@0.5": hits / n_true if n_true else float("nan"),
+            "top1@0.5": float(np.mean(np.asarray(best) >= 0.5)) if best else float("nan"),
+            "best_iou": float(np.mean(best)) if best else float("nan"),
+            "fish_auc": float(auc), "boxed_images": len(best), "true_boxes": n_true}
+
+
+def auto_anchor_size(sides: np.ndarray) -> float:
+    """Anchor size (in P3 strides) whose smallest anchors fit the smallest tenth of the boxes."""
+    if not len(sides):
+        return 4.0
+    return float(np.clip(np.percentile(sides, 10) / 8.0, 1.0, 4.0))
+
+
+def image_sizes(data_dir: Path, images) -> np.ndarray:
+    """(N, 2) width, height of each image, read from the file headers (no pixels decoded)."""
+    from PIL import Image
+
+    out = np.zeros((len(images), 2), "float64")
+    for i, name in enumerate(images):
+        try:
+            with Image.open(data_dir / name) as im:
+                out[i] = im.size
+        except OSError as e:
+            raise NcfmError(f"{data_dir / name}: cannot read the image ({e}); remove it or fix it, then "
+                            f"rerun `ncfm split_train_val --force`") from None
+    return out
+
+
+def to_input(boxes: np.ndarray, wh: np.ndarray, size: int) -> np.ndarray:
+    """xywh boxes in original pixels -> in the squashed size x size input."""
+    scale = np.concatenate([size / wh, size / wh], axis=-1)
+    return boxes * scale
+
+
+def to_original(boxes: np.ndarray, wh: np.ndarray, size: int) -> np.ndarray:
+    scale = np.concatenate([wh / size, wh / size], axis=-1)
+    return boxes * scale
+
+
+# ----------------------------------------------------------------------------- the model
+def build_detector(cfg: DetectConfig, anchor_size: float):
+    """A one-class RetinaNet; returns (model, pixel scale, pixel offset) — the backbone's input scaling."""
+    import keras_hub
+
+    shape = (cfg.image_size, cfg.image_size, 3)
+    scale, offset = 1.0 / 255.0, 0.0
+    if cfg.weights == "none":
+        filters, blocks = SMALL_BACKBONES.get(cfg.backbone, ([64, 128, 256, 512], [3, 4, 6, 3]))
+        encoder = keras_hub.models.ResNetBackbone(
+            input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=filters,
+            stackwise_num_blocks=blocks, stackwise_num_strides=[1, 2, 2, 2],
+            block_type="bottleneck_block" if cfg.backbone == "resnet50" else "basic_block",
+            use_pre_activation=False, image_shape=shape)
+        backbone = _pyramid(encoder, shape)
+    else:
+        preset = PRESETS.get(cfg.weights, cfg.weights)
+        try:
+            loaded = keras_hub.models.Backbone.from_preset(preset)
+            converter = keras_hub.layers.ImageConverter.from_preset(preset)
+        except Exception as e:  # no network, a wrong folder: many exception types
+            raise NcfmError(f"--weights {cfg.weights}: cannot load the keras-hub preset {preset!r} ({type(e).__name__}: "
+                            f"{e}). Offline, download it once elsewhere (keras_hub.models.Backbone.from_preset"
+                            f"({preset!r}) saves it under ~/.cache/kagglehub) and pass that folder, or use "
+                            f"--weights none") from None
+        scale, offset = _converter_scaling(converter)
+        if isinstance(loaded, keras_hub.models.RetinaNetBackbone):
+            # the pretrained FPN and ResNet, rebuilt for this input size
+            backbone = _pyramid(loaded.image_encoder, shape, weights_from=loaded)
+        else:
+            backbone = _pyramid(loaded, shape)
+    anchors = keras_hub.layers.AnchorGenerator(
+        BOX_FORMAT, min_level=backbone.min_level, max_level=backbone.max_level, num_scales=3,
+        aspect_ratios=[0.5, 1.0, 2.0], anchor_size=anchor_size)
+    decoder = keras_hub.layers.NonMaxSuppression(
+        bounding_box_format=BOX_FORMAT, from_logits=True, iou_threshold=0.5,
+        confidence_threshold=min(cfg.min_score, 0.001), max_detections=max(cfg.max_boxes, 1))
+    model = keras_hub.models.RetinaNetObjectDetector(
+        backbone=backbone, num_classes=1, bounding_box_format=BOX_FORMAT, anchor_generator=anchors,
+        pre_logits_num_conv_layers=cfg.head_convs, prediction_decoder=decoder)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.lr))
+    return model, scale, offset
+
+
+def _pyramid(encoder, shape, weights_from=None):
+    import keras_hub
+
+    backbone = keras_hub.models.RetinaNetBackbone(image_encoder=encoder, min_level=3, max_level=7,
+                                                  use_p5=False, image_shape=shape)
+    if weights_from is not None:
+        backbone.set_weights(weights_from.get_weights())
+    return backbone
+
+
+def _converter_scaling(converter) -> tuple[float, float]:
+    """The preset's pixel scaling as one (scale, offset) pair (per-channel values averaged)."""
+    scale = np.mean(np.asarray(converter.scale if converter.scale is not None else 1.0, "float64"))
+    offset = np.mean(np.asarray(converter.offset if converter.offset is not None else 0.0, "float64"))
+    return float(scale), float(offset)
+
+
+# ----------------------------------------------------------------------------- batches
+def padded_targets(boxes_per_image: list[np.ndarray], n_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged boxes -> ((N, n_max, 4) boxes, (N, n_max) labels) with -1 padding (RetinaNet's 'none')."""
+    n = len(boxes_per_image)
+    boxes = np.full((n, n_max, 4), -1.0, "float32")
+    labels = np.full((n, n_max), -1.0, "float32")
+    for i, b in enumerate(boxes_per_image):
+        k = min(len(b), n_max)
+        boxes[i, :k] = b[:k]
+        labels[i, :k] = FISH
+    return boxes, labels
+
+
+def flip(x: np.ndarray, boxes: np.ndarray, labels: np.ndarray, horizontal: bool, vertical: bool):
+    """Flip one image (H, W, 3) and its xywh boxes; padding rows (label -1) stay as they are."""
+    size_y, size_x = x.shape[:2]
+    boxes = boxes.copy()
+    real = labels >= 0
+    if horizontal:
+        x = x[:, ::-1]
+        boxes[real, 0] = size_x - boxes[real, 0] - boxes[real, 2]
+    if vertical:
+        x = x[::-1]
+        boxes[real, 1] = size_y - boxes[real, 1] - boxes[real, 3]
+    return x, boxes
+
+
+def make_batches(pixels, rows, boxes, labels, batch_size, scale, offset, train=False, seed=0,
+                 hflip=False, vflip=False, start_epoch=0):
+    """A keras PyDataset of (float pixels, {"boxes", "labels"}); training batches are shuffled and
+    flipped by a generator fixed by (seed, epoch), so a resumed epoch sees what it would have."""
+    from ncfm.batches import read_rows
+
+    rows = np.asarray(rows)
+    n_batches = len(rows) // batch_size if train else math.ceil(len(rows) / batch_size)
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch = start_epoch
+
+        def __len__(self):
+            return n_batches
+
+        def on_epoch_end(self):
+            self.epoch += 1
+
+        def __getitem__(self, i):
+            if train:
+                rng = np.random.default_rng([seed, self.epoch])
+                order = rng.permutation(len(rows))
+                pick = order[i * batch_size:(i + 1) * batch_size]
+                flips = np.random.default_rng([seed, self.epoch, i]).random((len(pick), 2))
+            else:
+                pick = np.arange(i * batch_size, min((i + 1) * batch_size, len(rows)))
+            x = read_rows(pixels, rows[pick]).astype("float32")
+            b, lab = boxes[pick].copy(), labels[pick]
+            if train:
+                for j in range(len(pick)):
+                    x[j], b[j] = flip(x[j], b[j], lab[j], hflip and flips[j, 0] < 0.5, vflip and flips[j, 1] < 0.5)
+            x = x * scale + offset
+            return x, {"boxes": b, "labels": lab}
+
+    return Batches()
+
+
+def find_boxes(model, pixels, images, wh, cfg: DetectConfig, scale: float, offset: float,
+               batch_size: int = 16) -> pd.DataFrame:
+    """Found boxes of `images`: image, rank, score, x, y, width, height (original pixels).
+
+    Every image gets at least one row: its best box whatever its score, or NaNs when the
+    detector returned nothing."""
+    from ncfm.batches import read_rows
+
+    out = []
+    for start in range(0, len(images), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(images)))
+        x = read_rows(pixels, idx).astype("float32") * scale + offset
+        # the model then keras-hub's decoder (anchors -> boxes -> NMS), as its predict_step does
+        # (which cannot take the 1-tuple batches keras.Model.predict hands it)
+        pred = model.decode_predictions(model(x, training=False), x)
+        found = np.asarray(pred["boxes"], "float64")
+        conf = np.asarray(pred["confidence"], "float64")
+        for j, i in enumerate(idx):
+            keep = np.flatnonzero(conf[j] >= 0)
+            keep = keep[np.argsort(-conf[j][keep], kind="stable")][: cfg.max_boxes]
+            keep = keep[(conf[j][keep] >= cfg.min_score) | (np.arange(len(keep)) == 0)]
+            if not len(keep):
+                out.append((images[i], 0, 0.0, np.nan, np.nan, np.nan, np.nan))
+                continue
+            xywh = to_original(_clip_input(found[j][keep], cfg.image_size), wh[i], cfg.image_size)
+            for rank, (k, box) in enumerate(zip(keep, xywh)):
+                out.append((images[i], rank, float(conf[j][k]), *map(float, box)))
+    return pd.DataFrame(out, columns=runs.FOUND_BOX_COLUMNS)
+
+
+def _clip_input(xywh: np.ndarray, size: int) -> np.ndarray:
+    x0 = np.clip(xywh[:, 0], 0, size)
+    y0 = np.clip(xywh[:, 1], 0, size)
+    x1 = np.clip(xywh[:, 0] + xywh[:, 2], 0, size)
+    y1 = np.clip(xywh[:, 1] + xywh[:, 3], 0, size)
+    return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
+
+
+# ----------------------------------------------------------------------------- the fold
+@dataclass
+class DetectData:
+    """What one detector fold reads: the manifest, true boxes, which images are fish or empty."""
+
+    manifest: pd.DataFrame
+    n_folds: int
+    truth: pd.DataFrame  # image,label,x,y,width,height,... (ncfm.boxes)
+    boxed: set  # images with at least one box
+    empty_classes: list[str]
+
+    def fish_images(self, df):
+        return [i for i in df.image if i in self.boxed]
+
+    def empty_images(self, df):
+        return list(df.image[df.label.isin(self.empty_classes)])
+
+
+def read_detect_data(comp: Competition, folds_csv: Path, fold: int, boxes_csv: Path | None = None,
+                     empty_class: str | None = None) -> DetectData:
+    from ncfm.batches import read_manifest
+    from ncfm.boxes import boxes_path, read_boxes
+
+    manifest, n_folds = read_manifest(folds_csv, fold, comp.classes)
+    boxes_csv = Path(boxes_csv) if boxes_csv else boxes_path(folds_csv)
+    if not boxes_csv.is_file():
+        raise NcfmError(f"{boxes_csv}: no boxes manifest; run `ncfm boxes` first (it reads the community's "
+                        f"*_labels.json box files from {boxes_csv.parent / 'boxes'}/)")
+    truth = read_boxes(boxes_csv)
+    truth = truth[truth.image.isin(set(manifest.image))]
+    if truth.empty:
+        raise NcfmError(f"{boxes_csv}: none of its boxes is on an image of {folds_csv}; rerun `ncfm boxes`")
+    return DetectData(manifest, n_folds, truth, set(truth.image), empty_classes(comp, truth, empty_class))
+
+
+def empty_classes(comp: Competition, truth: pd.DataFrame, empty_class: str | None = None) -> list[str]:
+    """The class(es) whose images hold no object (NCFM: NoF): named, or the one class without boxes."""
+    if empty_class:
+        if empty_class not in comp.classes:
+            raise NcfmError(f"received --empty-class {empty_class!r}; the classes are {', '.join(comp.classes)}")
+        return [empty_class]
+    without = [c for c in comp.classes if c not in set(truth.label)]
+    if len(without) != 1:
+        raise NcfmError(f"cannot tell which class means 'no fish': classes without boxes are "
+                        f"{without or 'none'}; pass --empty-class NAME")
+    return without
+
+
+def detect_fold(cfg: DetectConfig, comp: Competition, data_dir: Path, folds_csv: Path, fold: int,
+                run_dir: Path, boxes_csv: Path | None = None, empty_class: str | None = None,
+                retrain: bool = False) -> dict:
+    """Train (or resume, or skip if finished) one detector fold; returns its state."""
+    target = runs.fold_of(run_dir, fold)
+    with runs.fold_lock(target), runs.replacing(target, retrain):
+        return _detect_fold(cfg, comp, data_dir, folds_csv, target, boxes_csv, empty_class)
+
+
+def _detect_fold(cfg, comp, data_dir, folds_csv, fold: runs.Fold, boxes_csv, empty_class) -> dict:
+    from ncfm import runtime
+    from ncfm.cache import load_images
+    from ncfm.train import _logger, split_digest
+
+    data = read_detect_data(comp, folds_csv, fold.index, boxes_csv, empty_class)
+    cfg = resolve_config(cfg)
+    state, history = runs.read_progress(fold)
+    saved = runs.read_config(fold)
+    manifest = data.manifest
+    split = split_digest(manifest)
+    if saved is not None and saved.get("kind") != runs.DETECTOR:
+        raise NcfmError(f"{fold.dir}: a classifier fold, not a detector; pass another --run")
+    if state["finished"]:
+        _logger(fold.log)(f"detector fold {fold.index} already trained (best epoch {state['best_epoch']}, "
+                          f"val_loss {state['best_val_loss']:.4f}); pass --retrain to train it again")
+        return state
+    if state["epoch"] > 0 and saved is not None:
+        changed = [k for k, v in dataclasses.asdict(cfg).items()
+                   if k not in ("workers", "cache_dir", "checkpoint_seconds") and saved.get(k) != v]
+        if changed or saved.get("split") != split:
+            what = "; ".join(f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in changed) or f"{folds_csv} changed"
+            raise NcfmError(f"{fold.dir}: started with other settings ({what}); rerun with the same ones to "
+                            f"resume, or pass --retrain to start it again")
+
+    fold.dir.mkdir(parents=True, exist_ok=True)
+    log = _logger(fold.log)
+    runtime.setup(cfg.seed + fold.index, cfg.mixed_precision, False)
+    images = list(manifest.image)
+    wh = image_sizes(data_dir, images)
+    truth_rows = {name: g[["x", "y", "width", "height"]].to_numpy("float64") for name, g in data.truth.groupby("image")}
+    boxes_in = [to_input(truth_rows.get(name, np.zeros((0, 4))), wh[i], cfg.image_size) for i, name in enumerate(images)]
+    anchor_size = cfg.anchor_size or auto_anchor_size(
+        np.concatenate([np.sqrt(b[:, 2] * b[:, 3]) for b in boxes_in if len(b)]))
+    n_max = max(1, max(len(b) for b in boxes_in))
+    targets, labels = padded_targets(boxes_in, n_max)
+
+    empty = set(data.empty_images(manifest))
+    usable = np.array([name in data.boxed or name in empty for name in images])
+    in_fold = (manifest.fold == fold.index).to_numpy()
+    train_rows, val_rows = np.flatnonzero(usable & ~in_fold), np.flatnonzero(usable & in_fold)
+    held_out = np.flatnonzero(in_fold)
+    if not len(val_rows) or not len(train_rows):
+        raise NcfmError(f"{folds_csv}: fold {fold.index} leaves no boxed or empty images to "
+                        f"{'validate' if not len(val_rows) else 'train'} on; check `ncfm boxes`' report")
+    runs.write_config(fold, dataclasses.asdict(cfg) | dict(
+        kind=runs.DETECTOR, fold=fold.index, n_folds=data.n_folds, folds_csv=str(folds_csv), split=split,
+        data_dir=str(data_dir), classes=list(comp.classes), empty_classes=data.empty_classes,
+        anchor_size_used=anchor_size, competition=comp.slug, backend=runtime.backend(),
+        accelerator=runtime.accelerator()))
+    log(f"detector fold {fold.index}/{data.n_folds}: {len(train_rows)} train, {len(val_rows)} validation images "
+        f"({len(data.fish_images(manifest.iloc[train_rows]))} with fish boxes, "
+        f"{len(data.empty_images(manifest.iloc[train_rows]))} {'/'.join(data.empty_classes)} in training); "
+        f"RetinaNet {cfg.backbone} at {cfg.image_size}px, weights={cfg.weights}, anchors {anchor_size:.2f}; "
+        f"{runtime.describe()}")
+
+    pixels = load_images(data_dir, images, cfg.image_size, cache_dir=cfg.cache_dir or None, workers=cfg.workers)
+    batch = min(cfg.batch_size, len(train_rows))
+    keras.utils.set_random_seed(cfg.seed + fold.index)
+    model, scale, offset = build_detector(cfg, anchor_size)
+    if state["epoch"] > 0:
+        log(f"resuming after epoch {state['epoch']} (best {state['best_epoch']}, val_loss {state['best_val_loss']:.4f})")
+        # the same model again, then last.keras' weights and optimizer state (keras-hub's compile
+        # is custom, so keras.saving.load_model would not restore the optimizer)
+        model.optimizer.build(model.trainable_variables)
+        runs.check_checkpoint(fold.last, f"`ncfm detect --fold {fold.index} --run {fold.run} --retrain` starts it again")
+        model.load_weights(fold.last)
+    config = runs.read_config(fold)
+    runs.write_config(fold, config | dict(pixel_scale=scale, pixel_offset=offset))
+    checkpoint = DetectorCheckpoint(fold, state, history, cfg, log)
+    started = time.time()
+    if state["epoch"] < cfg.epochs and not state.get("stopped_early"):
+        train_data = make_batches(pixels, train_rows, targets[train_rows], labels[train_rows], batch, scale, offset,
+                                  train=True, seed=cfg.seed * 1000 + fold.index, hflip=cfg.hflip,
+                                  vflip=cfg.vflip, start_epoch=state["epoch"])
+        val_data = make_batches(pixels, val_rows, targets[val_rows], labels[val_rows], batch, scale, offset)
+        # keras.Model's own fit: keras-hub's wraps inputs in tf.data (TensorFlow only, no PyDataset);
+        # there is no keras-hub preprocessor here to run (pixels are scaled by the batches)
+        keras.Model.fit(model, train_data, epochs=cfg.epochs, initial_epoch=state["epoch"], validation_data=val_data,
+                  callbacks=[checkpoint], verbose=1 if sys.stdout.isatty() else 2)
+
+    best = load_detector(fold)
+    found = find_boxes(best, _rows(pixels, held_out), [images[i] for i in held_out], wh[held_out], cfg, scale, offset)
+    runs.write_found_boxes(fold.oof_boxes, found)
+    val_df = manifest.iloc[held_out]
+    quality = detection_quality(found, data.truth[data.truth.image.isin(set(val_df.image))],
+                                data.fish_images(val_df), data.empty_images(val_df))
+    state.update(finished=True, train_seconds=round(time.time() - started + state.get("train_seconds", 0), 1),
+                 **{f"oof_{k}": v for k, v in quality.items()})
+    runs.write_state(fold, state)
+    log(f"detector fold {fold.index} done: best epoch {state['best_epoch']}, val_loss {state['best_val_loss']:.4f}; "
+        f"OOF {describe_quality(quality)} -> {fold.oof_boxes}")
+    return state
+
+
+def load_detector(fold: runs.Fold):
+    """A detector fold's best.keras, ready to find boxes."""
+    import warnings
+
+    import keras_hub  # noqa: F401 - registers the RetinaNet classes that the file names
+
+    with warnings.catch_warnings():  # "compile() was not called": not needed to find boxes
+        warnings.simplefilter("ignore", UserWarning)
+        return runs.load_model(fold.best, f"`ncfm detect --fold {fold.index} --run {fold.run} --retrain` "
+                                          f"trains it again", compile=False)
+
+
+class _rows:
+    """Index a cache by a list of row numbers lazily (no copy of the held-out pixels)."""
+
+    def __init__(self, pixels, rows):
+        self.pixels, self.rows = pixels, np.asarray(rows)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.pixels[self.rows[index]]
+
+
+def describe_quality(q: dict) -> str:
+    return (f"recall@0.5 {q['recall@0.5']:.3f}, best-box IoU {q['best_iou']:.3f}, top-1 hit {q['top1@0.5']:.3f}, "
+            f"fish/no-fish AUC {q['fish_auc']:.3f} ({q['boxed_images']} boxed images, {q['true_boxes']} boxes)")
+
+
+def find_test_boxes(run_dir: Path, fold: int, data_dir: Path, comp: Competition, stage: int | None = None,
+                    force: bool = False) -> tuple[Path, pd.DataFrame]:
+    """A finished detector fold's boxes for one stage's test images (written once, then read back)."""
+    from ncfm.cache import load_images
+    from ncfm.dataset import find_test_images
+
+    target = runs.fold_of(run_dir, fold)
+    config = runs.read_config(target)
+    if config is None or config.get("kind") != runs.DETECTOR or not runs.is_finished(target):
+        raise NcfmError(f"{target.dir}: not a finished detector fold; run `ncfm detect --fold {fold} --run {run_dir}`")
+    stage = stage if stage is not None else comp.default_stage
+    path = target.test_boxes(stage)
+    tests, _ = find_test_images(data_dir, stage, comp)
+    if path.is_file() and not force:
+        found = runs.read_found_boxes(path)
+        if set(found.image) == set(tests.id):
+            return path, found
+    cfg = DetectConfig(**{k: config[k] for k in DetectConfig.field_names() if k in config})
+    model = load_detector(target)
+    pixels = load_images(data_dir, list(tests.path), cfg.image_size, cache_dir=cfg.cache_dir or None,
+                         workers=cfg.workers)
+    wh = image_sizes(data_dir, list(tests.path))
+    found = find_boxes(model, pixels, list(tests.id), wh, cfg, config["pixel_scale"], config["pixel_offset"])
+    runs.write_found_boxes(path, found)
+    return path, found
+
+
+# ----------------------------------------------------------------------------- per epoch
+class DetectorCheckpoint(keras.callbacks.Callback):
+    """Per epoch: a history row and progress line, the best weights on val_loss, early stopping,
+    a raise on NaN; best.keras then last.keras (the commit point), history, state flushed at most
+    every checkpoint_seconds and at the end."""
+
+    def __init__(self, fold, state, history, cfg, log):
+        super().__init__()
+        self.fold, self.state, self.history, self.cfg, self.log = fold, state, history, cfg, log
+
+    def on_train_begin(self, logs=None):
+        self.flushed_at, self.flushed_epoch, self.best_weights = time.time(), self.state["epoch"], None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs, state = dict(logs or {}), self.state
+        loss, val_loss = float(logs.get("loss", np.nan)), float(logs.get("val_loss", np.nan))
+        if not (np.isfinite(loss) and np.isfinite(val_loss)):
+            raise FloatingPointError(
+                f"epoch {epoch + 1}: loss={loss}, val_loss={val_loss}; stopped. The last saved epoch is kept in "
+                f"{self.fold.last}: lower --lr and rerun the same command to resume from it")
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row = dict(epoch=epoch + 1, loss=loss, val_loss=val_loss, learning_rate=lr,
+                   seconds=round(time.time() - self.started, 3))
+        self.history.append(row)
+        improved = val_loss < state["best_val_loss"]
+        if improved:
+            self.best_weights = [np.array(keras.ops.convert_to_numpy(w)) for w in self.model.weights]
+            state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0)
+        elif epoch + 1 > state["best_epoch"]:
+            state["wait"] += 1
+        state.update(epoch=epoch + 1, phase=1)
+        self.log(f"epoch {epoch + 1:3d}  loss {loss:.4f}  val_loss {val_loss:.4f}  lr {lr:.2e}  "
+                 f"{row['seconds']:.1f}s{'  *best' if improved else ''}")
+        if self.cfg.patience and state["wait"] >= self.cfg.patience:
+            self.log(f"early stopping: val_loss has not improved for {self.cfg.patience} epochs")
+            state["stopped_early"] = True
+            self.model.stop_training = True
+        if time.time() - self.flushed_at >= self.cfg.checkpoint_seconds:
+            self.flush()
+
+    def on_train_end(self, logs=None):
+        if self.history and self.history[-1]["epoch"] == self.state["epoch"] != self.flushed_epoch:
+            self.flush()
+
+    def flush(self):
+        if self.best_weights is not None:
+            current = self.model.get_weights()
+            self.model.set_weights(self.best_weights)
+            runs.save_model(self.model, self.fold.best, record={"best_epoch": self.state["best_epoch"],
+                                                                "best_val_loss": self.state["best_val_loss"]})
+            self.model.set_weights(current)
+            self.best_weights = None
+        runs.save_model(self.model, self.fold.last, {"state": self.state, "history": self.history})
+        runs.write_history(self.fold, self.history, runs.DETECT_HISTORY_COLUMNS)
+        runs.write_state(self.fold, self.state)
+        self.flushed_at, self.flushed_epoch = time.time(), self.state["epoch"]
+
+
+
+# ----------------------------------------------------------------------------- command
+def main(args) -> int:
+    from ncfm.config import make_config
+    from ncfm.dataset import competition_for
+
+    overrides = {name: getattr(args, name) for name in DetectConfig.field_names()}
+    cfg = make_config(args.config, settings=DetectConfig, **overrides)
+    data_dir = Path(args.data_dir)
+    folds_csv = Path(args.folds_csv) if args.folds_csv else data_dir / "folds.csv"
+    comp = competition_for(data_dir, folds_csv)
+    detect_fold(cfg, comp, data_dir, folds_csv, args.fold, Path(args.run), boxes_csv=args.boxes_csv,
+                empty_class=args.empty_class, retrain=args.retrain)
+    if args.test:
+        for stage in comp.stages or [None]:
+            path, found = find_test_boxes(Path(args.run), args.fold, data_dir, comp, stage)
+            print(f"test boxes{'' if stage is None else f' (stage {stage})'}: {found.image.nunique()} images -> {path}")
+    return 0
