@@ -29,7 +29,9 @@ def _add_make_synthetic(sub):
         "plant-seedlings or aerial-cactus imitate those competitions' files (one test/ folder, their "
         "labels CSV and sample_submission.csv). Each class is a distinct drawn shape on per-boat "
         "backgrounds, with near-duplicate frames per boat, so plain stratified folds leak. "
-        "train_boats.csv and test_truth.csv hold the true boats and test labels.",
+        "train_boats.csv and test_truth.csv hold the true boats and test labels; on ncfm, "
+        "boxes/<class>_labels.json hold the training fish's boxes as the community's Sloth files "
+        "(for `ncfm boxes`).",
     )
     p.add_argument("out_dir", help="folder to create (must be empty or not exist)")
     p.add_argument("--layout", default="ncfm",
@@ -48,6 +50,9 @@ def _add_make_synthetic(sub):
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--nested-stg2", action="store_true",
                    help="put stage-2 images in test_stg2/test_stg2/ as the .7z unpacks (ncfm only)")
+    p.add_argument("--small-fish", action="store_true",
+                   help="small fish on large frames, as on real decks: frames twice as wide and high "
+                   "(4x the area), a fish's box ~1-3%% of the frame")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder")
 
 
@@ -98,6 +103,32 @@ def _cmd_split_train_val(args) -> int:
     from ncfm import folds
 
     return folds.main(args)
+
+
+def _add_boxes(sub):
+    p = sub.add_parser(
+        "boxes",
+        help="import the community's fish boxes (Sloth *_labels.json) into boxes.csv beside folds.csv",
+        description="Read the Sloth annotation files of the training fish (one per class: alb_labels.json, "
+        "..., yft_labels.json, other_labels.json; the file names the class), match their file names to "
+        "the training images of folds.csv by base name, clip boxes to their image and write boxes.csv "
+        "(image,label,x,y,width,height,image_width,image_height; pixels, top-left origin) beside "
+        "folds.csv. Prints boxes per class, then what was odd: unknown file names, fish images "
+        "without a box, duplicate boxes, images annotated in another class's file. Run after "
+        "split_train_val. The files were shared on the competition's Kaggle forum and kernels.",
+    )
+    p.add_argument("files", nargs="*", metavar="FILES",
+                   help="Sloth JSON files (default: <data-dir>/boxes/*_labels.json)")
+    p.add_argument("--data-dir", default="data", help="the competition's files, split by split_train_val (default data)")
+    p.add_argument("--folds-csv", default=None,
+                   help="manifest from split_train_val (default <data-dir>/folds.csv); boxes.csv goes beside it")
+    p.add_argument("--force", action="store_true", help="overwrite an existing boxes.csv that holds other boxes")
+
+
+def _cmd_boxes(args) -> int:
+    from ncfm import boxes
+
+    return boxes.main(args)
 
 
 # --------------------------------------------------------------------------- train
@@ -336,6 +367,7 @@ def _cmd_demo(args) -> int:
 COMMANDS = [
     ("make_synthetic", _add_make_synthetic, _cmd_make_synthetic),
     ("split_train_val", _add_split_train_val, _cmd_split_train_val),
+    ("boxes", _add_boxes, _cmd_boxes),
     ("train", _add_train, _cmd_train),
     ("detect", _add_detect, _cmd_detect),
     ("predict", _add_predict, _cmd_predict),

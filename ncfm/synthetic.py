@@ -29,7 +29,9 @@ What every layout imitates, because the pipeline's choices depend on it:
 
 Extra files that Kaggle does not ship, for tests and metrics: train_boats.csv (image,boat: the
 true boat of each training image, image relative to the data folder) and test_truth.csv (the
-sample submission's id column, then label; NCFM adds boat,stage).
+sample submission's id column, then label; NCFM adds boat,stage). NCFM's layout also gets the
+training fish's boxes as the community shared them, boxes/<class>_labels.json in the Sloth tool's
+JSON (for `ncfm boxes`; see _sloth_files). --small-fish draws small fish on large frames.
 Every image is drawn from a random generator seeded by (seed, image), so the output is
 byte-identical for a seed whatever the number of worker processes.
 """
@@ -66,7 +68,7 @@ DECK_COLOURS = [(150, 150, 150), (110, 125, 140), (215, 215, 210), (190, 175, 14
                 (70, 120, 125), (140, 80, 60), (90, 90, 100), (180, 190, 200), (120, 105, 80)]
 
 # Random streams, one per purpose, so adding a draw to one never shifts another.
-_PLAN, _BOAT, _VIDEO, _FRAME = 0, 1, 2, 3
+_PLAN, _BOAT, _VIDEO, _FRAME, _BOXES = 0, 1, 2, 3, 4
 
 
 # --------------------------------------------------------------------------- the competitions
@@ -487,10 +489,16 @@ class Style:
     looks: dict         # class -> Look
     night_share: float  # share of night-vision (monochrome) videos
     ext: str            # "jpg" or "png"
+    fish_scale: float = 1.0  # fish length relative to the frame, times the class's own (small_fish: 0.4)
 
 
-def _render(job, style: Style) -> bytes:
-    """Draw one frame: the boat's deck (camera nudged), the video's fish moved a little, gear, noise."""
+def _render(job, style: Style, with_fish: bool = True) -> tuple[bytes, list[tuple]]:
+    """Draw one frame: the boat's deck (camera nudged), the video's fish moved a little, gear, noise.
+
+    Returns the encoded image and the tight box (x, y, width, height) of each fish drawn, in the
+    image's pixels, clipped to it (a fish wholly out of the frame has none). with_fish=False draws the
+    same frame without its fish (the same random draws), to check the boxes against.
+    """
     from io import BytesIO
 
     from PIL import Image, ImageDraw
@@ -508,7 +516,7 @@ def _render(job, style: Style) -> bytes:
     n_fish = 0 if not look.shape else (2 if vr.random() < 0.2 else 1)
     fish = []
     for _ in range(n_fish):
-        length = look.length * w * vr.uniform(0.75, 1.3)
+        length = look.length * w * style.fish_scale * vr.uniform(0.75, 1.3)
         fish_rng = np.random.default_rng(vr.integers(2**32))
         pos = vr.uniform([0.2 * w, 0.2 * h], [0.8 * w, 0.8 * h])
         velocity = vr.normal(0, 0.012, 2) * w  # per frame: the fish is dragged across the deck
@@ -524,10 +532,20 @@ def _render(job, style: Style) -> bytes:
         r = 0.04 * w
         ImageDraw.Draw(pil).ellipse([gear_xy[0] - r, gear_xy[1] - r * 0.6, gear_xy[0] + r, gear_xy[1] + r * 0.6],
                                     fill=gear_colour)
+    boxes = []
     for length, fish_rng, (cx, cy), angle in fish:
         sprite = _draw_fish(look.shape, length, fish_rng, look.colours, look.stripes)
         sprite = sprite.rotate(angle, expand=True, resample=Image.BILINEAR)
-        pil.paste(sprite, (int(cx - sprite.width / 2), int(cy - sprite.height / 2)), sprite)
+        x, y = int(cx - sprite.width / 2), int(cy - sprite.height / 2)
+        if with_fish:
+            pil.paste(sprite, (x, y), sprite)
+        # the box of every pixel the fish touches (alpha > 0) inside the frame
+        cx0, cy0 = max(0, -x), max(0, -y)
+        cx1, cy1 = min(sprite.width, w - x), min(sprite.height, h - y)
+        seen = sprite.getchannel("A").crop((cx0, cy0, cx1, cy1)).getbbox() if cx1 > cx0 and cy1 > cy0 else None
+        if seen:
+            left, top, right, bottom = seen
+            boxes.append((float(x + cx0 + left), float(y + cy0 + top), float(right - left), float(bottom - top)))
 
     if night:  # monochrome night vision: same scene, its luminance in grey or green
         lum = pil.convert("L")
@@ -549,15 +567,18 @@ def _render(job, style: Style) -> bytes:
         out.save(buf, "PNG")
     else:
         out.save(buf, "JPEG", quality=JPEG_QUALITY)
-    return buf.getvalue()
+    return buf.getvalue(), boxes
 
 
-def _render_chunk(jobs, out_dir: str, style: Style) -> int:
+def _render_chunk(jobs, out_dir: str, style: Style) -> list[list[tuple]]:
+    """Draw and write the jobs' images; the fish boxes of each, in order."""
+    boxes = []
     for job in jobs:
-        data = _render(job, style)
+        data, fish = _render(job, style)
         with open(os.path.join(out_dir, job[0]), "wb") as f:
             f.write(data)
-    return len(jobs)
+        boxes.append(fish)
+    return boxes
 
 
 # --------------------------------------------------------------------------- the CSV files
@@ -611,26 +632,67 @@ def _ncfm_tables(jobs: list[tuple], classes: list[str]) -> dict[str, str]:
     }
 
 
+# --------------------------------------------------------------------------- the fish boxes
+BOXES_FOLDER = "boxes"  # OUT/boxes/<class>_labels.json, where `ncfm boxes` looks by default
+STICK_OUT_SHARE = 0.05  # of all boxes: drawn past the frame's edge, taken from the fish it cuts
+NO_BOX_SHARE = 1 / 50   # fish images the annotators skipped
+PREFIX_SHARE = 0.03     # file names given with a folder prefix
+SMALL_FISH_FRAME = 2    # small_fish: frames this many times wider and higher,
+SMALL_FISH_LENGTH = 0.8  # and fish this long in pixels relative to the default frames' fish
+
+
+def _sloth_files(jobs: list[tuple], fish_boxes: dict, sizes: dict, fish_classes: list[str], seed: int) -> tuple:
+    """The true fish boxes (training image -> [(x, y, width, height), ...]) as the community's Sloth
+    files, <class lower>_labels.json -> JSON text, with their flaws: about STICK_OUT_SHARE of the
+    boxes drawn past the frame's edge (only fish the frame cuts, so clipping gives the true box
+    back), a few fish images without an entry, a few names with a folder prefix. Its own random
+    stream, so the images never change. Returns (files, counts of the flaws)."""
+    import json
+
+    rng = np.random.default_rng([seed, _BOXES])
+    n_boxes = sum(len(fish_boxes[j[0]]) for j in jobs if j[0] in fish_boxes)
+    n_cut = sum(x <= 0 or y <= 0 or x + bw >= sizes[j[1]][0] or y + bh >= sizes[j[1]][1]
+                for j in jobs if j[0] in fish_boxes for x, y, bw, bh in fish_boxes[j[0]])
+    stick_out = min(1.0, STICK_OUT_SHARE * n_boxes / max(1, n_cut))  # of the cut fish's boxes
+    entries: dict[str, list] = {c: [] for c in fish_classes}
+    flaws = {"stick_out": 0, "without_box": 0, "prefixed": 0}
+    for path, boat, label, *_ in sorted(j for j in jobs if j[5] == 0 and j[2] in entries):
+        w, h = sizes[boat]
+        skip, prefix = rng.random(2)  # the same draws for every image, so one choice never shifts another
+        if skip < NO_BOX_SHARE:
+            flaws["without_box"] += 1
+            continue
+        name = path.split("/")[-1]
+        if prefix < PREFIX_SHARE:
+            name = f"../data/{path}"
+            flaws["prefixed"] += 1
+        annotations = []
+        for x, y, bw, bh in fish_boxes[path]:
+            stick, side = rng.random(2)
+            past = round(float(rng.uniform(0.5, 0.03 * w)), 1)
+            cut = [e for e, at_edge in (("left", x <= 0), ("top", y <= 0), ("right", x + bw >= w),
+                                        ("bottom", y + bh >= h)) if at_edge]
+            if cut and stick < stick_out:
+                edge = cut[int(side * len(cut))]
+                flaws["stick_out"] += 1
+                if edge == "left":
+                    x, bw = x - past, bw + past
+                elif edge == "top":
+                    y, bh = y - past, bh + past
+                elif edge == "right":
+                    bw += past
+                else:
+                    bh += past
+            annotations.append({"class": "rect", "x": x, "y": y, "width": bw, "height": bh})
+        entries[label].append({"filename": name, "class": "image", "annotations": annotations})
+    files = {f"{c.lower()}_labels.json": json.dumps(e, indent=2) + "\n" for c, e in entries.items()}
+    return files, flaws
+
+
 # --------------------------------------------------------------------------- API
-def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int | None = None, boats: int = 12,
-                   scale: float = 0.25, seed: int = 0, nested_stg2: bool = False, *, layout: str = "ncfm",
-                   n_classes: int | None = None, workers: int = 0, progress: bool = False) -> dict:
-    """Write the dataset into out_dir (created; existing files of the same names are overwritten).
-
-    layout: one of LAYOUTS ("ncfm", "dog-breed", "plant-seedlings", "aerial-cactus").
-    n_test1: NCFM's stage-1 test images, or the other layouts' test images.
-    n_test2, nested_stg2: NCFM's stage 2 only (n_test2 defaults to 80 there).
-    n_classes: how many of the competition's classes (default: 8 NCFM, 6 dog breeds, 5 plant
-        species, 2 aerial cactus; dog breeds go up to 120, plant species to 12).
-    scale: image size as a fraction of NCFM's camera sizes (aerial cactus is always 32x32).
-
-    Returns a summary: counts per class, boats and their sizes, seconds taken. workers=0 uses
-    every core for large sets and one for small ones; the output never depends on it.
-    """
-    from tqdm import tqdm
-
-    from ncfm.dataset import cpu_count, process_pool
-
+def _prepare(layout: str, n_train: int, n_test1: int, n_test2: int | None, boats: int, scale: float, seed: int,
+             nested_stg2: bool, n_classes: int | None, small_fish: bool) -> tuple:
+    """Check the settings; every image to draw and what they share: (classes, jobs, style, frame scale)."""
     spec = _layout(layout)
     weights = _class_weights(layout, n_classes)
     classes = list(weights)
@@ -647,39 +709,78 @@ def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int 
         raise NcfmError(f"received n_test1={n_test1}, n_test2={n_test2}; each stage needs at least one image")
     if n_test1 < 1:
         raise NcfmError(f"received n_test1={n_test1}; the {layout} layout's test/ folder needs at least one image")
-    started = time.perf_counter()
-    out = Path(out_dir)
+    if small_fish and spec.size == "32x32":
+        raise NcfmError(f"received small_fish=True; the {layout} layout's images are always 32x32 (leave it out)")
     jobs = _plan(layout, weights, n_train, n_test1, n_test2 or 0, boats, seed, nested_stg2)
+    # small fish: frames twice as wide and high (4x the area), fish a little shorter in pixels
+    frame_scale = scale * SMALL_FISH_FRAME if small_fish else scale
+    style = Style(seed=seed, sizes={b: _image_size(spec, b, boats, frame_scale) for b in sorted({j[1] for j in jobs})},
+                  looks=_looks(layout, classes), night_share=NIGHT_VIDEO_SHARE if layout == "ncfm" else 0.0,
+                  ext=spec.ext, fish_scale=SMALL_FISH_LENGTH / SMALL_FISH_FRAME if small_fish else 1.0)
+    return classes, jobs, style, frame_scale
+
+
+def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int | None = None, boats: int = 12,
+                   scale: float = 0.25, seed: int = 0, nested_stg2: bool = False, *, layout: str = "ncfm",
+                   n_classes: int | None = None, small_fish: bool = False, workers: int = 0,
+                   progress: bool = False) -> dict:
+    """Write the dataset into out_dir (created; existing files of the same names are overwritten).
+
+    layout: one of LAYOUTS ("ncfm", "dog-breed", "plant-seedlings", "aerial-cactus").
+    n_test1: NCFM's stage-1 test images, or the other layouts' test images.
+    n_test2, nested_stg2: NCFM's stage 2 only (n_test2 defaults to 80 there).
+    n_classes: how many of the competition's classes (default: 8 NCFM, 6 dog breeds, 5 plant
+        species, 2 aerial cactus; dog breeds go up to 120, plant species to 12).
+    scale: image size as a fraction of NCFM's camera sizes (aerial cactus is always 32x32).
+    small_fish: small fish on large frames, as on real decks: frames twice as wide and high as
+        `scale` gives (4x the area), fish 0.8x as long in pixels as on the default frames (a
+        fish's box covers ~1-3% of the frame instead of ~5-15%); a fifth of the images hold two.
+
+    The ncfm layout also writes the training fish's boxes as the community's Sloth files,
+    boxes/<class>_labels.json (see _sloth_files), for `ncfm boxes`.
+
+    Returns a summary: counts per class, boats and their sizes, seconds taken; on ncfm, the true
+    fish boxes {image: [(x, y, width, height), ...]} and the flaws put in the Sloth files.
+    workers=0 uses every core for large sets and one for small ones; the output never depends on it.
+    """
+    from tqdm import tqdm
+
+    from ncfm.dataset import cpu_count, process_pool
+
+    started = time.perf_counter()
+    classes, jobs, style, frame_scale = _prepare(layout, n_train, n_test1, n_test2, boats, scale, seed,
+                                                 nested_stg2, n_classes, small_fish)
+    spec = _layout(layout)
+    out = Path(out_dir)
     folders = {os.path.dirname(j[0]) for j in jobs}
     if spec.class_folders:  # every class's folder, as Kaggle's
         folders |= {f"train/{c}" for c in classes}
     for folder in sorted(folders):
         (out / folder).mkdir(parents=True, exist_ok=True)
 
-    all_boats = sorted({j[1] for j in jobs})
-    style = Style(seed=seed, sizes={b: _image_size(spec, b, boats, scale) for b in all_boats},
-                  looks=_looks(layout, classes), night_share=NIGHT_VIDEO_SHARE if layout == "ncfm" else 0.0,
-                  ext=spec.ext)
-    w, h = _image_size(spec, 0, boats, scale)
+    w, h = _image_size(spec, 0, boats, frame_scale)
     if workers <= 0:  # auto: every core, unless a pool costs more than it saves
         workers = 1 if len(jobs) * w * h < 20e6 else cpu_count()
     chunks = [jobs[i: i + 16] for i in range(0, len(jobs), 16)]
+    drawn: list[list[tuple]] = []
     with tqdm(total=len(jobs), desc="drawing images", unit="img", disable=not progress) as bar:
         if workers == 1:
             for chunk in chunks:
-                bar.update(_render_chunk(chunk, str(out), style))
+                drawn += _render_chunk(chunk, str(out), style)
+                bar.update(len(chunk))
         else:
             with process_pool(workers) as pool:
                 futures = [pool.submit(_render_chunk, c, str(out), style) for c in chunks]
-                for fut in futures:
-                    bar.update(fut.result())
+                for chunk, fut in zip(chunks, futures):
+                    drawn += fut.result()
+                    bar.update(len(chunk))
 
     for file_name, text in _tables(layout, jobs, classes).items():
         atomic_write_text(out / file_name, text)
 
     train = [j for j in jobs if j[5] == 0]
     n_new = max(3, boats // 3) if layout == "ncfm" else 0
-    return {
+    summary = {
         "out_dir": str(out),
         "layout": layout,
         "n_train": len(train),
@@ -688,9 +789,20 @@ def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int 
         "class_counts": {c: sum(1 for j in train if j[2] == c) for c in classes},
         "train_boats": boats, "stage2_boats": n_new,
         "videos": len({j[3] for j in jobs}),
-        "boat_sizes": {b: "%dx%d" % _image_size(spec, b, boats, scale) for b in range(boats + n_new)},
-        "seconds": round(time.perf_counter() - started, 2),
+        "boat_sizes": {b: "%dx%d" % _image_size(spec, b, boats, frame_scale) for b in range(boats + n_new)},
     }
+    if layout == "ncfm":  # NoF is the empty class: boxes make sense
+        fish_classes = [c for c in classes if style.looks[c].shape]
+        truth = {j[0]: boxes for j, boxes in zip(jobs, drawn) if j[5] == 0 and j[2] in fish_classes}
+        files, flaws = _sloth_files(jobs, truth, style.sizes, fish_classes, seed)
+        (out / BOXES_FOLDER).mkdir(exist_ok=True)
+        for file_name, text in files.items():
+            atomic_write_text(out / BOXES_FOLDER / file_name, text)
+        summary["fish_boxes"] = truth
+        summary["boxes"] = {"folder": str(out / BOXES_FOLDER), "files": len(files),
+                            "boxes": sum(map(len, truth.values())), **flaws}
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    return summary
 
 
 def main(args) -> int:
@@ -704,13 +816,18 @@ def main(args) -> int:
         raise NcfmError(f"{out}: folder is not empty; choose another OUT_DIR or pass --force to write into it")
     summary = make_synthetic(out, n_train=args.n_train, n_test1=args.n_test1, n_test2=args.n_test2,
                              boats=args.boats, scale=args.scale, seed=args.seed, nested_stg2=args.nested_stg2,
-                             layout=args.layout, n_classes=args.n_classes, progress=sys.stderr.isatty())
+                             layout=args.layout, n_classes=args.n_classes, small_fish=args.small_fish,
+                             progress=sys.stderr.isatty())
     counts = " ".join(f"{c}={n}" for c, n in summary["class_counts"].items())
     if summary["layout"] == "ncfm":
         print(f"wrote {summary['n_train']} train ({counts}), {summary['n_test1']} stage-1 and "
               f"{summary['n_test2']} stage-2 test images to {out} in {summary['seconds']:.1f} s")
         print(f"{summary['train_boats']} training boats, {summary['stage2_boats']} stage-2-only boats, "
               f"{summary['videos']} videos; true boats in {out / 'train_boats.csv'}")
+        b = summary["boxes"]
+        print(f"{b['boxes']} fish boxes in {b['files']} Sloth files in {b['folder']} (for `ncfm boxes`), with "
+              f"{b['stick_out']} drawn past the frame, {b['without_box']} fish images left out and "
+              f"{b['prefixed']} names with a folder prefix")
     else:
         print(f"wrote {summary['n_train']} train ({counts}) and {summary['n_test1']} test images in the "
               f"{summary['layout']} layout to {out} in {summary['seconds']:.1f} s")
