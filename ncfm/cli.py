@@ -153,6 +153,10 @@ def _add_train(sub):
     p.add_argument("--folds-csv", default=None, help="manifest from split_train_val (default <data-dir>/folds.csv)")
     p.add_argument("--config", default=None, help="TOML/YAML file of settings (flags override it)")
     p.add_argument("--retrain", action="store_true", help="discard this fold's outputs and train from scratch")
+    p.add_argument("--detector", default=None, metavar="RUN",
+                   help="train on fish crops instead of whole images: the boxes of this finished detector run "
+                        "(`ncfm detect`; every fold) are cut once into <data-dir>/crops/, training on jittered "
+                        "true boxes and validating on the detector's own held-out boxes")
     p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)
     _settings_flags(p, TrainConfig)
 
@@ -237,6 +241,9 @@ def _add_predict(sub):
                    help="kinds of TTA views: any of flips,zoom,shift,crop (default flips,zoom,shift)")
     p.add_argument("--mean", choices=["arithmetic", "geometric"], default="arithmetic",
                    help="how models are averaged (default arithmetic)")
+    p.add_argument("--run-weights", choices=["equal", "oof"], default="equal",
+                   help="how several --run are blended: equal weights, or non-negative weights summing to 1 "
+                        "fitted on their out-of-fold log loss (e.g. a crop run and a whole-image run)")
     p.add_argument("--calibrate", choices=["none", "temperature", "floor", "both"], default="temperature",
                    help="fit on the runs' out-of-fold predictions when the competition is scored by log "
                    "loss (default temperature)")

@@ -60,6 +60,12 @@ class TrainConfig:
     shear: float = setting(5.0, "random shear, +/- degrees")
     brightness: float = setting(0.15, "random brightness, +/- fraction")
     contrast: float = setting(0.15, "random contrast, +/- fraction")
+    # crops (only with `ncfm train --detector RUN`: the classifier sees the fish the detector found)
+    crop_margin: float = setting(0.15, "with --detector: space around the fish box, a fraction of its longer side")
+    crop_aspect: str = setting("square", "with --detector: square (fish at any angle), keep (the box's own "
+                               "aspect, squashed), or pad (square, black beyond the image edge)")
+    crop_jitters: int = setting(2, "with --detector: crops cut per true box for training, the first exact, "
+                                "the others shifted and scaled by up to 10% like a detector's boxes")
     # execution
     seed: int = setting(2016, "seed of weights, augmentation, dropout and batch order")
     deterministic: bool = setting(False, "deterministic kernels (slower; TensorFlow and torch)")

@@ -523,3 +523,37 @@ def read_crop_set(path) -> CropSet:
     if missing:
         raise NcfmError(f"{path}: {', '.join(missing)} missing beside {META}; {_FIX}")
     return crops
+
+
+# ----------------------------------------------------------------------------- from a detector run
+def crop_set_for_detector(data_dir, detector_run, comp, settings: CropSettings, workers: int = 0) -> CropSet:
+    """The crop set of a finished detector run: true boxes from boxes.csv, every detector fold's
+    out-of-fold boxes, and its boxes on each test stage (found now when not yet written).
+    Named after the run; built once per distinct input (see build_crop_set)."""
+    from ncfm import runs
+    from ncfm.batches import read_manifest
+    from ncfm.boxes import boxes_path, read_boxes
+    from ncfm.detect import find_test_boxes
+
+    detector_run = Path(detector_run)
+    folds = runs.all_folds(detector_run)
+    configs = [runs.read_config(f) for f in folds]
+    if not folds or any(c is None or c.get("kind") != runs.DETECTOR for c in configs):
+        raise NcfmError(f"{detector_run}: not a detector run (no fold<K>/config.json of `ncfm detect`); "
+                        f"train one with `ncfm detect --fold K --run {detector_run}`")
+    folds_csv = Path(configs[0]["folds_csv"])
+    manifest, n_folds = read_manifest(folds_csv, classes=comp.classes)
+    unfinished = [f.name for f in folds if not runs.is_finished(f)]
+    missing = sorted(set(range(n_folds)) - {f.index for f in folds})
+    if unfinished or missing:
+        todo = [int(n[4:]) for n in unfinished] + missing
+        raise NcfmError(f"{detector_run}: crops need every detector fold finished; still to train: fold(s) "
+                        f"{', '.join(map(str, sorted(todo)))} (`ncfm detect --fold K --run {detector_run}`)")
+    found_oof = {f.index: runs.read_found_boxes(f.oof_boxes) for f in folds}
+    found_test = {}
+    for stage in comp.stages or [None]:
+        for f in folds:
+            _, found = find_test_boxes(detector_run, f.index, Path(data_dir), comp, stage)
+            found_test[(stage if stage is not None else 1, f.index)] = found
+    return build_crop_set(data_dir, detector_run.name, comp.classes, manifest, read_boxes(boxes_path(folds_csv)),
+                          found_oof, found_test, settings, without_boxes=configs[0]["empty_classes"], workers=workers)

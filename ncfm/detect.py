@@ -499,7 +499,8 @@ def describe_quality(q: dict) -> str:
 
 def find_test_boxes(run_dir: Path, fold: int, data_dir: Path, comp: Competition, stage: int | None = None,
                     force: bool = False) -> tuple[Path, pd.DataFrame]:
-    """A finished detector fold's boxes for one stage's test images (written once, then read back)."""
+    """A finished detector fold's boxes for one stage's test images (written once, then read back);
+    `image` is the test file's path relative to data_dir."""
     from ncfm.cache import load_images
     from ncfm.dataset import find_test_images
 
@@ -512,14 +513,14 @@ def find_test_boxes(run_dir: Path, fold: int, data_dir: Path, comp: Competition,
     tests, _ = find_test_images(data_dir, stage, comp)
     if path.is_file() and not force:
         found = runs.read_found_boxes(path)
-        if set(found.image) == set(tests.id):
+        if set(found.image) == set(tests.path):
             return path, found
     cfg = DetectConfig(**{k: config[k] for k in DetectConfig.field_names() if k in config})
     model = load_detector(target)
     pixels = load_images(data_dir, list(tests.path), cfg.image_size, cache_dir=cfg.cache_dir or None,
                          workers=cfg.workers)
     wh = image_sizes(data_dir, list(tests.path))
-    found = find_boxes(model, pixels, list(tests.id), wh, cfg, config["pixel_scale"], config["pixel_offset"])
+    found = find_boxes(model, pixels, list(tests.path), wh, cfg, config["pixel_scale"], config["pixel_offset"])
     runs.write_found_boxes(path, found)
     return path, found
 

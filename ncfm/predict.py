@@ -173,6 +173,78 @@ def predict_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, data_d
     return tests, oofs
 
 
+# ----------------------------------------------------------------------------- detect, crop, classify
+def is_crop_run(folds: list[runs.Fold]) -> bool:
+    """Whether a run's folds classify crops of a detector's boxes (`ncfm train --detector`)."""
+    return bool((runs.read_config(folds[0]) or {}).get("detector"))
+
+
+def predict_crop_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, data_dir: Path, stage: int,
+                     test: pd.DataFrame, views, *, batch_size: int, force: bool, log,
+                     fill_rows=()) -> tuple[list[np.ndarray], dict]:
+    """Like predict_run, for a crop run: each fold's crop classifier on the crops of the same
+    detector fold's test boxes (per-fold files saved as for any run), then combined with the
+    detector's calibrated P(fish) into the competition's classes (ncfm.combine). The OOF frames
+    cover every training image: fish images through their out-of-fold crop, empty ones through
+    P(fish) alone (their log loss does not depend on the crop classifier)."""
+    from ncfm import combine
+    from ncfm.batches import read_manifest
+    from ncfm.crops import read_crop_set
+
+    config = runs.read_config(folds[0]) or {}
+    crop_set = read_crop_set(config["crop_set"])
+    crop_comp = crop_set.competition(comp)
+    empty = [c for c in comp.classes if c not in crop_set.classes]
+    detector = Path(config["detector"])
+    det_folds = {f.index: f for f in runs.all_folds(detector)}
+    det_config = runs.read_config(next(iter(det_folds.values()))) or {}
+    manifest, _ = read_manifest(Path(det_config["folds_csv"]), classes=comp.classes)
+    found = pd.concat([runs.read_found_boxes(f.oof_boxes) for f in det_folds.values()], ignore_index=True)
+    best_score = found.groupby("image").score.max()
+    scores = best_score.reindex(manifest.image).fillna(0.0).to_numpy()
+    fit = combine.fit_fish_probability(scores, ~manifest.label.isin(empty).to_numpy())
+    log(f"{detector}: P(fish) = logistic({fit['a']:.3f} * logit(best box score) + {fit['b']:.3f}), fitted on "
+        f"{len(manifest)} out-of-fold images")
+    p_fish_oof = pd.Series(combine.fish_probability(scores, fit), index=manifest.image)
+
+    tests, oofs = [], {}
+    for fold in folds:
+        crops = crop_set.test_crops(stage, fold.index)
+        where = pd.Index(crops.image).get_indexer(test.path)
+        if (where < 0).any():
+            raise NcfmError(f"{crop_set.dir}: no crop for {test.path.iloc[int(np.argmax(where < 0))]}; the test images "
+                            f"changed since the crops were cut: rerun `ncfm train --detector {detector} ...` to cut them")
+        fold_test = pd.DataFrame({"id": test.id.to_numpy(), "path": crops.crop.to_numpy()[where]})
+        fold_tests, fold_oofs = predict_run(run_dir, [fold], crop_comp, crop_set.dir, stage, fold_test, views,
+                                            batch_size=batch_size, force=force, log=log, fill_rows=fill_rows)
+        det_found = runs.read_found_boxes(det_folds[fold.index].test_boxes(stage))
+        test_scores = det_found.groupby("image").score.max().reindex(test.path).fillna(0.0).to_numpy()
+        tests.append(combine.combine(combine.fish_probability(test_scores, fit), fold_tests[0], comp.classes,
+                                     crop_set.classes, empty))
+        if fold.name in fold_oofs:
+            oofs[fold.name] = _combined_oof(fold_oofs[fold.name], crop_set, fold.index, manifest, p_fish_oof,
+                                            comp, empty)
+    return tests, oofs
+
+
+def _combined_oof(crop_oof: pd.DataFrame, crop_set, fold: int, manifest: pd.DataFrame, p_fish: pd.Series,
+                  comp: Competition, empty) -> pd.DataFrame:
+    from ncfm import combine
+
+    crop_rows = pd.read_csv(crop_set.manifest(fold), dtype=str)
+    source = crop_rows.set_index("image").source
+    crop_probs = crop_oof.assign(image=crop_oof.image.map(source)).set_index("image")[list(crop_set.classes)]
+    images = manifest[manifest.fold == fold]
+    uniform = np.full(len(crop_set.classes), 1.0 / len(crop_set.classes))
+    probs = crop_probs.reindex(images.image).to_numpy("float64")
+    probs[np.isnan(probs).any(axis=1)] = uniform  # empty images: no crop, and no bearing on their loss
+    combined = combine.combine(p_fish.reindex(images.image).to_numpy(), probs, comp.classes, crop_set.classes, empty)
+    out = runs.probability_frame(images.image, combined, comp.classes)
+    out.insert(1, "label", images.label.to_numpy())
+    out.insert(2, "y", [comp.classes.index(label) for label in images.label])
+    return out
+
+
 def _oof_views(model, oof, fold, comp, data_dir, size, views, batch_size, log):
     """The fold's held-out images under the same views as the test set (for honest calibration)."""
     from ncfm.batches import read_manifest
@@ -237,8 +309,9 @@ def main(args) -> int:
 
     run_tests, run_oofs = [], []
     for run, folds in zip(run_dirs, run_folds):
-        tests, oofs = predict_run(run, folds, comp, data_dir, stage, test, views, batch_size=batch_size,
-                                  force=args.recompute, log=log, fill_rows=fill_rows)
+        predict = predict_crop_run if is_crop_run(folds) else predict_run
+        tests, oofs = predict(run, folds, comp, data_dir, stage, test, views, batch_size=batch_size,
+                              force=args.recompute, log=log, fill_rows=fill_rows)
         run_tests.append(average(tests, args.mean))
         run_oofs.append(pool_folds(oofs, comp.classes))
     probs = average(run_tests, args.mean)
@@ -247,6 +320,18 @@ def main(args) -> int:
     calibration = {"method": args.calibrate, "temperature": 1.0, "floor": 0.0, "metric": comp.metric}
     if pooled is not None:
         _print_oof(run_dirs, run_oofs, pooled, comp, log)
+    if args.run_weights == "oof" and len(run_dirs) > 1:
+        if pooled is None:
+            raise NcfmError("--run-weights oof needs out-of-fold predictions from every run; one has none")
+        from ncfm.combine import fit_weights
+
+        weights = fit_weights(pooled.run_probs, pooled.y)
+        probs = np.tensordot(weights, np.stack(run_tests), axes=1)
+        pooled = pooled._replace(probs=np.tensordot(weights, np.stack(pooled.run_probs), axes=1))
+        calibration["run_weights"] = dict(zip(map(str, run_dirs), weights.round(4).tolist()))
+        log("run weights fitted on OOF: " + ", ".join(f"{r} {w:.3f}" for r, w in zip(run_dirs, weights))
+            + f"; OOF {comp.metric_name} of the blend {_score(comp, pooled.y, pooled.probs):.4f}")
+    if pooled is not None:
         calibration["oof_score"] = _score(comp, pooled.y, pooled.probs)
     if comp.metric != "log_loss":
         if args.calibrate != "none":
@@ -295,6 +380,9 @@ def _print_oof(run_dirs, run_oofs, pooled, comp: Competition, log) -> None:
             probs = rows[list(comp.classes)].to_numpy("float64")
             log(f"  {run} {name}: OOF {comp.metric_name} {_score(comp, rows.y.to_numpy(), probs):.4f} "
                 f"({len(rows)} images)")
+    if len(run_dirs) > 1:
+        for run, probs in zip(run_dirs, pooled.run_probs):
+            log(f"OOF {comp.metric_name} of {run} on the shared images: {_score(comp, pooled.y, probs):.4f}")
     log(f"OOF {comp.metric_name}, all folds{' and runs' if len(run_dirs) > 1 else ''}: "
         f"{_score(comp, pooled.y, pooled.probs):.4f} ({len(pooled.y)} images)")
 

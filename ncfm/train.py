@@ -93,27 +93,22 @@ def _check_same_settings(saved: dict, cfg: TrainConfig, fold_dir: Path) -> None:
                         f"resume with the same settings, pass --retrain to start over, or use a new --run")
 
 
-def _changed_settings(saved: dict, cfg: TrainConfig) -> list[str]:
-    """Training settings that differ from those the fold was started with ('lr: 0.001 -> 0.01')."""
-    return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in dataclasses.asdict(cfg).items()
-            if k not in EXECUTION_FIELDS and k in saved and saved[k] != v]
-
-
 # ----------------------------------------------------------------------------- the fold
 def train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: Path, fold: int,
-               run_dir: Path, retrain: bool = False, max_train_images: int = 0) -> dict:
+               run_dir: Path, retrain: bool = False, max_train_images: int = 0, notes: dict | None = None) -> dict:
     """Train (or resume, or skip if finished) one fold; returns its state.
 
     One process per fold at a time: a second `ncfm train` on a fold being trained stops at once.
     With `retrain` the old fold is set aside until the new one has its first checkpoint.
+    `notes` go into config.json as they are (a crop run: its detector and crop set).
     """
     target = runs.fold_of(run_dir, fold)
     with runs.fold_lock(target), runs.replacing(target, retrain):
-        return _train_fold(cfg, comp, data_dir, folds_csv, target, max_train_images)
+        return _train_fold(cfg, comp, data_dir, folds_csv, target, max_train_images, notes or {})
 
 
 def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: Path, fold: runs.Fold,
-                max_train_images: int) -> dict:
+                max_train_images: int, notes: dict) -> dict:
     from ncfm import runtime
     from ncfm.batches import make_batches, one_hot, read_manifest
     from ncfm.cache import load_images
@@ -141,7 +136,7 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     runs.write_config(fold, dataclasses.asdict(cfg) | dict(
         fold=fold.index, n_folds=n_folds, folds_csv=str(folds_csv), split=split, data_dir=str(data_dir),
         classes=list(comp.classes), competition=comp.slug, backend=runtime.backend(),
-        accelerator=runtime.accelerator(), keras=keras.__version__))
+        accelerator=runtime.accelerator(), keras=keras.__version__) | notes)
     train_df, val_df = manifest[manifest.fold != fold.index], manifest[manifest.fold == fold.index]
     if max_train_images:  # for quick experiments and the benchmark
         train_df = train_df.iloc[:max_train_images]
@@ -387,6 +382,18 @@ def main(args) -> int:
     data_dir = Path(args.data_dir)
     folds_csv = Path(args.folds_csv) if args.folds_csv else data_dir / "folds.csv"
     comp = competition_for(data_dir, folds_csv)
+    notes = {}
+    if args.detector:  # a crop classifier: train on the crops of the detector's boxes
+        from ncfm.crops import CropSettings, crop_set_for_detector
+
+        size = resolve_config(cfg).image_size
+        crop_set = crop_set_for_detector(data_dir, args.detector, comp, CropSettings(
+            size=size, margin=cfg.crop_margin, aspect=cfg.crop_aspect, jitters=cfg.crop_jitters,
+            seed=cfg.seed), workers=cfg.workers)
+        print(f"crops: {crop_set.dir} ({crop_set.counts['true']} from true boxes, {crop_set.counts['oof']} "
+              f"from the detector's held-out boxes; {len(crop_set.classes)} classes)", flush=True)
+        notes = {"detector": str(args.detector), "crop_set": str(crop_set.dir), "crop_classes": list(crop_set.classes)}
+        comp, data_dir, folds_csv = crop_set.competition(comp), crop_set.dir, crop_set.manifest(args.fold)
     train_fold(cfg, comp, data_dir, folds_csv, args.fold, Path(args.run), retrain=args.retrain,
-               max_train_images=args.max_train_images)
+               max_train_images=args.max_train_images, notes=notes)
     return 0
