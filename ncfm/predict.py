@@ -41,14 +41,20 @@ def usable_folds(run_dir: Path, comp: Competition, allow_unfinished: bool = Fals
     for fold in folds:
         fix = f"retrain that fold ({fold.retrain_hint()}) or move {fold.dir} out of the run to leave it out"
         runs.check_checkpoint(fold.best, fix)
+        config = runs.read_config(fold) or {}
+        if config.get("kind") == runs.DETECTOR:
+            raise NcfmError(f"{run_dir}: a detector run; predict takes classifier runs. Train a crop classifier "
+                            f"on its boxes with `ncfm train --fold K --run runs/crops --detector {run_dir}` "
+                            f"and predict with that run")
         classes = fold_classes(fold, comp)
-        if list(classes) != list(comp.classes):
+        expected = config.get("crop_classes") or comp.classes  # a crop run classifies the fish classes
+        if list(classes) != list(expected):
             raise NcfmError(f"{fold.dir}: trained for the classes {', '.join(classes[:8])}, but the competition "
                             f"has {', '.join(comp.classes[:8])}; predict with the --data-dir it was trained on")
         if not runs.is_finished(fold):
             unfinished.append(fold)
         if fold.oof.is_file():
-            runs.read_oof(fold.oof, comp.classes, fix)
+            runs.read_oof(fold.oof, expected, fix)
     if unfinished and not allow_unfinished:
         raise NcfmError(f"{run_dir}: training not finished for {', '.join(f.name for f in unfinished)} "
                         f"(state.json); rerun `ncfm train --fold K --run {run_dir}` to finish it (it "
