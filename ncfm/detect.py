@@ -151,8 +151,9 @@ def to_original(boxes: np.ndarray, wh: np.ndarray, size: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- the model
-def build_detector(cfg: DetectConfig, anchor_size: float):
-    """A one-class RetinaNet; returns (model, pixel scale, pixel offset) — the backbone's input scaling."""
+def build_detector(cfg: DetectConfig, anchor_size: float, steps: int):
+    """A one-class RetinaNet, compiled for `steps` training steps of cosine-decayed Adam; returns
+    (model, pixel scale, pixel offset): the backbone's input scaling."""
     import keras_hub
 
     shape = (cfg.image_size, cfg.image_size, 3)
@@ -187,10 +188,17 @@ def build_detector(cfg: DetectConfig, anchor_size: float):
     decoder = keras_hub.layers.NonMaxSuppression(
         bounding_box_format=BOX_FORMAT, from_logits=True, iou_threshold=0.5,
         confidence_threshold=min(cfg.min_score, 0.001), max_detections=max(cfg.max_boxes, 1))
+    # IoU 0.4 makes an anchor a positive (RetinaNet: 0.5): a small fish overlaps few anchors well
+    # (the encoder is not in keras-hub's public API; the detector builds the same class by default)
+    from keras_hub.src.models.retinanet.retinanet_label_encoder import RetinaNetLabelEncoder
+
+    encoder = RetinaNetLabelEncoder(anchor_generator=anchors, bounding_box_format=BOX_FORMAT,
+                                    encoding_format="center_xywh", positive_threshold=0.4, negative_threshold=0.3)
     model = keras_hub.models.RetinaNetObjectDetector(
         backbone=backbone, num_classes=1, bounding_box_format=BOX_FORMAT, anchor_generator=anchors,
-        pre_logits_num_conv_layers=cfg.head_convs, prediction_decoder=decoder)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.lr))
+        label_encoder=encoder, pre_logits_num_conv_layers=cfg.head_convs, prediction_decoder=decoder)
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, steps * cfg.epochs), alpha=0.01)
+    model.compile(optimizer=keras.optimizers.Adam(schedule))
     return model, scale, offset
 
 
@@ -431,7 +439,7 @@ def _detect_fold(cfg, comp, data_dir, folds_csv, fold: runs.Fold, boxes_csv, emp
     pixels = load_images(data_dir, images, cfg.image_size, cache_dir=cfg.cache_dir or None, workers=cfg.workers)
     batch = min(cfg.batch_size, len(train_rows))
     keras.utils.set_random_seed(cfg.seed + fold.index)
-    model, scale, offset = build_detector(cfg, anchor_size)
+    model, scale, offset = build_detector(cfg, anchor_size, steps=len(train_rows) // batch)
     if state["epoch"] > 0:
         log(f"resuming after epoch {state['epoch']} (best {state['best_epoch']}, val_loss {state['best_val_loss']:.4f})")
         # the same model again, then last.keras' weights and optimizer state (keras-hub's compile
