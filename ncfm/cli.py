@@ -334,7 +334,8 @@ def _cmd_submissions(args) -> int:
 
 # --------------------------------------------------------------------------- report / demo / bench
 def _add_report(sub):
-    p = sub.add_parser("report", help="HTML + PNG report of a run: curves, confusion, calibration, CV table")
+    p = sub.add_parser("report", help="HTML + PNG report of a run: curves, confusion, calibration, CV table; "
+                       "for a detector run: box quality per fold, scores, worst boxes with their crops")
     p.add_argument("--run", action="append", required=True, help="run folder (repeat to compare runs)")
     p.add_argument("--out", default=None, help="output folder (default: the first run folder)")
 
