@@ -206,7 +206,9 @@ def _add_detect(sub):
 def _cmd_detect(args) -> int:
     from ncfm import detect
 
-    return detect.main(args)
+    code = detect.main(args)
+    _draw_report([args.run])
+    return code
 
 
 def _draw_report(runs) -> None:

@@ -35,6 +35,7 @@ import pandas as pd
 
 from ncfm import NcfmError, runs
 from ncfm.competition import Competition
+from ncfm.boxes import detection_quality
 from ncfm.config import DetectConfig
 
 FISH = 0  # the detector's one class
@@ -70,53 +71,6 @@ def resolve_config(cfg: DetectConfig) -> DetectConfig:
 
 
 # ----------------------------------------------------------------------------- boxes as numbers
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xywh boxes: (N, 4) x (M, 4) -> (N, M); NaN boxes overlap nothing."""
-    a, b = np.asarray(a, "float64").reshape(-1, 4), np.asarray(b, "float64").reshape(-1, 4)
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2])
-    y1 = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = inter / union
-    return np.nan_to_num(out, nan=0.0)
-
-
-def detection_quality(found: pd.DataFrame, truth: pd.DataFrame, fish_images, empty_images) -> dict:
-    """How well found boxes (image,rank,score,x,y,width,height) match the true ones (image,x,y,width,height).
-
-    recall@0.5: the share of true boxes that some found box overlaps by IoU >= 0.5;
-    best_iou: the mean, over boxed images, of the best-ranked box's IoU with its nearest true box;
-    top1@0.5: the share of boxed images whose best-ranked box hits a true box;
-    fish_auc: ROC AUC of an image's best score, fish images against empty ones."""
-    from sklearn.metrics import roc_auc_score
-
-    cols = ["x", "y", "width", "height"]
-    found_by = {k: g.sort_values("rank") for k, g in found.groupby("image")}
-    hits, n_true, best = 0, 0, []
-    for image, g in truth.groupby("image"):
-        f = found_by.get(image)
-        true_xywh = g[cols].to_numpy()
-        n_true += len(g)
-        if f is None or f[cols].isna().all(axis=None):
-            best.append(0.0)
-            continue
-        overlap = iou(f[cols].to_numpy(), true_xywh)
-        hits += int((overlap.max(axis=0) >= 0.5).sum())
-        best.append(float(overlap[0].max()))
-    top_score = found.groupby("image").score.max()
-    fish = [top_score.get(i, 0.0) for i in fish_images]
-    empty = [top_score.get(i, 0.0) for i in empty_images]
-    auc = (roc_auc_score([1] * len(fish) + [0] * len(empty), fish + empty)
-           if fish and empty else float("nan"))
-    return {"recall@0.5": hits / n_true if n_true else float("nan"),
-            "top1@0.5": float(np.mean(np.asarray(best) >= 0.5)) if best else float("nan"),
-            "best_iou": float(np.mean(best)) if best else float("nan"),
-            "fish_auc": float(auc), "boxed_images": len(best), "true_boxes": n_true}
-
-
 def auto_anchor_size(sides: np.ndarray) -> float:
     """Anchor size (in P3 strides) whose smallest anchors fit the smallest tenth of the boxes."""
     if not len(sides):

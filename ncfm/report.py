@@ -22,7 +22,7 @@ and recorded. Log losses are Kaggle's (`calibrate.kaggle_log_loss`: rows renorma
 to 1e-15); accuracy is top-1, and a two-class run also gets ROC AUC.
 
 A detector run (`ncfm detect`; runs.is_detector) gets its own section instead: per fold the
-box numbers of ncfm.detect.detection_quality (measured again from oof_boxes.csv against the
+box numbers of ncfm.boxes.detection_quality (measured again from oof_boxes.csv against the
 true boxes.csv beside the folds manifest, else as state.json recorded them) and their mean,
 the loss curves, the best found score of fish against empty images, and a grid of the
 held-out images whose best box is worst, each with the crop that box becomes (ncfm.crops).
@@ -865,12 +865,12 @@ def _held_out(run: DetectorRun, folds) -> tuple[pd.DataFrame, list[str], list[st
 
 
 def fold_quality(run: DetectorRun) -> dict[int, dict]:
-    """Per fold, ncfm.detect.detection_quality of its found boxes (the keys of QUALITY_KEYS).
+    """Per fold, ncfm.boxes.detection_quality of its found boxes (the keys of QUALITY_KEYS).
 
     Measured again from oof_boxes.csv, boxes.csv and folds.csv when all can be read (a note
     when that differs from what state.json recorded), else state.json's record; a fold with
     neither is absent."""
-    from ncfm.detect import detection_quality
+    from ncfm.boxes import detection_quality
 
     out = {}
     for f in run.folds:
@@ -900,8 +900,8 @@ def _same(a, b) -> bool:
 def best_box_ious(found: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """Per image that has both true and found boxes: image, fold (when found has it), best_score,
     best_iou (the rank-0 box against its nearest true box; 0 when nothing was found), found
-    (boxes with coordinates) and true (boxes), as ncfm.detect.detection_quality counts best_iou."""
-    from ncfm.detect import iou
+    (boxes with coordinates) and true (boxes), as ncfm.boxes.detection_quality counts best_iou."""
+    from ncfm.boxes import iou
 
     cols = ["x", "y", "width", "height"]
     true_by = {k: g[cols].to_numpy("float64") for k, g in truth.groupby("image")}
@@ -1079,7 +1079,7 @@ def _minutes(seconds) -> str:
 def summarize_detector_run(run: DetectorRun) -> dict:
     """The per-fold box numbers (fold_quality), their mean over folds, and all finished folds
     pooled (detection_quality on every held-out image at once)."""
-    from ncfm.detect import detection_quality
+    from ncfm.boxes import detection_quality
 
     quality = fold_quality(run)
     summary: dict = {"run": str(run.path), "name": run.name, "kind": runs.DETECTOR, "n_folds": _n_folds(run.folds),
