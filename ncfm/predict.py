@@ -40,12 +40,12 @@ def usable_folds(run_dir: Path, comp: Competition, allow_unfinished: bool = Fals
     unfinished = []
     for fold in folds:
         fix = f"retrain that fold ({fold.retrain_hint()}) or move {fold.dir} out of the run to leave it out"
-        runs.check_checkpoint(fold.best, fix)
         config = runs.read_config(fold) or {}
         if config.get("kind") == runs.DETECTOR:
             raise NcfmError(f"{run_dir}: a detector run; predict takes classifier runs. Train a crop classifier "
                             f"on its boxes with `ncfm train --fold K --run runs/crops --detector {run_dir}` "
                             f"and predict with that run")
+        runs.check_checkpoint(fold.best, fix)
         classes = fold_classes(fold, comp)
         expected = config.get("crop_classes") or comp.classes  # a crop run classifies the fish classes
         if list(classes) != list(expected):

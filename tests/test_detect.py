@@ -1,0 +1,240 @@
+"""The fish detector: one RetinaNet fold in the run-folder house, its boxes, and the crop path
+(detect -> crop -> classify -> combined CSV) on a small synthetic NCFM with boxes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ncfm import NcfmError, detect, runs
+from ncfm.boxes import detection_quality, iou
+from ncfm.cli import main as ncfm
+from ncfm.competition import Competition
+
+REPO = Path(__file__).resolve().parents[1]
+DETECT = ["--weights", "none", "--backbone", "resnet_small", "--image-size", "64", "--batch-size", "8"]
+CLASSIFY = ["--weights", "none", "--image-size", "75", "--epochs", "1", "--head-epochs", "1",
+            "--batch-size", "16", "--tensorboard", "false"]
+
+
+# ----------------------------------------------------------------------------- pure pieces
+def test_iou_of_boxes_in_xywh():
+    a = np.array([[0, 0, 10, 10]])
+    b = np.array([[0, 0, 10, 10], [5, 0, 10, 10], [20, 20, 5, 5], [np.nan] * 4])
+    np.testing.assert_allclose(iou(a, b), [[1.0, 50 / 150, 0.0, 0.0]])
+
+
+def test_detection_quality_counts_hits_best_boxes_and_fish_auc():
+    truth = pd.DataFrame({"image": ["a", "b", "b"], "x": [0, 0, 50], "y": [0, 0, 50],
+                          "width": [10, 10, 10], "height": [10, 10, 10]})
+    found = pd.DataFrame({"image": ["a", "b", "b", "e"], "rank": [0, 0, 1, 0], "score": [0.9, 0.8, 0.7, 0.1],
+                          "x": [0, 50, 0, 5], "y": [0, 50, 0, 5], "width": [10, 10, 10, 4],
+                          "height": [10, 10, 10, 4]})
+    q = detection_quality(found, truth, fish_images=["a", "b"], empty_images=["e"])
+    assert q["recall@0.5"] == 1.0  # every true box is hit by some found box
+    assert q["top1@0.5"] == 1.0 and q["best_iou"] == 1.0
+    assert q["fish_auc"] == 1.0 and q["boxed_images"] == 2 and q["true_boxes"] == 3
+
+
+def test_boxes_map_to_the_squashed_input_and_back():
+    wh = np.array([640.0, 360.0])
+    box = np.array([[64.0, 36.0, 128.0, 72.0]])
+    inside = detect.to_input(box, wh, 64)
+    np.testing.assert_allclose(inside, [[6.4, 6.4, 12.8, 12.8]])
+    np.testing.assert_allclose(detect.to_original(inside, wh, 64), box)
+
+
+def test_a_flip_moves_the_boxes_with_the_pixels():
+    x = np.zeros((20, 30, 3), np.float32)
+    x[2:6, 3:11] = 1.0  # a fish at x 3..11, y 2..6
+    boxes, labels = detect.padded_targets([np.array([[3.0, 2.0, 8.0, 4.0]])], 2)
+    flipped, fboxes = detect.flip(x, boxes[0], labels[0], horizontal=True, vertical=True)
+    bx, by, bw, bh = fboxes[0].astype(int)
+    assert flipped[by:by + bh, bx:bx + bw].min() == 1.0 and flipped.sum() == x.sum()
+    np.testing.assert_array_equal(fboxes[1], [-1, -1, -1, -1])  # padding stays padding
+
+
+def test_the_empty_class_is_the_one_without_boxes_or_named():
+    comp = Competition(classes=("ALB", "BET", "NoF", "OTHER"))
+    truth = pd.DataFrame({"label": ["ALB", "BET", "OTHER"]})
+    assert detect.empty_classes(comp, truth) == ["NoF"]
+    with pytest.raises(NcfmError, match="--empty-class"):
+        detect.empty_classes(comp, truth[truth.label != "OTHER"])  # NoF and OTHER both lack boxes
+    assert detect.empty_classes(comp, truth[truth.label != "OTHER"], "NoF") == ["NoF"]
+
+
+def test_anchor_size_follows_the_small_boxes():
+    assert detect.auto_anchor_size(np.array([16.0] * 10)) == pytest.approx(2.0)
+    assert detect.auto_anchor_size(np.array([2.0] * 10)) == 1.0  # never below one stride
+    assert detect.auto_anchor_size(np.array([500.0] * 10)) == 4.0  # RetinaNet's own
+
+
+def test_bad_detector_settings_are_refused_before_any_work():
+    from ncfm.config import DetectConfig
+
+    with pytest.raises(NcfmError, match="multiple of 32"):
+        detect.resolve_config(DetectConfig(weights="none", image_size=100))
+    with pytest.raises(NcfmError, match="no pretrained weights"):
+        detect.resolve_config(DetectConfig(weights="coco", backbone="resnet_small"))
+    with pytest.raises(NcfmError, match="not coco, imagenet, none or a folder"):
+        detect.resolve_config(DetectConfig(weights="/nowhere/preset"))
+
+
+# ----------------------------------------------------------------------------- a detector run
+@pytest.fixture(scope="session")
+def boxed_data(tmp_path_factory) -> Path:
+    """A small synthetic NCFM (two stages) with its fish boxes imported, split in 2 folds."""
+    from ncfm.synthetic import make_synthetic
+
+    data = tmp_path_factory.mktemp("boxed") / "data"
+    make_synthetic(data, n_train=72, n_test1=8, n_test2=8, scale=0.1, seed=3)
+    assert ncfm(["split_train_val", "--data-dir", str(data), "--folds", "2"]) == 0
+    assert ncfm(["boxes", "--data-dir", str(data)]) == 0
+    return data
+
+
+@pytest.fixture(scope="session")
+def detector_run(boxed_data, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("det") / "det"
+    for fold in (0, 1):
+        assert ncfm(["detect", "--data-dir", str(boxed_data), "--fold", str(fold), "--run", str(run),
+                     *DETECT, "--epochs", "8", "--test"]) == 0
+    return run
+
+
+@pytest.mark.slow
+def test_a_detector_fold_lives_in_the_run_folder_house(detector_run, boxed_data):
+    fold = runs.fold_of(detector_run, 0)
+    config, state = runs.read_config(fold), runs.read_state(fold)
+    assert config["kind"] == runs.DETECTOR and config["empty_classes"] == ["NoF"]
+    assert state["finished"] and state["epoch"] == 8
+    history = pd.read_csv(fold.history)
+    assert list(history.epoch) == list(range(1, 9))
+    assert state["best_val_loss"] == pytest.approx(history.val_loss.min(), rel=1e-6)
+    assert runs.is_detector(detector_run)
+    # every held-out image has a best box (or an explicit nothing)
+    manifest = pd.read_csv(boxed_data / "folds.csv")
+    found = runs.read_found_boxes(fold.oof_boxes)
+    assert set(found.image) == set(manifest.image[manifest.fold == 0])
+    assert (found[found["rank"] == 0].groupby("image").size() == 1).all()
+
+
+@pytest.mark.slow
+def test_oof_boxes_overlap_the_true_fish_better_than_chance(detector_run, boxed_data):
+    from ncfm.boxes import read_boxes
+
+    truth = read_boxes(boxed_data / "boxes.csv")
+    rng = np.random.default_rng(0)
+    found = pd.concat([runs.read_found_boxes(f.oof_boxes) for f in runs.all_folds(detector_run)])
+    best = found[found["rank"] == 0].set_index("image")
+    learned, chance = [], []
+    for image, boxes in truth.groupby("image"):
+        xywh = boxes[["x", "y", "width", "height"]].to_numpy()
+        learned.append(iou(best.loc[[image], ["x", "y", "width", "height"]].to_numpy(), xywh).max())
+        w, h = boxes.image_width.iloc[0], boxes.image_height.iloc[0]
+        for _ in range(20):  # a box of the fish's own size, anywhere
+            bw, bh = xywh[0, 2], xywh[0, 3]
+            guess = np.array([[rng.uniform(0, w - bw), rng.uniform(0, h - bh), bw, bh]])
+            chance.append(iou(guess, xywh).max())
+    assert np.mean(learned) > 2 * np.mean(chance) + 0.05, (np.mean(learned), np.mean(chance))
+
+
+@pytest.mark.slow
+def test_test_boxes_are_written_for_every_stage(detector_run, boxed_data):
+    from ncfm.dataset import find_test_images
+
+    for stage in (1, 2):
+        found = runs.read_found_boxes(runs.fold_of(detector_run, 1).test_boxes(stage))
+        tests, _ = find_test_images(boxed_data, stage)
+        assert set(found.image) == set(tests.path)
+
+
+@pytest.mark.slow
+def test_a_killed_detector_fold_resumes_from_its_last_checkpoint(boxed_data, tmp_path):
+    run = tmp_path / "det"
+    command = [sys.executable, "-m", "ncfm.cli", "detect", "--data-dir", str(boxed_data), "--fold", "0",
+               "--run", str(run), *DETECT, "--epochs", "4", "--checkpoint-seconds", "0",
+               "--cache-dir", str(tmp_path / "cache")]
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    state_path, deadline = run / "fold0" / "state.json", time.time() + 300
+    try:
+        while proc.poll() is None and time.time() < deadline:
+            if state_path.is_file() and json.loads(state_path.read_text())["epoch"] >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"finished or died before it could be killed: {proc.stderr.read()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    state = json.loads(state_path.read_text())
+    assert 2 <= state["epoch"] < 4 and not state["finished"]
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming after epoch {state['epoch']}" in (run / "fold0" / "train.log").read_text()
+    history = pd.read_csv(run / "fold0" / "history.csv")
+    assert list(history.epoch) == [1, 2, 3, 4]
+    assert json.loads(state_path.read_text())["finished"]
+
+
+@pytest.mark.slow
+def test_a_detector_run_trains_under_jax(boxed_data, tmp_path):
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="jax")
+    done = subprocess.run([sys.executable, "-m", "ncfm.cli", "detect", "--data-dir", str(boxed_data), "--fold", "0",
+                           "--run", str(tmp_path / "det"), *DETECT, "--epochs", "1",
+                           "--cache-dir", str(tmp_path / "cache")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    fold = runs.fold_of(tmp_path / "det", 0)
+    assert runs.read_config(fold)["backend"] == "jax"
+    assert not runs.read_found_boxes(fold.oof_boxes).empty
+
+
+# ----------------------------------------------------------------------------- crop, classify, combine
+@pytest.mark.slow
+def test_the_crop_path_writes_validated_csvs_for_both_stages(detector_run, boxed_data, tmp_path):
+    from ncfm.submission import validate_file
+
+    crop_run, whole_run = tmp_path / "crop", tmp_path / "whole"
+    for fold in ("0", "1"):
+        assert ncfm(["train", "--data-dir", str(boxed_data), "--fold", fold, "--run", str(crop_run),
+                     "--detector", str(detector_run), *CLASSIFY]) == 0
+        assert ncfm(["train", "--data-dir", str(boxed_data), "--fold", fold, "--run", str(whole_run), *CLASSIFY]) == 0
+    config = runs.read_config(runs.fold_of(crop_run, 0))
+    assert config["crop_classes"] == ["ALB", "BET", "DOL", "LAG", "OTHER", "SHARK", "YFT"]
+    for stage in ("1", "2"):
+        out = tmp_path / f"crop_stage{stage}.csv"
+        assert ncfm(["predict", "--data-dir", str(boxed_data), "--run", str(crop_run), "--stage", stage,
+                     "--tta", "1", "--out", str(out)]) == 0
+        validate_file(out, stage=int(stage), data_dir=boxed_data)
+    blend = tmp_path / "blend.csv"
+    assert ncfm(["predict", "--data-dir", str(boxed_data), "--run", str(crop_run), "--run", str(whole_run),
+                 "--run-weights", "oof", "--stage", "2", "--tta", "1", "--out", str(blend)]) == 0
+    weights = runs.read_calibration(crop_run)["run_weights"]
+    assert sum(weights.values()) == pytest.approx(1.0, abs=1e-3) and min(weights.values()) >= 0
+    # per-fold parts are saved before combining: the crop classifier's test file per fold and stage
+    assert len(list((crop_run / "predictions").glob("stage2_fold*_tta1.csv"))) == 2
+
+
+def test_predict_refuses_a_detector_run_and_says_what_to_do(tmp_path, capsys):
+    fold = runs.fold_of(tmp_path / "det", 0)
+    fold.dir.mkdir(parents=True)
+    runs.write_config(fold, {"kind": runs.DETECTOR})
+    fold.best.write_bytes(b"")  # only its presence counts here
+    from ncfm.predict import usable_folds
+
+    with pytest.raises(NcfmError, match="a detector run"):
+        usable_folds(tmp_path / "det", Competition(classes=("ALB", "NoF")))
