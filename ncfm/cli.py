@@ -364,6 +364,12 @@ def _add_demo(sub):
     p.add_argument("--tta", type=int, default=4, help="TTA views (default 4)")
     p.add_argument("--layout", default="ncfm", metavar="LAYOUT",
                    help="whose files the synthetic data imitates: ncfm, dog-breed, plant-seedlings or aerial-cactus (default ncfm)")
+    p.add_argument("--crops", action="store_true",
+                   help="also find the fish: small fish on large frames, `ncfm boxes`, a RetinaNet per fold "
+                        "(`ncfm detect`), a classifier on its crops (`ncfm train --detector`), and the blend of "
+                        "both paths; prints whole-image vs crop vs blend OOF log loss")
+    p.add_argument("--detector-size", type=int, default=160, help="with --crops: detector input size (default 160)")
+    p.add_argument("--detector-epochs", type=int, default=10, help="with --crops: detector epochs (default 10)")
     p.add_argument("--force", action="store_true",
                    help="replace a non-empty --dir that an earlier demo did not make")
 

@@ -53,20 +53,45 @@ def main(args, run_command) -> int:
         if code:
             raise NcfmError(f"demo step failed (exit {code}): ncfm {shlex.join(argv)}")
 
-    step("make_synthetic", str(data), "--n-train", str(args.n_train), "--scale", "0.15", "--layout", args.layout)
+    crops = getattr(args, "crops", False)
+    if crops and not ncfm_layout:
+        raise NcfmError(f"--crops needs fish boxes, which only the ncfm layout draws; received --layout {args.layout}")
+    step("make_synthetic", str(data), "--n-train", str(args.n_train), "--layout", args.layout,
+         *(["--scale", "0.25", "--small-fish"] if crops else ["--scale", "0.15"]))
     step("split_train_val", "--data-dir", str(data), "--folds", str(args.folds))
+    classify = ["--weights", "none", "--image-size", str(args.image_size), "--epochs", str(args.epochs),
+                # from scratch the validation loss of a few hundred images swings from epoch to
+                # epoch: early stopping would end runs that are still learning
+                "--head-epochs", "1", "--batch-size", str(args.batch_size), "--patience", "0", "--tensorboard", "false"]
     for fold in range(args.folds):
-        step("train", "--data-dir", str(data), "--fold", str(fold), "--run", str(run),
-             "--weights", "none", "--image-size", str(args.image_size), "--epochs", str(args.epochs),
-             # from scratch the validation loss of a few hundred images swings from epoch to
-             # epoch: early stopping would end runs that are still learning
-             "--head-epochs", "1", "--batch-size", str(args.batch_size), "--patience", "0", "--tensorboard", "false")
+        step("train", "--data-dir", str(data), "--fold", str(fold), "--run", str(run), *classify)
     step("predict", "--data-dir", str(data), "--run", str(run), *stage, "--tta", str(args.tta),
          "--out", str(submission))
-    step("validate", str(submission), "--data-dir", str(data), *stage)
-
     comp = load(path_beside(data / "folds.csv"))
     calibration = runs.read_calibration(run) or {}
+    if crops:  # detect -> crop -> classify, then the blend of both paths
+        scores = {"whole image": _oof_scores(calibration)}
+        detector, crop_run = root / "runs" / "detector", root / "runs" / "crops"
+        step("boxes", "--data-dir", str(data))
+        for fold in range(args.folds):
+            step("detect", "--data-dir", str(data), "--fold", str(fold), "--run", str(detector), "--test",
+                 "--weights", "none", "--backbone", "resnet_small", "--image-size", str(args.detector_size),
+                 "--epochs", str(args.detector_epochs), "--patience", "0")
+        for fold in range(args.folds):
+            step("train", "--data-dir", str(data), "--fold", str(fold), "--run", str(crop_run),
+                 "--detector", str(detector), *classify)
+        crop_submission = root / "submissions" / "crops_stage2.csv"
+        step("predict", "--data-dir", str(data), "--run", str(crop_run), *stage, "--tta", str(args.tta),
+             "--out", str(crop_submission))
+        scores["crops"] = _oof_scores(runs.read_calibration(crop_run) or {})
+        submission = root / "submissions" / "blend_stage2.csv"
+        step("predict", "--data-dir", str(data), "--run", str(crop_run), "--run", str(run), "--run-weights", "oof",
+             *stage, "--tta", str(args.tta), "--out", str(submission))
+        calibration = runs.read_calibration(crop_run) or {}
+        scores["blend"] = _oof_scores(calibration)
+        run = crop_run
+    step("validate", str(submission), "--data-dir", str(data), *stage)
+
     shares = pd.read_csv(data / "folds.csv", dtype={"label": str}).label.value_counts(normalize=True).to_numpy()
     minutes = (time.time() - started) / 60
     if comp.metric == "log_loss":
@@ -79,6 +104,11 @@ def main(args, run_command) -> int:
     else:
         score = (f"cross-validated OOF {comp.metric_name}: {calibration.get('oof_score', float('nan')):.4f}"
                  f"{f' (the largest class alone: {shares.max():.4f})' if comp.metric == 'accuracy' else ' (chance: 0.5)'}")
+    if crops:
+        score += "\n\n  cross-validated OOF log loss     before calibration  after\n" + "\n".join(
+            f"    {name:<28} {before:>10.4f}  {after:>10.4f}" for name, (before, after) in scores.items())
+        weights = calibration.get("run_weights", {})
+        score += "\n  blend weights fitted on OOF: " + ", ".join(f"{Path(r).name} {w:.2f}" for r, w in weights.items())
     print(f"""
 Demo finished in {minutes:.1f} min.
   {score}
@@ -93,3 +123,10 @@ ImageNet weights (or --weights PATH on an offline machine):
   ncfm submit submissions/inception299.csv -m "InceptionV3 5-fold, TTA 8"
 """)
     return 0
+
+
+def _oof_scores(calibration: dict) -> tuple[float, float]:
+    """(OOF log loss as predicted, after the calibration predict applied) from calibration.json."""
+    before = calibration.get("before", calibration.get("oof_score", float("nan")))
+    after = calibration.get("after", before) if calibration.get("applied", True) else before
+    return before, after

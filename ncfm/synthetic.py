@@ -799,6 +799,10 @@ def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int 
         for file_name, text in files.items():
             atomic_write_text(out / BOXES_FOLDER / file_name, text)
         summary["fish_boxes"] = truth
+        # the test fish's boxes, which Kaggle never shows: to measure a detector on held-out images
+        test_fish = {j[0]: boxes for j, boxes in zip(jobs, drawn) if j[5] != 0 and j[2] in fish_classes}
+        atomic_write_text(out / "test_boxes.csv", "image,x,y,width,height\n" + "".join(
+            f"{image},{x},{y},{w},{h}\n" for image, boxes in sorted(test_fish.items()) for x, y, w, h in boxes))
         summary["boxes"] = {"folder": str(out / BOXES_FOLDER), "files": len(files),
                             "boxes": sum(map(len, truth.values())), **flaws}
     summary["seconds"] = round(time.perf_counter() - started, 2)
