@@ -412,8 +412,8 @@ def _detect_fold(cfg, comp, data_dir, folds_csv, fold: runs.Fold, boxes_csv, emp
         val_data = make_batches(pixels, val_rows, targets[val_rows], labels[val_rows], batch, scale, offset)
         # keras.Model's own fit: keras-hub's wraps inputs in tf.data (TensorFlow only, no PyDataset);
         # there is no keras-hub preprocessor here to run (pixels are scaled by the batches)
-        keras.Model.fit(model, train_data, epochs=cfg.epochs, initial_epoch=state["epoch"], validation_data=val_data,
-                  callbacks=[checkpoint], verbose=1 if sys.stdout.isatty() else 2)
+        keras.Model.fit(model, train_data, epochs=cfg.epochs, initial_epoch=state["epoch"],
+                        validation_data=val_data, callbacks=[checkpoint], verbose=1 if sys.stdout.isatty() else 2)
 
     best = load_detector(fold)
     found = find_boxes(best, _rows(pixels, held_out), [images[i] for i in held_out], wh[held_out], cfg, scale, offset)
