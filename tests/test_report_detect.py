@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from conftest import write_image
-from ncfm import cli, report, runs
+from ncfm import cli, report, report_detect, runs
 from ncfm.boxes import write_boxes
 
 NAN = float("nan")
@@ -102,7 +102,7 @@ def build(root: Path) -> tuple[dict, str]:
 def test_best_box_iou_is_the_rank0_box_against_its_nearest_true_box():
     found = pd.DataFrame(FOUND[0], columns=runs.FOUND_BOX_COLUMNS)
     truth = pd.DataFrame([(i, *b) for i, b in TRUE.items()], columns=["image", "x", "y", "width", "height"])
-    per_image = report.best_box_ious(found, truth).set_index("image")
+    per_image = report_detect.best_box_ious(found, truth).set_index("image")
     # n1, n2 (empty) have no true box; d.jpg is not among these found boxes
     assert sorted(per_image.index) == ["train/ALB/a.jpg", "train/ALB/b.jpg", "train/ALB/c.jpg"]
     assert per_image.best_iou.to_dict() == pytest.approx({"train/ALB/a.jpg": 1.0, "train/ALB/b.jpg": 1 / 3,
@@ -114,7 +114,7 @@ def test_best_box_iou_is_the_rank0_box_against_its_nearest_true_box():
 def test_grid_order_is_worst_iou_first_then_the_more_confident_miss():
     per_image = pd.DataFrame({"image": ["good", "timid_miss", "half", "confident_miss"], "fold": 0,
                               "best_score": [0.9, 0.1, 0.5, 0.8], "best_iou": [0.9, 0.0, 0.5, 0.0]})
-    assert list(report.worst_boxes_first(per_image).image) == ["confident_miss", "timid_miss", "half", "good"]
+    assert list(report_detect.worst_boxes_first(per_image).image) == ["confident_miss", "timid_miss", "half", "good"]
 
 
 def test_grid_picks_at_most_the_limit_and_passes_over_missing_files(tmp_path):
@@ -122,7 +122,7 @@ def test_grid_picks_at_most_the_limit_and_passes_over_missing_files(tmp_path):
         write_image(tmp_path / name)
     per_image = pd.DataFrame({"image": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "fold": 0,
                               "best_score": [0.5] * 4, "best_iou": [0.4, 0.1, 0.2, 0.3]})
-    shown, missing = report.pick_grid_images(per_image, tmp_path, limit=2)
+    shown, missing = report_detect.pick_grid_images(per_image, tmp_path, limit=2)
     assert shown == ["c.jpg", "d.jpg"] and missing == ["b.jpg"]
 
 
@@ -160,8 +160,8 @@ def test_grid_shows_the_worst_boxes_first(project):
 
 
 def test_fish_and_empty_scores_are_each_images_best_score(project):
-    run = report.load_detector_run(project / "runs" / "det")
-    fish, empty = report.image_scores(run)
+    run = report_detect.load_detector_run(project / "runs" / "det")
+    fish, empty = report_detect.image_scores(run)
     assert sorted(fish) == [0.0, 0.6, 0.8, 0.9] and sorted(empty) == [0.1, 0.2, 0.5]
 
 
