@@ -99,7 +99,8 @@ class DetectConfig:
     epochs: int = setting(20, "training epochs")
     batch_size: int = setting(8, "images per training step")
     lr: float = setting(0.0, "Adam learning rate; 0 = auto: 1e-4 with pretrained weights, 1e-3 from scratch")
-    patience: int = setting(5, "stop after this many epochs without a lower val_loss; 0 = never")
+    patience: int = setting(5, "stop after this many epochs without a lower val_loss, counted after the first "
+                            "third of the epochs; 0 = never")
     anchor_size: float = setting(0.0, "anchor size in strides of the finest level (P3, stride 8); 0 = auto: "
                                  "the smallest anchors fit the smallest tenth of the training boxes")
     head_convs: int = setting(2, "convolutions in each prediction head before its output (RetinaNet: 4)")

@@ -518,7 +518,8 @@ class DetectorCheckpoint(keras.callbacks.Callback):
         if improved:
             self.best_weights = [np.array(keras.ops.convert_to_numpy(w)) for w in self.model.weights]
             state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0)
-        elif epoch + 1 > state["best_epoch"]:
+        elif epoch + 1 > max(state["best_epoch"], self.cfg.epochs // 3):
+            # no patience counted in the first third: from scratch the loss swings up before it falls
             state["wait"] += 1
         state.update(epoch=epoch + 1, phase=1)
         self.log(f"epoch {epoch + 1:3d}  loss {loss:.4f}  val_loss {val_loss:.4f}  lr {lr:.2e}  "
