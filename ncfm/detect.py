@@ -152,7 +152,8 @@ def build_detector(cfg: DetectConfig, anchor_size: float, steps: int):
         backbone=backbone, num_classes=1, bounding_box_format=BOX_FORMAT, anchor_generator=anchors,
         label_encoder=encoder, pre_logits_num_conv_layers=cfg.head_convs, prediction_decoder=decoder)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, steps * cfg.epochs), alpha=0.01)
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
+    # clipped: a random box head's first steps give losses in the hundreds, which wreck the features
+    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=10.0))
     return model, scale, offset
 
 
