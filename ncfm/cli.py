@@ -368,8 +368,8 @@ def _add_demo(sub):
                    help="also find the fish: small fish on large frames, `ncfm boxes`, a RetinaNet per fold "
                         "(`ncfm detect`), a classifier on its crops (`ncfm train --detector`), and the blend of "
                         "both paths; prints whole-image vs crop vs blend OOF log loss")
-    p.add_argument("--detector-size", type=int, default=160, help="with --crops: detector input size (default 160)")
-    p.add_argument("--detector-epochs", type=int, default=10, help="with --crops: detector epochs (default 10)")
+    p.add_argument("--detector-size", type=int, default=192, help="with --crops: detector input size (default 192)")
+    p.add_argument("--detector-epochs", type=int, default=12, help="with --crops: detector epochs (default 12)")
     p.add_argument("--force", action="store_true",
                    help="replace a non-empty --dir that an earlier demo did not make")
 
