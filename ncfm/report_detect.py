@@ -9,9 +9,9 @@ grid of the held-out images whose best box is worst, each with the crop that box
 (ncfm.crops). The images are read from the data folder the fold's config.json names; a missing one
 is skipped with a note.
 
-ncfm.report owns the page and calls in here; this module takes the page's small readers, plotting
-and HTML helpers from ncfm.report, which imports this module only inside the functions that use it
-(no import circle).
+ncfm.report owns the page and calls in here (importing this module only inside the functions that
+use it); this module takes the page's small readers, plotting and HTML helpers from
+ncfm.report_page and never imports ncfm.report.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pandas as pd
 from ncfm import NcfmError, runs
 from ncfm.batches import read_manifest
 from ncfm.fileio import atomic_write_bytes
-from ncfm.report import (
+from ncfm.report_page import (
     FoldRun,
     _figure,
     _fmt,
