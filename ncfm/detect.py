@@ -34,9 +34,10 @@ import numpy as np
 import pandas as pd
 
 from ncfm import NcfmError, runs
-from ncfm.competition import Competition
 from ncfm.boxes import detection_quality
+from ncfm.competition import Competition
 from ncfm.config import DetectConfig
+from ncfm.train import FoldCheckpoint
 
 FISH = 0  # the detector's one class
 BOX_FORMAT = "xywh"  # the Sloth annotations' form: top-left corner, width, height
@@ -144,7 +145,9 @@ def build_detector(cfg: DetectConfig, anchor_size: float, steps: int):
         confidence_threshold=min(cfg.min_score, 0.001), max_detections=max(cfg.max_boxes, 1))
     # IoU 0.4 makes an anchor a positive (RetinaNet: 0.5): a small fish overlaps few anchors well
     # (the encoder is not in keras-hub's public API; the detector builds the same class by default)
-    from keras_hub.src.models.retinanet.retinanet_label_encoder import RetinaNetLabelEncoder
+    from keras_hub.src.models.retinanet.retinanet_label_encoder import (
+        RetinaNetLabelEncoder,
+    )
 
     encoder = RetinaNetLabelEncoder(anchor_generator=anchors, bounding_box_format=BOX_FORMAT,
                                     encoding_format="center_xywh", positive_threshold=0.4, negative_threshold=0.3)
@@ -489,66 +492,31 @@ def find_test_boxes(run_dir: Path, fold: int, data_dir: Path, comp: Competition,
 
 
 # ----------------------------------------------------------------------------- per epoch
-class DetectorCheckpoint(keras.callbacks.Callback):
-    """Per epoch: a history row and progress line, the best weights on val_loss, early stopping,
-    a raise on NaN; best.keras then last.keras (the commit point), history, state flushed at most
-    every checkpoint_seconds and at the end."""
+class DetectorCheckpoint(FoldCheckpoint):
+    """ncfm.train's per-epoch bookkeeping (history, best on val_loss, early stopping, NaN stop,
+    atomic best/last flushed at most every checkpoint_seconds) for a detector: one phase, no
+    accuracy, best.keras the detector itself; no patience counted in the first third of the
+    epochs (from scratch the loss swings up before it falls)."""
+
+    history_columns = runs.DETECT_HISTORY_COLUMNS
+    lr_flags = "--lr"
 
     def __init__(self, fold, state, history, cfg, log):
-        super().__init__()
-        self.fold, self.state, self.history, self.cfg, self.log = fold, state, history, cfg, log
+        super().__init__(fold, state, history, cfg, classes=None, log=log)
 
-    def on_train_begin(self, logs=None):
-        self.flushed_at, self.flushed_epoch, self.best_weights = time.time(), self.state["epoch"], None
+    def history_row(self, epoch: int, logs: dict, seconds: float) -> dict:
+        return dict(epoch=epoch + 1, loss=float(logs.get("loss", np.nan)), val_loss=float(logs.get("val_loss", np.nan)),
+                    learning_rate=self.lr, seconds=round(seconds, 3))
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.time()
+    def progress_line(self, row: dict) -> str:
+        return (f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+                f"lr {self.lr:.2e}  {row['seconds']:.1f}s")
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs, state = dict(logs or {}), self.state
-        loss, val_loss = float(logs.get("loss", np.nan)), float(logs.get("val_loss", np.nan))
-        if not (np.isfinite(loss) and np.isfinite(val_loss)):
-            raise FloatingPointError(
-                f"epoch {epoch + 1}: loss={loss}, val_loss={val_loss}; stopped. The last saved epoch is kept in "
-                f"{self.fold.last}: lower --lr and rerun the same command to resume from it")
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        row = dict(epoch=epoch + 1, loss=loss, val_loss=val_loss, learning_rate=lr,
-                   seconds=round(time.time() - self.started, 3))
-        self.history.append(row)
-        improved = val_loss < state["best_val_loss"]
-        if improved:
-            self.best_weights = [np.array(keras.ops.convert_to_numpy(w)) for w in self.model.weights]
-            state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0)
-        elif epoch + 1 > max(state["best_epoch"], self.cfg.epochs // 3):
-            # no patience counted in the first third: from scratch the loss swings up before it falls
-            state["wait"] += 1
-        state.update(epoch=epoch + 1, phase=1)
-        self.log(f"epoch {epoch + 1:3d}  loss {loss:.4f}  val_loss {val_loss:.4f}  lr {lr:.2e}  "
-                 f"{row['seconds']:.1f}s{'  *best' if improved else ''}")
-        if self.cfg.patience and state["wait"] >= self.cfg.patience:
-            self.log(f"early stopping: val_loss has not improved for {self.cfg.patience} epochs")
-            state["stopped_early"] = True
-            self.model.stop_training = True
-        if time.time() - self.flushed_at >= self.cfg.checkpoint_seconds:
-            self.flush()
+    def counts_patience(self, epoch: int) -> bool:
+        return epoch + 1 > self.cfg.epochs // 3
 
-    def on_train_end(self, logs=None):
-        if self.history and self.history[-1]["epoch"] == self.state["epoch"] != self.flushed_epoch:
-            self.flush()
-
-    def flush(self):
-        if self.best_weights is not None:
-            current = self.model.get_weights()
-            self.model.set_weights(self.best_weights)
-            runs.save_model(self.model, self.fold.best, record={"best_epoch": self.state["best_epoch"],
-                                                                "best_val_loss": self.state["best_val_loss"]})
-            self.model.set_weights(current)
-            self.best_weights = None
-        runs.save_model(self.model, self.fold.last, {"state": self.state, "history": self.history})
-        runs.write_history(self.fold, self.history, runs.DETECT_HISTORY_COLUMNS)
-        runs.write_state(self.fold, self.state)
-        self.flushed_at, self.flushed_epoch = time.time(), self.state["epoch"]
-
+    def save_best(self, record: dict) -> None:
+        runs.save_model(self.model, self.fold.best, record=record)
 
 
 # ----------------------------------------------------------------------------- command

@@ -277,31 +277,44 @@ class FoldCheckpoint(keras.callbacks.Callback):
         self.lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))  # the epoch's first step
         reseed_random_layers(self.model, epoch)
 
+    history_columns = runs.HISTORY_COLUMNS
+    lr_flags = "--lr/--head-lr"
+
+    def history_row(self, epoch: int, logs: dict, seconds: float) -> dict:
+        return dict(epoch=epoch + 1, phase=self.phase, loss=float(logs.get("loss", np.nan)),
+                    accuracy=float(logs.get("accuracy", np.nan)), val_loss=float(logs.get("val_loss", np.nan)),
+                    val_accuracy=float(logs.get("val_accuracy", np.nan)), learning_rate=self.lr,
+                    seconds=round(seconds, 3))
+
+    def progress_line(self, row: dict) -> str:
+        return (f"epoch {row['epoch']:3d} phase {row['phase']}  loss {row['loss']:.4f}  acc {row['accuracy']:.3f}  "
+                f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.3f}  lr {self.lr:.2e}  "
+                f"{row['seconds']:.1f}s")
+
+    def counts_patience(self, epoch: int) -> bool:
+        """Whether an epoch without improvement counts towards early stopping: phase 2 only."""
+        return self.phase == 2
+
     def on_epoch_end(self, epoch, logs=None):
         logs, state, phase = dict(logs or {}), self.state, self.phase
-        seconds = time.time() - self.started
-        loss, val_loss = float(logs.get("loss", np.nan)), float(logs.get("val_loss", np.nan))
+        row = self.history_row(epoch, logs, time.time() - self.started)
+        loss, val_loss = row["loss"], row["val_loss"]
         if not (np.isfinite(loss) and np.isfinite(val_loss)):
             raise FloatingPointError(
                 f"epoch {epoch + 1}: loss={loss}, val_loss={val_loss}; stopped. The last saved epoch is "
-                f"kept in {self.fold.last}: lower the learning rate (--lr/--head-lr) and rerun the same "
+                f"kept in {self.fold.last}: lower the learning rate ({self.lr_flags}) and rerun the same "
                 f"command to resume from it")
-        row = dict(epoch=epoch + 1, phase=phase, loss=loss, accuracy=float(logs.get("accuracy", np.nan)),
-                   val_loss=val_loss, val_accuracy=float(logs.get("val_accuracy", np.nan)),
-                   learning_rate=self.lr, seconds=round(seconds, 3))
         self.history.append(row)
         improved = val_loss < state["best_val_loss"]
         if improved:
             self.best_weights = [np.array(keras.ops.convert_to_numpy(w)) for w in self.model.weights]
             state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0)
-        elif phase == 2 and epoch + 1 > state["best_epoch"]:
+        elif self.counts_patience(epoch) and epoch + 1 > state["best_epoch"]:
             # (epochs replayed after a resume that adopted a later best.keras do not count)
             state["wait"] += 1
         state.update(epoch=epoch + 1, phase=phase)
-        self.log(f"epoch {epoch + 1:3d} phase {phase}  loss {loss:.4f}  acc {row['accuracy']:.3f}  "
-                 f"val_loss {val_loss:.4f}  val_acc {row['val_accuracy']:.3f}  lr {self.lr:.2e}  "
-                 f"{seconds:.1f}s{'  *best' if improved else ''}")
-        if phase == 2 and self.cfg.patience and state["wait"] >= self.cfg.patience:
+        self.log(self.progress_line(row) + ("  *best" if improved else ""))
+        if self.counts_patience(epoch) and self.cfg.patience and state["wait"] >= self.cfg.patience:
             self.log(f"early stopping: val_loss has not improved for {self.cfg.patience} epochs")
             state["stopped_early"] = True
             self.model.stop_training = True
@@ -312,21 +325,22 @@ class FoldCheckpoint(keras.callbacks.Callback):
         if self.history and self.history[-1]["epoch"] == self.state["epoch"] != self.flushed_epoch:
             self.flush()
 
-    def flush(self):
+    def save_best(self, record: dict) -> None:
+        """best.keras, while the model holds the best weights: the inference model (it shares the
+        training model's layers; no augmentation, no optimizer slots) with the class names."""
         from ncfm.model import inference_model
 
-        if self.best_weights is not None:
-            # the inference model shares the training model's layers: set the best weights,
-            # save it (no augmentation, no optimizer slots), put the current weights back
+        runs.save_model(inference_model(self.model), self.fold.best, classes=self.classes, record=record)
+
+    def flush(self):
+        if self.best_weights is not None:  # set the best weights, save, put the current ones back
             current = self.model.get_weights()
             self.model.set_weights(self.best_weights)
-            runs.save_model(inference_model(self.model), self.fold.best, classes=self.classes,
-                            record={"best_epoch": self.state["best_epoch"],
-                                    "best_val_loss": self.state["best_val_loss"]})
+            self.save_best({"best_epoch": self.state["best_epoch"], "best_val_loss": self.state["best_val_loss"]})
             self.model.set_weights(current)
             self.best_weights = None
         runs.save_model(self.model, self.fold.last, {"state": self.state, "history": self.history})
-        runs.write_history(self.fold, self.history)
+        runs.write_history(self.fold, self.history, self.history_columns)
         runs.write_state(self.fold, self.state)
         self.flushed_at, self.flushed_epoch = time.time(), self.state["epoch"]
 
