@@ -199,6 +199,11 @@ class CropSet:
                             f"{', '.join(map(str, self.folds))}")
         return self.dir / f"fold{fold}.csv"
 
+    def sources(self, fold: int) -> pd.Series:
+        """The original image of each crop in `fold`'s manifest (crop file -> source image)."""
+        rows = pd.read_csv(self.manifest(fold), dtype=str)
+        return rows.set_index("image").source
+
     def test_crops(self, stage: int, fold: int) -> pd.DataFrame:
         """Detector fold `fold`'s crops of stage `stage`'s test images: columns image (the source,
         as the detector named it) and crop (relative to self.dir), in crops.json's order."""

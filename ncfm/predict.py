@@ -237,9 +237,7 @@ def _combined_oof(crop_oof: pd.DataFrame, crop_set, fold: int, manifest: pd.Data
                   comp: Competition, empty) -> pd.DataFrame:
     from ncfm import combine
 
-    crop_rows = pd.read_csv(crop_set.manifest(fold), dtype=str)
-    source = crop_rows.set_index("image").source
-    crop_probs = crop_oof.assign(image=crop_oof.image.map(source)).set_index("image")[list(crop_set.classes)]
+    crop_probs = crop_oof.assign(image=crop_oof.image.map(crop_set.sources(fold))).set_index("image")[list(crop_set.classes)]
     images = manifest[manifest.fold == fold]
     uniform = np.full(len(crop_set.classes), 1.0 / len(crop_set.classes))
     probs = crop_probs.reindex(images.image).to_numpy("float64")

@@ -22,7 +22,7 @@ A detector run (`ncfm detect --fold K`) has the same folds and files (config.jso
 "kind": "detector"; its models are RetinaNets), and in place of oof.csv:
       fold<K>/oof_boxes.csv       boxes found on the fold's held-out training images:
                                   image,rank,score,x,y,width,height (original pixels, rank 0 best)
-      fold<K>/boxes_stage<S>.csv  the same for a stage's test images (image = the submission id)
+      fold<K>/boxes_stage<S>.csv  the same for a stage's test images (image = the file, relative to the data folder)
 
 Every reader checks what it reads: a truncated checkpoint, a damaged JSON or a broken CSV is an
 NcfmError naming the file and what to do, never a traceback.
