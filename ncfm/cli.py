@@ -358,7 +358,8 @@ def _add_demo(sub):
     p.add_argument("--dir", default="demo", help="working folder for data, runs and submission (default demo)")
     p.add_argument("--folds", type=int, default=3, help="folds (default 3)")
     p.add_argument("--image-size", type=int, default=75, help="image size (default 75, InceptionV3's minimum)")
-    p.add_argument("--epochs", type=int, default=24, help="epochs per fold (default 24)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per fold (default 24; 12 with --crops, for both classifiers)")
     p.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
     p.add_argument("--n-train", type=int, default=400, help="synthetic training images (default 400)")
     p.add_argument("--tta", type=int, default=4, help="TTA views (default 4)")
@@ -368,7 +369,7 @@ def _add_demo(sub):
                    help="also find the fish: small fish on large frames, `ncfm boxes`, a RetinaNet per fold "
                         "(`ncfm detect`), a classifier on its crops (`ncfm train --detector`), and the blend of "
                         "both paths; prints whole-image vs crop vs blend OOF log loss")
-    p.add_argument("--detector-size", type=int, default=192, help="with --crops: detector input size (default 192)")
+    p.add_argument("--detector-size", type=int, default=128, help="with --crops: detector input size (default 128)")
     p.add_argument("--detector-epochs", type=int, default=12, help="with --crops: detector epochs (default 12)")
     p.add_argument("--force", action="store_true",
                    help="replace a non-empty --dir that an earlier demo did not make")
