@@ -63,7 +63,10 @@ def make_batches(images, rows, labels=None, batch_size=32, train=False, seed=0, 
     the batches an uninterrupted one would.
     train=False: each row once, in order; the last batch is smaller, or with pad=True (for
     prediction: one compiled shape) filled up by repeating its last row — drop the extra
-    outputs with `[:len(rows)]`.
+    outputs with `[:len(rows)]`. Padded batches with labels also carry sample weights: 0 for
+    the repeats and padded/real rows for the real ones, so that Keras' loss and metrics stay
+    exact means over the real rows (each batch's loss is divided by its padded length, and the
+    epoch's mean weights batches by it; with several devices every batch must be full).
     """
     import keras
 
@@ -99,7 +102,13 @@ def make_batches(images, rows, labels=None, batch_size=32, train=False, seed=0, 
                 if pad and len(pick) < batch_size:
                     pick = np.concatenate([pick, np.full(batch_size - len(pick), pick[-1])])
             x = read_rows(images, rows[pick])
-            return (x, labels[pick]) if labels is not None else (x,)
+            if labels is None:
+                return (x,)
+            if pad and not train:
+                weights = np.zeros(len(pick), dtype="float32")
+                weights[:min(len(pick), len(rows) - i * batch_size)] = self.steps * batch_size / len(rows)
+                return x, labels[pick], weights
+            return x, labels[pick]
 
     return Batches()
 

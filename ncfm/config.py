@@ -71,6 +71,8 @@ class TrainConfig:
     deterministic: bool = setting(False, "deterministic kernels (slower; TensorFlow and torch)")
     mixed_precision: str = setting("auto", "off, bfloat16 or float16; auto = bfloat16 on a GPU/TPU, off on a CPU")
     jit_compile: str = setting("auto", "XLA: on, off; auto = on with JAX, on with TensorFlow on a GPU")
+    devices: str = setting("1", "devices that train this one model data-parallel: 1, all, or a number (JAX and "
+                           "TensorFlow); --batch-size is then the global batch and must divide by it")
     cache_dir: str = setting("", "where decoded images are cached; empty = <data-dir>/cache")
     workers: int = setting(0, "processes decoding images into the cache; 0 = all cores")
     tensorboard: bool = setting(True, "write TensorBoard logs to <fold>/logs (when TensorFlow is installed)")

@@ -1,4 +1,4 @@
-"""Where the model runs: backend, accelerator, precision, XLA and seeds, decided in one place.
+"""Where the model runs: backend, accelerator, devices, precision, XLA and seeds, decided in one place.
 
 Only this module (and the benchmark) asks backend-specific questions; everything else uses
 `keras` and `keras.ops`.
@@ -6,6 +6,7 @@ Only this module (and the benchmark) asks backend-specific questions; everything
 
 from __future__ import annotations
 
+import contextlib
 import os
 from functools import lru_cache
 
@@ -51,17 +52,104 @@ def resolve_precision(setting: str) -> str:
     return aliases[setting]
 
 
-def resolve_jit(setting: str) -> bool:
-    """XLA: always with JAX (un-jitted JAX is op-by-op), with TensorFlow only on an accelerator
-    (XLA compilation of InceptionV3 on a CPU costs more than it saves), never with torch."""
+def resolve_jit(setting: str, devices: int = 1) -> bool:
+    """XLA: always with JAX (un-jitted JAX is op-by-op), with TensorFlow only on one accelerator
+    (XLA compilation of InceptionV3 on a CPU costs more than it saves), never with torch.
+
+    TensorFlow's XLA cannot run under MirroredStrategy: a replica's compiled step may not touch
+    the variables the strategy put on the other devices ("Trying to access resource
+    .../replica_1 located in device ...:1 from device ...:0", keras-team/keras#18145; seen here
+    with the augmentation's random-seed variables), so several devices with TensorFlow mean XLA off."""
+    mirrored = backend() == "tensorflow" and devices > 1
     if setting in ("on", "true", "True", True):
+        if mirrored:
+            raise ValueError(f"jit_compile=on does not work with TensorFlow on {devices} devices "
+                             f"(tf.distribute.MirroredStrategy: XLA cannot reach the other devices' copies of "
+                             f"the variables); pass --jit-compile auto or off, or KERAS_BACKEND=jax")
         return True
     if setting in ("off", "false", "False", False):
         return False
     if setting != "auto":
         raise ValueError(f"jit_compile must be auto, on or off; received {setting!r}")
     name = backend()
-    return name == "jax" or (name == "tensorflow" and accelerator() != "cpu")
+    return name == "jax" or (name == "tensorflow" and accelerator() != "cpu" and not mirrored)
+
+
+def resolve_devices(setting: str) -> list[str]:
+    """The devices one model trains on: '1' (the default device), 'all', or a number N (the first N).
+
+    Names as keras.distribution.list_devices spells them ('gpu:0', 'cpu:1'): the accelerators when
+    there are any, else the host's CPU, which is one device unless the host platform was split
+    (JAX: XLA_FLAGS=--xla_force_host_platform_device_count=N; TensorFlow: logical CPU devices
+    configured before TensorFlow starts). torch trains on one device only, for now.
+    """
+    text = str(setting).strip().lower()
+    if text != "all" and not (text.isdigit() and int(text) >= 1):
+        raise ValueError(f"--devices must be all or a number of devices (1, 2, ...); received devices={setting!r}")
+    name = backend()
+    if name == "torch":
+        import torch
+
+        available = [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
+        if (len(available) if text == "all" else int(text)) > 1:
+            raise ValueError(f"devices={setting}: training one model on several devices is not supported yet "
+                             f"with the torch backend; pass --devices 1 and use --folds to run members side by "
+                             f"side, or set KERAS_BACKEND=jax or tensorflow")
+        return available[:1]
+    import keras
+
+    available = keras.distribution.list_devices()
+    if text == "all":
+        return available
+    if int(text) > len(available):
+        raise ValueError(f"devices={setting}, but {name} sees {len(available)} device"
+                         f"{'s' * (len(available) > 1)} ({', '.join(available)}); pass --devices "
+                         f"{len(available)} or all")
+    return available[:int(text)]
+
+
+def describe_devices(devices: list[str], setting: str = "") -> str:
+    """A log line for what --devices chose; empty for the plain one-device case."""
+    if len(devices) > 1:
+        how = "keras.distribution.DataParallel" if backend() == "jax" else "tf.distribute.MirroredStrategy"
+        return f"data-parallel on {len(devices)} devices ({', '.join(devices)}) with {how}"
+    if str(setting).strip().lower() == "all":
+        why = "" if accelerator() != "cpu" else "; no GPU or TPU found, and the CPU counts as one"
+        return f"--devices all: 1 device ({devices[0]}){why}"
+    return ""
+
+
+@contextlib.contextmanager
+def data_parallel(devices: list[str]):
+    """Within it, models built, compiled, loaded, trained and predicting split each batch across
+    `devices` (from resolve_devices) and keep one copy of the weights on each. With one device it
+    changes nothing. (The model and its optimizer must be created inside: MirroredStrategy places
+    variables when they are made, and JAX's DataParallel lays them out when they are made.)"""
+    if len(devices) < 2:
+        yield
+        return
+    name = backend()
+    if name == "jax":
+        import keras
+
+        with keras.distribution.DataParallel(devices=devices).scope():
+            yield
+    elif name == "tensorflow":
+        with _mirrored_strategy(tuple(devices)).scope():
+            yield
+    else:  # resolve_devices refuses this first
+        raise ValueError(f"data-parallel training is not supported with the {name} backend")
+
+
+@lru_cache(maxsize=None)
+def _mirrored_strategy(devices: tuple[str, ...]):
+    """One MirroredStrategy per set of devices and process: a second one numbers its collective
+    operations afresh, and the first all-reduce of a fold trained after another in the same
+    process then meets the earlier fold's under the same number ("Shape mismatch in the
+    collective instance 100" when the second fold resumed in phase 2)."""
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 def setup(seed: int, precision: str, deterministic: bool = False) -> None:

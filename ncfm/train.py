@@ -29,7 +29,7 @@ from ncfm.competition import Competition
 from ncfm.config import TrainConfig, make_config
 
 # settings that may change between an interrupted run and its resumption
-EXECUTION_FIELDS = {"workers", "cache_dir", "tensorboard", "jit_compile", "patience", "checkpoint_seconds"}
+EXECUTION_FIELDS = {"workers", "cache_dir", "tensorboard", "jit_compile", "patience", "checkpoint_seconds", "devices"}
 
 
 # ----------------------------------------------------------------------------- settings
@@ -53,6 +53,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     if image_size < spec.min_size:
         raise NcfmError(f"image_size={image_size} is too small for {cfg.backbone}; its minimum is {spec.min_size}")
     resolve_weights(cfg.weights, spec)  # a missing weights file
+    devices = len(resolve_devices(cfg))
     return dataclasses.replace(
         cfg,
         optimizer=optimizer,
@@ -63,13 +64,28 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         bn_momentum=cfg.bn_momentum or (0.99 if pretrained else 0.9),
         freeze_bn=str(cfg.freeze_bn if cfg.freeze_bn != "auto" else pretrained).lower(),
         mixed_precision=_checked(runtime.resolve_precision, cfg.mixed_precision),
-        jit_compile="on" if _checked(runtime.resolve_jit, cfg.jit_compile) else "off",
+        jit_compile="on" if _checked(runtime.resolve_jit, cfg.jit_compile, devices) else "off",
+        devices=str(devices),
     )
 
 
-def _checked(resolve, value):
+def resolve_devices(cfg: TrainConfig) -> list[str]:
+    """The devices --devices names (ncfm.runtime.resolve_devices), refusing a --batch-size that they
+    cannot split evenly: it is the global batch, each step gives every device the same share."""
+    from ncfm import runtime
+
+    devices = _checked(runtime.resolve_devices, cfg.devices)
+    n = len(devices)
+    if cfg.batch_size % n:
+        raise NcfmError(f"--batch-size {cfg.batch_size} is the global batch, split evenly across --devices "
+                        f"{cfg.devices} ({n} devices); pass a multiple of {n}, e.g. --batch-size "
+                        f"{max(n, cfg.batch_size - cfg.batch_size % n)}")
+    return devices
+
+
+def _checked(resolve, *values):
     try:
-        return resolve(value)
+        return resolve(*values)
     except ValueError as e:
         raise NcfmError(str(e)) from None
 
@@ -102,8 +118,11 @@ def train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: P
     With `retrain` the old fold is set aside until the new one has its first checkpoint.
     `notes` go into config.json as they are (a crop run: its detector and crop set).
     """
+    from ncfm import runtime
+
     target = runs.fold_of(run_dir, fold)
-    with runs.fold_lock(target), runs.replacing(target, retrain):
+    devices = resolve_devices(cfg)  # before any device is set up
+    with runs.fold_lock(target), runs.replacing(target, retrain), runtime.data_parallel(devices):
         return _train_fold(cfg, comp, data_dir, folds_csv, target, max_train_images, notes or {})
 
 
@@ -116,7 +135,8 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
 
     # Everything that can be refused is refused before a file is written.
     manifest, n_folds = read_manifest(folds_csv, fold.index, comp.classes)
-    cfg = resolve_config(cfg)
+    devices_setting, cfg = cfg.devices, resolve_config(cfg)
+    devices = resolve_devices(cfg)
     state, history = runs.read_progress(fold)
     saved = runs.read_config(fold)
     split = split_digest(manifest, max_train_images)
@@ -136,13 +156,15 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     runs.write_config(fold, dataclasses.asdict(cfg) | dict(
         fold=fold.index, n_folds=n_folds, folds_csv=str(folds_csv), split=split, data_dir=str(data_dir),
         classes=list(comp.classes), competition=comp.slug, backend=runtime.backend(),
-        accelerator=runtime.accelerator(), keras=keras.__version__) | notes)
+        accelerator=runtime.accelerator(), device_names=devices, keras=keras.__version__) | notes)
     train_df, val_df = manifest[manifest.fold != fold.index], manifest[manifest.fold == fold.index]
     if max_train_images:  # for quick experiments and the benchmark
         train_df = train_df.iloc[:max_train_images]
     log(f"fold {fold.index}/{n_folds}: {len(train_df)} train, {len(val_df)} validation images, "
         f"{comp.num_classes} classes; {cfg.backbone} at {cfg.image_size}px, weights={cfg.weights}; "
         f"{runtime.describe()}, {cfg.mixed_precision}, XLA {cfg.jit_compile}")
+    if devices_line := runtime.describe_devices(devices, devices_setting):
+        log(devices_line)
 
     # decode once: one uint8 cache of the whole manifest, shared by every fold, epoch and view
     images = load_images(data_dir, list(manifest.image), cfg.image_size,
@@ -158,7 +180,7 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     smallest = min((manifest.fold != k).sum() for k in manifest.fold.unique())
     if max_train_images:
         smallest = min(smallest, len(train_rows))
-    batch = min(cfg.batch_size, smallest)
+    batch = min(cfg.batch_size, smallest - smallest % len(devices))  # every device gets as many images
     steps = smallest // batch
     head_epochs = min(cfg.head_epochs, cfg.epochs)
     if state["epoch"] > 0:
@@ -169,7 +191,9 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
         model = build_model(cfg.backbone, cfg.weights, cfg.image_size, cfg.dropout, augment_settings(cfg),
                             seed=cfg.seed + fold.index, num_classes=comp.num_classes)
     checkpoint = FoldCheckpoint(fold, state, history, cfg, comp.classes, log)
-    val_data = make_batches(images, val_rows, y_val, batch_size=max(batch, 64))
+    # several devices split every batch evenly, so the last validation batch is padded (weighted 0)
+    val_batch = max(batch, 64 - 64 % len(devices))
+    val_data = make_batches(images, val_rows, y_val, batch_size=val_batch, pad=len(devices) > 1)
     extra_callbacks = _tensorboard(fold) if cfg.tensorboard else []
     started = time.time()
 
@@ -201,7 +225,7 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     from ncfm.calibrate import score
 
     best = runs.load_best(fold)
-    oof = best.predict(make_batches(images, val_rows, None, batch_size=max(batch, 64), pad=True), verbose=0)
+    oof = best.predict(make_batches(images, val_rows, None, batch_size=val_batch, pad=True), verbose=0)
     oof = np.asarray(oof, dtype="float64")[: len(val_rows)]
     oof /= oof.sum(axis=1, keepdims=True)
     runs.write_oof(fold, val_df.image, val_df.label, oof, comp.classes)
@@ -360,9 +384,10 @@ def make_optimizer(cfg: TrainConfig, lr: float, total_steps: int, warmup_steps: 
 
 
 def compile_model(model, cfg: TrainConfig, optimizer):
+    # accuracy as a weighted metric: the padding of a padded validation batch has weight 0
     model.compile(optimizer=optimizer,
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                  metrics=["accuracy"], jit_compile=cfg.jit_compile == "on")
+                  weighted_metrics=["accuracy"], jit_compile=cfg.jit_compile == "on")
 
 
 def augment_settings(cfg: TrainConfig) -> dict:
