@@ -169,6 +169,8 @@ def _add_train(sub):
                         "(`ncfm detect`; every fold) are cut once into <data-dir>/crops/, training on jittered "
                         "true boxes and validating on the detector's own held-out boxes")
     p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)
+    # a member of `--folds` on Ray: the command that started it draws the run's report
+    p.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
     g = p.add_argument_group("many members (with --folds)")
     g.add_argument("--seeds", metavar="0,1,2", default=None,
                    help="train every fold once per seed, into runs/NAME/<config>-seed<S>/ (replaces --seed)")
@@ -197,7 +199,7 @@ def _cmd_train(args) -> int:
     if args.folds is not None:
         from ncfm import members
 
-        code = members.main(args)
+        code = members.main(args, draw_report=lambda: _draw_report([args.run]))
     else:
         from ncfm import train
 
@@ -206,7 +208,8 @@ def _cmd_train(args) -> int:
                             f"(or --folds all) instead of --fold {args.fold}")
         args.config = args.config[0] if args.config else None
         code = train.main(args)
-    _draw_report([args.run])
+    if not args.no_report:
+        _draw_report([args.run])
     return code
 
 

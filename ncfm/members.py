@@ -49,6 +49,7 @@ from ncfm.config import TrainConfig, make_config
 RAY_HINT = "pip install 'ncfm[ray]'"
 FORWARDED_ENV = ("KERAS_BACKEND",)  # every member trains on the backend the command was started with
 REFUSED = 2  # `ncfm`'s exit status for an NcfmError: the same command would stop the same way
+REPORT_SECONDS = 60  # the run's report is drawn again when a member finishes, at most this often
 PROBE_SECONDS = 120  # how long a node may take to answer the storage check
 TABLE_COLUMNS = ["member", "config", "seed", "fold", "status", "attempts", "oof_log_loss", "seconds", "node",
                  "devices", "started", "ended"]
@@ -148,6 +149,7 @@ class Attempt:
     devices: str  # CUDA_VISIBLE_DEVICES the member's process saw
     outcome: str  # finished | refused (exit 2) | died (retried) | failed
     reason: str = ""
+    from_epoch: int = 0  # the epoch it resumed after; 0: from scratch
 
 
 @dataclass
@@ -166,14 +168,15 @@ class Outcome:
     def status(self) -> str:
         if not self.attempts:
             return "already finished" if self.before == "finished" else "not run"
-        last = self.attempts[-1]
+        first, last = self.attempts[0], self.attempts[-1]
         if last.outcome == "finished":
-            text = f"resumed after epoch {self.epoch}" if self.before == "started" else "trained"
+            text = f"resumed after epoch {first.from_epoch}" if first.from_epoch else "trained"
         else:
             text = f"failed: {last.reason}"
-        retried = self.attempts[:-1]
-        if retried:
-            text += (f"; retried {len(retried)}x (" + ", ".join(a.reason for a in retried) + ")")
+        if len(self.attempts) > 1:
+            text += f"; retried {len(self.attempts) - 1}x (" + "; ".join(
+                f"{a.reason}, then " + (f"resumed after epoch {b.from_epoch}" if b.from_epoch else "started again")
+                for a, b in zip(self.attempts, self.attempts[1:])) + ")"
         return text
 
 
@@ -236,6 +239,7 @@ def member_argv(args, member: Member, retrain: bool) -> list[str]:
         argv.append(f"--max-train-images={args.max_train_images}")
     if retrain:
         argv.append("--retrain")
+    argv.append("--no-report")  # the command that started the member draws the run's report
     for name in TrainConfig.field_names():
         value = member.seed if name == "seed" else getattr(args, name)
         if value is None:
@@ -309,7 +313,7 @@ def _signal_name(number: int) -> str:
 
 
 # ----------------------------------------------------------------------------- here, one after another
-def run_here(outcomes: list[Outcome], args, log) -> None:
+def run_here(outcomes: list[Outcome], args, log, finished=lambda: None) -> None:
     """Each member in this process, one after another (no Ray, or --no-ray)."""
     import keras
 
@@ -334,11 +338,14 @@ def run_here(outcomes: list[Outcome], args, log) -> None:
         finally:
             keras.backend.clear_session()
         o.attempts.append(Attempt(started, time.time(), socket.gethostname(),
-                                  os.environ.get("CUDA_VISIBLE_DEVICES", ""), outcome, reason))
+                                  os.environ.get("CUDA_VISIBLE_DEVICES", ""), outcome, reason,
+                                  0 if args.retrain else o.epoch))
+        finished()
 
 
 # ----------------------------------------------------------------------------- on Ray
-def run_on_ray(outcomes: list[Outcome], args, storage: list[tuple[str, str, Path]], log) -> None:
+def run_on_ray(outcomes: list[Outcome], args, storage: list[tuple[str, str, Path]], log,
+               finished=lambda: None) -> None:
     """Every member as a Ray task of one GPU (or one CPU, --jobs at a time), retried when it dies."""
     import ray
 
@@ -350,7 +357,8 @@ def run_on_ray(outcomes: list[Outcome], args, storage: list[tuple[str, str, Path
         try:
             ray.init(address=args.ray_address, logging_level="WARNING", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
-            raise NcfmError(f"--ray-address {args.ray_address}: cannot join a Ray cluster there ({e}); start one "
+            why = f"{e}" + (f": {str(e.__cause__).splitlines()[0]}" if e.__cause__ and str(e.__cause__) else "")
+            raise NcfmError(f"--ray-address {args.ray_address}: cannot join a Ray cluster there ({why}); start one "
                             f"with `ray start --head` on its head node, or leave --ray-address out to train on "
                             f"this machine alone") from None
         joined, where = True, f"the Ray cluster at {args.ray_address}"
@@ -364,15 +372,21 @@ def run_on_ray(outcomes: list[Outcome], args, storage: list[tuple[str, str, Path
         if not ours:
             check_storage(storage, nodes)
         if gpus:
-            limit = args.jobs or len(outcomes)
+            # as many running as the cluster has GPUs now (it may grow), so that a member's task
+            # starts when it is submitted and the times in members.csv are its own
+            def limit():
+                return args.jobs or max(1, int(ray.cluster_resources().get("GPU", 0)))
+
             task = ray.remote(num_gpus=1, num_cpus=0, max_retries=0)(run_member_process)
             log(f"{where}: {len(nodes)} node(s), {gpus} GPU(s): one member per GPU"
                 + (f", at most {args.jobs} at a time" if args.jobs else ""))
         else:
-            limit = args.jobs or 1
+            def limit():
+                return args.jobs or 1
+
             task = ray.remote(num_cpus=1, max_retries=0)(run_member_process)
-            log(f"{where}: {len(nodes)} node(s), no GPU: {limit} member(s) at a time (--jobs N for more)")
-        _drive(outcomes, task, limit, args, log)
+            log(f"{where}: {len(nodes)} node(s), no GPU: {limit()} member(s) at a time (--jobs N for more)")
+        _drive(outcomes, task, limit, args, log, finished)
     finally:
         if ours or joined:
             ray.shutdown()
@@ -391,29 +405,31 @@ def _check_reachable(address: str) -> None:
                         f"train on this machine alone") from None
 
 
-def _drive(outcomes: list[Outcome], task, limit: int, args, log) -> None:
-    """Keep up to `limit` members running; a member that died goes back to the front of the queue."""
+def _drive(outcomes: list[Outcome], task, limit, args, log, finished) -> None:
+    """Keep up to limit() members running; a member that died goes back to the front of the queue."""
     import ray
 
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     queue, running = list(outcomes), {}
     try:
         while queue or running:
-            while queue and len(running) < limit:
+            while queue and len(running) < limit():
                 o = queue.pop(0)
-                argv = member_argv(args, o.member, retrain=args.retrain and not o.attempts)
+                retrain = args.retrain and not o.attempts
+                argv = member_argv(args, o.member, retrain=retrain)
                 ref = task.options(name=f"ncfm {o.member.name}").remote(
                     argv, os.path.abspath(o.member.target.console), env, os.getcwd())
-                running[ref] = (o, time.time())
+                running[ref] = (o, time.time(), 0 if retrain else progress_before(o.member)[1])
             (ref,), _ = ray.wait(list(running), num_returns=1)
-            o, submitted = running.pop(ref)
+            o, submitted, from_epoch = running.pop(ref)
             try:
                 attempt = _attempt(ray.get(ref))
             except ray.exceptions.RayTaskError as e:  # the task itself raised (e.g. the console log is not writable)
                 attempt = Attempt(submitted, time.time(), "?", "", "failed", f"{type(e.cause).__name__}: {e.cause}")
             except ray.exceptions.RayError as e:  # its worker or node died, or Ray killed it for memory
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
                 attempt = Attempt(submitted, time.time(), "?", "", "died", f"{type(e).__name__}: {first[:200]}")
+            attempt.from_epoch = from_epoch
             o.attempts.append(attempt)
             where = f" on {attempt.node}" + (f" (CUDA_VISIBLE_DEVICES={attempt.devices})" if attempt.devices else "")
             took = f"{attempt.ended - attempt.started:.0f} s"
@@ -421,6 +437,7 @@ def _drive(outcomes: list[Outcome], task, limit: int, args, log) -> None:
                 loss = _state(o.member).get("oof_log_loss")
                 log(f"{o.member.name}: finished in {took}{where}"
                     + (f", OOF log loss {loss:.4f}" if loss is not None else ""))
+                finished()
             elif attempt.outcome == "died" and len(o.attempts) <= args.retries:
                 log(f"{o.member.name}: {attempt.reason} after {took}{where}; starting it again from its last "
                     f"checkpoint (retry {len(o.attempts)} of {args.retries})")
@@ -519,7 +536,22 @@ def _digest(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- command
-def main(args) -> int:
+def _at_most_every(seconds: float, action):
+    """`action`, when `seconds` have passed since the start or its last call."""
+    last = time.time()
+
+    def maybe() -> None:
+        nonlocal last
+        if time.time() - last >= seconds:
+            action()
+            last = time.time()
+
+    return maybe
+
+
+def main(args, draw_report=lambda: None) -> int:
+    """`ncfm train --folds`; `draw_report` draws the run's report, when a member finishes (at most
+    every REPORT_SECONDS: the command that called this draws it once more at the end)."""
     from ncfm.batches import read_manifest
     from ncfm.cache import cache_folder
 
@@ -562,9 +594,9 @@ def main(args) -> int:
                 log(f"Ray is not installed: the members train one after another in this process ({RAY_HINT} "
                     f"trains one per GPU at once, each in a process of its own)")
         if ray is None:
-            run_here(todo, args, log)
+            run_here(todo, args, log, _at_most_every(REPORT_SECONDS, draw_report))
         else:
-            run_on_ray(todo, args, storage, log)
+            run_on_ray(todo, args, storage, log, _at_most_every(REPORT_SECONDS, draw_report))
 
     table = members_table(outcomes)
     Path(args.run).mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,8 @@ then runs; calibrate on out-of-fold predictions; write a validated Kaggle CSV.
 
     ncfm predict --run runs/inception299 [--run runs/other] [--stage 2] --tta 8 [--out submissions/x.csv]
 
+A run of many members (`ncfm train --folds --seeds/--config`) counts as its <config>-seed<S>/ groups.
+
 For each fold model, before any averaging, the per-fold files of ncfm.runs are written:
 test predictions (mean over N views) under runs/NAME/predictions/, and the fold's held-out
 images under the same N views (fold<K>/oof_tta<N>.csv), so an ensemble or a calibration can be
