@@ -323,12 +323,13 @@ def test_a_cluster_whose_nodes_cannot_see_the_run_folder_is_refused_before_any_m
     shared = tmp_path / "shared"
     shared.mkdir()
     port, temp = _free_port(), tempfile.mkdtemp(prefix="ray")
-    head = subprocess.Popen(
-        ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs none "$0" && python="$1" && shift && exec "$python" -m ray.scripts.scripts "$@"', str(shared),
-         sys.executable, "start", "--head", "--block", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-         f"--temp-dir={temp}", "--object-store-memory=80000000", "--disable-usage-stats"],
-        env=dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", RAY_AUTH_MODE="disabled"),
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "head.log", "w"), start_new_session=True)
+    with open(tmp_path / "head.log", "w") as head_log:
+        hide_and_start = 'mount -t tmpfs none "$0" && python="$1" && shift && exec "$python" -m ray.scripts.scripts "$@"'
+        head = subprocess.Popen(
+            ["unshare", "-rm", "sh", "-c", hide_and_start, str(shared), sys.executable, "start", "--head", "--block", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+             f"--temp-dir={temp}", "--object-store-memory=80000000", "--disable-usage-stats"],
+            env=dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", RAY_AUTH_MODE="disabled"),
+            stdout=subprocess.DEVNULL, stderr=head_log, start_new_session=True)
     try:
         deadline = time.time() + 120
         while head.poll() is None and time.time() < deadline:
@@ -337,7 +338,7 @@ def test_a_cluster_whose_nodes_cannot_see_the_run_folder_is_refused_before_any_m
                 break
             except OSError:
                 time.sleep(0.5)
-        assert head.poll() is None and time.time() < deadline, f"the Ray head did not start: {(tmp_path / 'head.log').read_text()[-2000:]}"
+        assert head.poll() is None and time.time() < deadline, (tmp_path / "head.log").read_text()[-2000:]
         run = shared / "runs" / "x"
         code = main(train_args(small_data, run, "--folds", "all", "--ray-address", f"127.0.0.1:{port}", *MEMBER))
         err = capsys.readouterr().err
