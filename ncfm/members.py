@@ -553,7 +553,6 @@ def main(args, draw_report=lambda: None) -> int:
     """`ncfm train --folds`; `draw_report` draws the run's report, when a member finishes (at most
     every REPORT_SECONDS: the command that called this draws it once more at the end)."""
     from ncfm.batches import read_manifest
-    from ncfm.cache import cache_folder
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -576,9 +575,30 @@ def main(args, draw_report=lambda: None) -> int:
     outcomes = [Outcome(m, *progress_before(m)) for m in members]
     todo = [o for o in outcomes if args.retrain or o.before != "finished"]
     groups = len({m.run for m in members})
+    resume = 0 if args.retrain else sum(o.before == "started" for o in todo)
     log(f"{len(members)} member(s): {len(configs)} config(s) x {groups // len(configs)} seed(s) x {len(folds)} "
-        f"fold(s) -> {args.run}; {len(outcomes) - len(todo)} already finished, "
-        f"{sum(o.before == 'started' for o in todo)} to resume, {sum(o.before != 'started' for o in todo)} to train")
+        f"fold(s) -> {args.run}; {len(outcomes) - len(todo)} already finished, {resume} to resume, "
+        f"{len(todo) - resume} to train{' from scratch (--retrain)' if args.retrain else ''}")
+    try:
+        _run(todo, args, data_dir, folds_csv, configs, log, draw_report)
+    finally:  # also after Ctrl-C or a crash: what finished and what did not (nothing when none started)
+        if any(o.attempts for o in outcomes) or not todo:
+            table = members_table(outcomes)
+            Path(args.run).mkdir(parents=True, exist_ok=True)
+            runs.write_members_table(args.run, table)
+            print(format_table(table), flush=True)
+    failed = [o for o in outcomes if not o.finished]
+    if failed:
+        log(f"{len(failed)} of {len(outcomes)} member(s) did not finish ({runs.members_table_path(args.run)}); "
+            f"rerun the same command to resume them")
+        return 1
+    return 0
+
+
+def _run(todo: list[Outcome], args, data_dir: Path, folds_csv: Path, configs, log, draw_report) -> None:
+    """On Ray when it is installed (and not --no-ray), else here."""
+    from ncfm.cache import cache_folder
+
     if todo:
         storage = [("the data folder", "dir", data_dir), ("the folds manifest", "file", folds_csv),
                    ("the run folder", "folder", Path(args.run))]
@@ -597,14 +617,3 @@ def main(args, draw_report=lambda: None) -> int:
             run_here(todo, args, log, _at_most_every(REPORT_SECONDS, draw_report))
         else:
             run_on_ray(todo, args, storage, log, _at_most_every(REPORT_SECONDS, draw_report))
-
-    table = members_table(outcomes)
-    Path(args.run).mkdir(parents=True, exist_ok=True)
-    runs.write_members_table(args.run, table)
-    print(format_table(table), flush=True)
-    failed = [o for o in outcomes if not o.finished]
-    if failed:
-        log(f"{len(failed)} of {len(outcomes)} member(s) did not finish ({runs.members_table_path(args.run)}); "
-            f"rerun the same command to resume them")
-        return 1
-    return 0
