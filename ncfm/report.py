@@ -21,6 +21,10 @@ The report fits nothing: the calibration it shows is the one `ncfm predict` fitt
 and recorded. Log losses are Kaggle's (`calibrate.kaggle_log_loss`: rows renormalised, clipped
 to 1e-15); accuracy is top-1, and a two-class run also gets ROC AUC.
 
+A run of many members (`ncfm train --folds --seeds/--config`) is shown as its <config>-seed<S>/
+groups, each a run of its own, after a table of every member: config, seed, fold, status, OOF
+log loss, epochs and training time.
+
 A detector run (`ncfm detect`; runs.is_detector) gets its own section instead, drawn by
 ncfm.report_detect: box quality per fold, loss curves, fish/no-fish scores, the worst boxes first
 with their crops.
