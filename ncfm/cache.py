@@ -57,9 +57,14 @@ def cache_key(data_dir, images: list[str], size: int) -> str:
     return h.hexdigest()[:20]
 
 
+def cache_folder(data_dir, cache_dir=None) -> Path:
+    """Where the cache of a data folder lives: cache_dir, else <data_dir>/cache."""
+    return Path(cache_dir) if cache_dir else Path(data_dir) / "cache"
+
+
 def cache_paths(data_dir, images: list[str], size: int, cache_dir=None) -> tuple[Path, Path]:
     """(the .u8 pixel file, its .json meta) for these inputs; neither need exist."""
-    folder = Path(cache_dir) if cache_dir else Path(data_dir) / "cache"
+    folder = cache_folder(data_dir, cache_dir)
     stem = f"s{size}-{cache_key(data_dir, images, size)}"
     return folder / f"{stem}.u8", folder / f"{stem}.json"
 

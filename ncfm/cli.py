@@ -141,23 +141,49 @@ def _flag_type(f: dataclasses.Field):
 def _add_train(sub):
     p = sub.add_parser(
         "train",
-        help="fine-tune a backbone for one fold; writes runs/NAME/fold<K>/",
+        help="fine-tune a backbone for one fold, or many members (folds x seeds x configs) locally or on Ray",
         description="Train one fold: phase 1 trains a new head (one output per class of the competition) "
         "on a frozen backbone, phase 2 fine-tunes at a lower rate. Keeps the checkpoint with the lowest validation log loss, "
         "writes history, resolved config and out-of-fold predictions. Rerunning the same command "
-        "resumes an interrupted fold; a finished fold is skipped unless --retrain.",
+        "resumes an interrupted fold; a finished fold is skipped unless --retrain. "
+        "With --folds, one command trains many members: every (config, seed, fold), each exactly as "
+        "`--fold K` would, into runs/NAME/<config>-seed<S>/fold<K>/ (runs/NAME/fold<K>/ without --seeds "
+        "and with at most one --config), then prints a table of every member. With Ray installed "
+        "(pip install 'ncfm[ray]') each member is a process of its own with one GPU; without it they "
+        "train one after another in this process.",
     )
-    p.add_argument("--fold", type=int, required=True, help="which fold to hold out (0..k-1)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--fold", type=int, help="which fold to hold out (0..k-1)")
+    which.add_argument("--folds", metavar="all|0,2,4",
+                       help="train several members in one command: every fold of the manifest (all) or these; "
+                            "finished members are skipped, interrupted ones resume")
     p.add_argument("--run", required=True, help="run folder, e.g. runs/inception299")
     p.add_argument("--data-dir", default="data", help="Kaggle data folder (default data)")
     p.add_argument("--folds-csv", default=None, help="manifest from split_train_val (default <data-dir>/folds.csv)")
-    p.add_argument("--config", default=None, help="TOML/YAML file of settings (flags override it)")
+    p.add_argument("--config", action="append", default=None,
+                   help="TOML/YAML file of settings (flags override it); with --folds, repeat it to train "
+                        "every config as members of their own (runs/NAME/<file name>-seed<S>/)")
     p.add_argument("--retrain", action="store_true", help="discard this fold's outputs and train from scratch")
     p.add_argument("--detector", default=None, metavar="RUN",
                    help="train on fish crops instead of whole images: the boxes of this finished detector run "
                         "(`ncfm detect`; every fold) are cut once into <data-dir>/crops/, training on jittered "
                         "true boxes and validating on the detector's own held-out boxes")
     p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)
+    # a member of `--folds` on Ray: the command that started it draws the run's report
+    p.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
+    g = p.add_argument_group("many members (with --folds)")
+    g.add_argument("--seeds", metavar="0,1,2", default=None,
+                   help="train every fold once per seed, into runs/NAME/<config>-seed<S>/ (replaces --seed)")
+    g.add_argument("--jobs", type=int, default=None,
+                   help="members at a time: default one per GPU on Ray, one on a machine without a GPU")
+    g.add_argument("--retries", type=int, default=2,
+                   help="times a member whose process died (killed, out of memory, node lost) starts again "
+                        "from its last checkpoint (default 2); an error you must fix is not retried")
+    g.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
+                   help="join this Ray cluster instead of starting Ray here; every node must see the data "
+                        "folder, the cache and the run folder at the same paths (checked first)")
+    g.add_argument("--no-ray", action="store_true",
+                   help="train the members one after another in this process even when Ray is installed")
     _settings_flags(p, TrainConfig)
 
 
@@ -170,10 +196,20 @@ def _settings_flags(p, settings):
 
 
 def _cmd_train(args) -> int:
-    from ncfm import train
+    if args.folds is not None:
+        from ncfm import members
 
-    code = train.main(args)
-    _draw_report([args.run])
+        code = members.main(args, draw_report=lambda: _draw_report([args.run]))
+    else:
+        from ncfm import train
+
+        if args.seeds or len(args.config or []) > 1:
+            raise UserError(f"--seeds and several --config train many members: pass --folds {args.fold} "
+                            f"(or --folds all) instead of --fold {args.fold}")
+        args.config = args.config[0] if args.config else None
+        code = train.main(args)
+    if not args.no_report:
+        _draw_report([args.run])
     return code
 
 
@@ -233,7 +269,9 @@ def _add_predict(sub):
         "in the run folder before averaging. The CSV is validated against the sample submission "
         "and written atomically.",
     )
-    p.add_argument("--run", action="append", required=True, help="run folder (repeat for an ensemble of runs)")
+    p.add_argument("--run", action="append", required=True,
+                   help="run folder (repeat for an ensemble of runs); a run of many members uses every one "
+                        "(folds x seeds x configs)")
     p.add_argument("--stage", type=int, default=None,
                    help="test stage: NCFM has 1 and 2, other competitions one (default: the first)")
     p.add_argument("--data-dir", default="data",
@@ -243,9 +281,11 @@ def _add_predict(sub):
                    help="kinds of TTA views: any of flips,zoom,shift,crop (default flips,zoom,shift)")
     p.add_argument("--mean", choices=["arithmetic", "geometric"], default="arithmetic",
                    help="how models are averaged (default arithmetic)")
-    p.add_argument("--run-weights", choices=["equal", "oof"], default="equal",
-                   help="how several --run are blended: equal weights, or non-negative weights summing to 1 "
-                        "fitted on their out-of-fold log loss (e.g. a crop run and a whole-image run)")
+    p.add_argument("--run-weights", "--member-weights", dest="run_weights", choices=["equal", "oof"], default="equal",
+                   help="how several --run, or the member groups (<config>-seed<S>/) of a run trained with "
+                        "`ncfm train --folds --seeds/--config`, are blended: equal weights, or non-negative weights "
+                        "summing to 1 fitted on their out-of-fold log loss and printed (e.g. a crop run and a "
+                        "whole-image run; members of one config share folds, so their OOF rows align)")
     p.add_argument("--calibrate", choices=["none", "temperature", "floor", "both"], default="temperature",
                    help="fit on the runs' out-of-fold predictions when the competition is scored by log "
                    "loss (default temperature)")

@@ -3,6 +3,8 @@ then runs; calibrate on out-of-fold predictions; write a validated Kaggle CSV.
 
     ncfm predict --run runs/inception299 [--run runs/other] [--stage 2] --tta 8 [--out submissions/x.csv]
 
+A run of many members (`ncfm train --folds --seeds/--config`) counts as its <config>-seed<S>/ groups.
+
 For each fold model, before any averaging, the per-fold files of ncfm.runs are written:
 test predictions (mean over N views) under runs/NAME/predictions/, and the fold's held-out
 images under the same N views (fold<K>/oof_tta<N>.csv), so an ensemble or a calibration can be
@@ -293,8 +295,10 @@ def main(args) -> int:
     data_dir = Path(args.data_dir)
     comp = competition_for(data_dir)
     stage = comp.default_stage if args.stage is None else args.stage
-    run_dirs = [Path(r) for r in args.run]
-    default_name = f"{run_dirs[0].name}_stage{stage}.csv" if len(comp.stages) > 1 else f"{run_dirs[0].name}.csv"
+    # a run of many members (`ncfm train --folds --seeds/--config`): each <config>-seed<S>/ group is a run
+    run_dirs = [member for r in args.run for member in runs.member_runs(r)]
+    first = Path(args.run[0])  # names the CSV and keeps calibration.json
+    default_name = f"{first.name}_stage{stage}.csv" if len(comp.stages) > 1 else f"{first.name}.csv"
     out = Path(args.out) if args.out else Path("submissions") / default_name
     if out.exists() and not args.force:
         raise NcfmError(f"{out}: already exists; pass --force to overwrite it or choose another --out")
@@ -364,7 +368,7 @@ def main(args) -> int:
     sample = read_sample_submission(data_dir, stage, comp)
     sample_ids = list(sample.iloc[:, 0]) if sample is not None else list(test.id)
     written = write_submission(build_submission(list(test.id), probs, comp), out, sample_ids, comp, force=args.force)
-    runs.write_calibration(run_dirs[0], calibration | {
+    runs.write_calibration(first, calibration | {
         "runs": [str(r) for r in run_dirs], "tta": len(views), "stage": stage, "mean": args.mean})
     checked = ("validated" if sample is not None else
                "its form checked, but not its ids: no sample submission to check them against")

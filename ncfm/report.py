@@ -21,6 +21,10 @@ The report fits nothing: the calibration it shows is the one `ncfm predict` fitt
 and recorded. Log losses are Kaggle's (`calibrate.kaggle_log_loss`: rows renormalised, clipped
 to 1e-15); accuracy is top-1, and a two-class run also gets ROC AUC.
 
+A run of many members (`ncfm train --folds --seeds/--config`) is shown as its <config>-seed<S>/
+groups, each a run of its own, after a table of every member: config, seed, fold, status, OOF
+log loss, epochs and training time.
+
 A detector run (`ncfm detect`; runs.is_detector) gets its own section instead, drawn by
 ncfm.report_detect: box quality per fold, loss curves, fish/no-fish scores, the worst boxes first
 with their crops.
@@ -117,8 +121,9 @@ def _checked_calibration(calibration: dict | None, run_dir: Path, notes: list[st
     return calibration | {"temperature": t, "floor": floor, "clip": clip}
 
 
-def load_run(run_dir: Path) -> Run:
-    """Read a run folder through ncfm.runs.
+def load_run(run_dir: Path, calibration_dir: Path | None = None) -> Run:
+    """Read a run folder through ncfm.runs (the calibration predict recorded in `calibration_dir`,
+    default the run's own: a member group's is in the run above it).
 
     Raises NcfmError when it is not a run folder at all, or when an OOF file is malformed (every
     number rests on it); other damaged files become notes."""
@@ -154,8 +159,9 @@ def load_run(run_dir: Path) -> Run:
     if len(folds) < n_folds:
         present = {f.fold for f in folds}
         notes.append(f"folds not started: {', '.join(f'fold{k}' for k in range(n_folds) if k not in present)}")
-    calibration = _or_note(runs.read_calibration, run_dir, notes, "calibration not shown")
-    run = Run(run_dir, folds, classes, _checked_calibration(calibration, run_dir, notes),
+    calibration_dir = calibration_dir or run_dir
+    calibration = _or_note(runs.read_calibration, calibration_dir, notes, "calibration not shown")
+    run = Run(run_dir, folds, classes, _checked_calibration(calibration, calibration_dir, notes),
               read_fold_scheme(run_dir, config), notes)
     seen = pd.concat([f.oof["image"] for f in run.oof_folds]) if run.oof_folds else pd.Series([], dtype=str)
     if seen.duplicated().any():
@@ -623,6 +629,34 @@ def _comparison_html(summaries: list[dict], ensemble: dict | None) -> str:
     return out
 
 
+def members_table(loaded: list[Run], grouped: list[Path]) -> pd.DataFrame | None:
+    """One row per member (config, seed, fold) of the runs made of member groups (`grouped`):
+    its status, OOF log loss, epochs trained and training time. None when no run is."""
+    rows = []
+    for run in loaded:
+        group = runs.member_of(run.path)
+        if group is None or run.path.parent not in grouped:
+            continue
+        for f in run.folds:
+            y_p = _arrays(f.oof, run.classes) if f.oof is not None else None
+            rows.append({"member": f"{run.path.name}/fold{f.fold}", "config": group[0], "seed": group[1],
+                         "fold": f.fold, "status": f.status,
+                         "oof_log_loss": kaggle_log_loss(*y_p) if y_p is not None else None,
+                         "epochs": f.state.get("epoch"), "seconds": f.state.get("train_seconds")})
+    return pd.DataFrame(rows) if rows else None
+
+
+def _members_html(table: pd.DataFrame) -> str:
+    head = ("<tr><th>member</th><th>config</th><th>seed</th><th>fold</th><th>status</th><th>OOF log loss</th>"
+            "<th>epochs</th><th>time</th></tr>")
+    rows = ["<tr>" + _td(r.member, numeric=False) + _td(r.config, numeric=False) + _td(r.seed) + _td(r.fold)
+            + _td(r.status, numeric=False) + _td(_fmt(r.oof_log_loss), f"member-{r.member}-log-loss")
+            + _td(r.epochs if pd.notna(r.epochs) else "—")
+            + _td(f"{r.seconds:.0f} s" if pd.notna(r.seconds) else "—") + "</tr>" for r in table.itertuples()]
+    return (f'<table id="members">{head}{"".join(rows)}</table><p class="muted">Every (config, seed, fold) of '
+            f"<code>ncfm train --folds</code>; each config-seed group has its own section below.</p>")
+
+
 # --------------------------------------------------------------------------- the report
 def _reliability_html(run: Run, summary: dict, y: np.ndarray, p: np.ndarray, title: str, save) -> str:
     """Reliability before and after the calibration predict applied (none before predict has run)."""
@@ -729,10 +763,13 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict:
 
     if not run_dirs:
         raise NcfmError("no run folder given; pass --run runs/NAME")
+    # a run of many members (`ncfm train --folds --seeds/--config`) is its <config>-seed<S>/ groups
+    given = [(Path(d), member) for d in run_dirs for member in runs.member_runs(Path(d))]
     # a detector run (ncfm detect) gets its own section; the classifier runs are compared and ensembled
-    every = [load_detector_run(Path(d)) if _is_detector(Path(d)) else load_run(Path(d)) for d in run_dirs]
+    every = [load_detector_run(member) if _is_detector(member) else load_run(member, d)
+             for d, member in given]
     loaded = [run for run in every if isinstance(run, Run)]
-    out_dir = Path(out_dir) if out_dir is not None else every[0].path
+    out_dir = Path(out_dir) if out_dir is not None else Path(run_dirs[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     every_summary = [summarize_run(run) | {"model": _model_text(run)} if isinstance(run, Run) else
                      summarize_detector_run(run) | {"model": _detector_model_text(run)} for run in every]
@@ -757,6 +794,9 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict:
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = [f"<h1>Report: {html.escape(names)}</h1>",
             f'<p class="muted">Generated {stamp} by <code>ncfm report</code>.</p>', '<div id="img-status"></div>']
+    members = members_table(loaded, [d for d, member in given if member != d])
+    if members is not None:
+        body += ["<h2>Members</h2>", _members_html(members)]
     if len(loaded) > 1:
         body += ["<h2>Runs side by side</h2>", _comparison_html(summaries, ensemble)]
     body += sections
@@ -765,7 +805,8 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict:
             + "\n".join(body) + f"\n<script>{_IMG_CHECK}</script>\n</body></html>\n")
     html_path = out_dir / "report.html"
     atomic_write_text(html_path, page)
-    return {"runs": summaries, "detectors": detectors, "ensemble": ensemble, "html": html_path, "pngs": written}
+    return {"runs": summaries, "detectors": detectors, "ensemble": ensemble, "members": members, "html": html_path,
+            "pngs": written}
 
 
 def format_summary(result: dict) -> str:

@@ -18,6 +18,20 @@
       .fold<K>.lock               held while a process trains fold K
       .fold<K>.replaced/          a fold set aside by --retrain until the new one has a checkpoint
 
+Many members from one command (`ncfm train --folds all --seeds 0,1 --config a.toml --config b.toml`,
+ncfm.members): each (config, seed) is a run of its own, its folds laid out as above, and the run
+above them holds what the command and predict wrote about all of them:
+
+    runs/NAME/
+      <config>-seed<S>/           one member group: --config <config>.toml (default: no file) and seed S
+        fold<K>/ ...              as above; the same files, the same commands work on it
+        fold<K>.console.log       the member process's output, every attempt appended (on Ray)
+      members.csv                 the last `ncfm train --folds` command's table: member, config, seed,
+                                  fold, status, attempts, oof_log_loss, seconds, node, devices, started, ended
+      calibration.json, report.html, predictions of the ensemble as above (predict --run runs/NAME)
+
+Without --seeds and with at most one --config, `--folds` trains today's runs/NAME/fold<K>/.
+
 A detector run (`ncfm detect --fold K`) has the same folds and files (config.json says
 "kind": "detector"; its models are RetinaNets), and in place of oof.csv:
       fold<K>/oof_boxes.csv       boxes found on the fold's held-out training images:
@@ -81,6 +95,8 @@ class Fold:
     set_aside = property(lambda self: self.run / f".fold{self.index}.replaced")
 
     oof_boxes = property(lambda self: self.dir / "oof_boxes.csv")
+    # beside fold<K>/, not in it: --retrain sets fold<K>/ aside while the process writes this
+    console = property(lambda self: self.run / f"fold{self.index}.console.log")
 
     def test_boxes(self, stage: int | None) -> Path:
         return self.dir / f"boxes_stage{stage if stage is not None else 1}.csv"
@@ -121,6 +137,61 @@ def predictions_path(run_dir: os.PathLike | str, stage: int, fold: Fold, n_views
 
 def calibration_path(run_dir: os.PathLike | str) -> Path:
     return Path(run_dir) / "calibration.json"
+
+
+# ----------------------------------------------------------------------------- members
+MEMBER_NAME = re.compile(r"(.+)-seed(-?\d+)")
+DEFAULT_CONFIG = "default"  # a member group's name when no --config file was given
+
+
+def member_run(run_dir: os.PathLike | str, config: str, seed: int) -> Path:
+    """The run folder of one (config, seed) member group: runs/NAME/<config>-seed<S>/."""
+    return Path(run_dir) / f"{config}-seed{int(seed)}"
+
+
+def member_of(run_dir: os.PathLike | str) -> tuple[str, int] | None:
+    """(config, seed) when a folder is named as a member group, else None."""
+    m = MEMBER_NAME.fullmatch(Path(run_dir).name)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def member_runs(run_dir: os.PathLike | str) -> list[Path]:
+    """The runs whose folds are the members of a run: the run itself when it holds fold<K>/
+    folders (or is no run at all, for the caller's own error), else its <config>-seed<S>/
+    groups, by config then seed."""
+    run_dir = Path(run_dir)
+    groups = sorted((p for p in run_dir.iterdir() if p.is_dir() and member_of(p) and all_folds(p)),
+                    key=lambda p: member_of(p)) if run_dir.is_dir() else []
+    if all_folds(run_dir) and groups:
+        raise NcfmError(f"{run_dir}: holds both fold<K>/ folders and member groups ({groups[0].name}/...); "
+                        f"move one of them to a run of its own (e.g. runs/NAME-members) and pass each as --run")
+    return groups or [run_dir]
+
+
+def members_table_path(run_dir: os.PathLike | str) -> Path:
+    return Path(run_dir) / "members.csv"
+
+
+def write_members_table(run_dir: os.PathLike | str, table: pd.DataFrame) -> None:
+    atomic_write_text(members_table_path(run_dir), table.to_csv(index=False, float_format="%.6g"))
+
+
+def read_members_table(run_dir: os.PathLike | str) -> pd.DataFrame | None:
+    path = members_table_path(run_dir)
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, dtype={"member": str, "config": str, "status": str, "devices": str},
+                           keep_default_na=False)
+    except Exception as e:  # pandas raises many types for unreadable CSVs
+        raise NcfmError(f"{path}: damaged ({type(e).__name__}); rerun the `ncfm train --folds` command "
+                        f"to write it again") from None
+
+
+def visibility_marker(folder: os.PathLike | str, token: str) -> Path:
+    """A file the driver of `ncfm train --folds` writes into a folder (the run's, the cache's)
+    for a node of a cluster to read back: that node sees the same folder. Deleted after."""
+    return Path(folder) / f".ncfm-visible-{token}"
 
 
 # ----------------------------------------------------------------------------- JSON files

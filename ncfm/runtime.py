@@ -185,5 +185,10 @@ def _jax_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
 
 
+def visible_devices() -> str | None:
+    """The GPUs this process may use as CUDA_VISIBLE_DEVICES says (None: unset, every GPU)."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
 def describe() -> str:
     return f"Keras {__import__('keras').__version__}, backend {backend()} on {accelerator()}"

@@ -421,7 +421,10 @@ def main(args) -> int:
     data_dir = Path(args.data_dir)
     folds_csv = Path(args.folds_csv) if args.folds_csv else data_dir / "folds.csv"
     comp = competition_for(data_dir, folds_csv)
-    notes = {}
+    from ncfm import runtime
+
+    # which GPU(s) this process was given (Ray sets it per member of `ncfm train --folds`)
+    notes = {"cuda_visible_devices": runtime.visible_devices()}
     if args.detector:  # a crop classifier: train on the crops of the detector's boxes
         from ncfm.crops import CropSettings, crop_set_for_detector
 
@@ -431,7 +434,7 @@ def main(args) -> int:
             seed=cfg.seed), workers=cfg.workers)
         print(f"crops: {crop_set.dir} ({crop_set.counts['true']} from true boxes, {crop_set.counts['oof']} "
               f"from the detector's held-out boxes; {len(crop_set.classes)} classes)", flush=True)
-        notes = {"detector": str(args.detector), "crop_set": str(crop_set.dir), "crop_classes": list(crop_set.classes)}
+        notes |= {"detector": str(args.detector), "crop_set": str(crop_set.dir), "crop_classes": list(crop_set.classes)}
         comp, data_dir, folds_csv = crop_set.competition(comp), crop_set.dir, crop_set.manifest(args.fold)
     train_fold(cfg, comp, data_dir, folds_csv, args.fold, Path(args.run), retrain=args.retrain,
                max_train_images=args.max_train_images, notes=notes)

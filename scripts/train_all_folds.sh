@@ -4,10 +4,9 @@
 #   scripts/train_all_folds.sh RUN_DIR [extra ncfm train flags...]
 #   FOLDS=5 DATA_DIR=data scripts/train_all_folds.sh runs/inception299 --epochs 25
 #
-# Folds are independent, so they parallelise across GPUs or machines that share the run folder
-# and the data (the manifest fixes every split): one fold per GPU, e.g.
-#   for k in 0 1 2 3 4; do CUDA_VISIBLE_DEVICES=$k ncfm train --fold $k --run runs/x & done; wait
-# or one `ncfm train --fold k` per machine. Then `ncfm predict --run runs/x` ensembles them.
+# `ncfm train --folds all --run runs/x` does the same in one command, one fold per GPU at a time
+# when Ray is installed (and on a Ray cluster with --ray-address); see the README.
+# Then `ncfm predict --run runs/x` ensembles them.
 set -euo pipefail
 run=${1:?usage: scripts/train_all_folds.sh RUN_DIR [ncfm train flags...]}
 shift
