@@ -410,7 +410,7 @@ def _drive(outcomes: list[Outcome], task, limit, args, log, finished) -> None:
     import ray
 
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-    queue, running = list(outcomes), {}
+    queue, running, done = list(outcomes), {}, False
     try:
         while queue or running:
             while queue and len(running) < limit():
@@ -420,6 +420,9 @@ def _drive(outcomes: list[Outcome], task, limit, args, log, finished) -> None:
                 ref = task.options(name=f"ncfm {o.member.name}").remote(
                     argv, os.path.abspath(o.member.target.console), env, os.getcwd())
                 running[ref] = (o, time.time(), 0 if retrain else progress_before(o.member)[1])
+            if done:  # the next members are on their way: now the report may take its seconds
+                finished()
+                done = False
             (ref,), _ = ray.wait(list(running), num_returns=1)
             o, submitted, from_epoch = running.pop(ref)
             try:
@@ -437,7 +440,7 @@ def _drive(outcomes: list[Outcome], task, limit, args, log, finished) -> None:
                 loss = _state(o.member).get("oof_log_loss")
                 log(f"{o.member.name}: finished in {took}{where}"
                     + (f", OOF log loss {loss:.4f}" if loss is not None else ""))
-                finished()
+                done = True
             elif attempt.outcome == "died" and len(o.attempts) <= args.retries:
                 log(f"{o.member.name}: {attempt.reason} after {took}{where}; starting it again from its last "
                     f"checkpoint (retry {len(o.attempts)} of {args.retries})")
