@@ -22,6 +22,12 @@ def setting(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+PRECISION_HELP = ("off, bfloat16 or float16; auto = bfloat16 where the hardware computes it natively "
+                  "(GPUs of compute capability 8.0 or more, TPUs, CPUs with AMX or AVX512_BF16 under "
+                  "TensorFlow), float16 with loss scaling on older GPUs (T4, P100, V100), float32 "
+                  "elsewhere; config.json records the choice and why")
+
+
 @dataclass
 class TrainConfig:
     # model
@@ -69,7 +75,7 @@ class TrainConfig:
     # execution
     seed: int = setting(2016, "seed of weights, augmentation, dropout and batch order")
     deterministic: bool = setting(False, "deterministic kernels (slower; TensorFlow and torch)")
-    mixed_precision: str = setting("auto", "off, bfloat16 or float16; auto = bfloat16 on a GPU/TPU, off on a CPU")
+    mixed_precision: str = setting("auto", PRECISION_HELP)
     jit_compile: str = setting("auto", "XLA: on, off; auto = on with JAX, on with TensorFlow on a GPU")
     devices: str = setting("1", "devices that train this one model data-parallel: 1, all, or a number (JAX and "
                            "TensorFlow); --batch-size is then the global batch and must divide by it")
@@ -111,7 +117,7 @@ class DetectConfig:
     max_boxes: int = setting(5, "boxes written per image, best first")
     min_score: float = setting(0.01, "boxes scoring below this are not written (an image always keeps its best)")
     seed: int = setting(2016, "seed of weights, flips and batch order")
-    mixed_precision: str = setting("auto", "off, bfloat16 or float16; auto = bfloat16 on a GPU/TPU, off on a CPU")
+    mixed_precision: str = setting("auto", PRECISION_HELP)
     cache_dir: str = setting("", "where decoded images are cached; empty = <data-dir>/cache")
     workers: int = setting(0, "processes decoding images into the cache; 0 = all cores")
     checkpoint_seconds: float = setting(30.0, "save last.keras/best.keras at most this often (and at the end)")

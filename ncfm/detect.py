@@ -37,7 +37,7 @@ from ncfm import NcfmError, runs
 from ncfm.boxes import detection_quality
 from ncfm.competition import Competition
 from ncfm.config import DetectConfig
-from ncfm.train import FoldCheckpoint
+from ncfm.train import FoldCheckpoint, precision_hint
 
 FISH = 0  # the detector's one class
 BOX_FORMAT = "xywh"  # the Sloth annotations' form: top-left corner, width, height
@@ -156,7 +156,8 @@ def build_detector(cfg: DetectConfig, anchor_size: float, steps: int):
         label_encoder=encoder, pre_logits_num_conv_layers=cfg.head_convs, prediction_decoder=decoder)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, steps * cfg.epochs), alpha=0.01)
     # clipped: a random box head's first steps give losses in the hundreds, which wreck the features
-    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=10.0))
+    # (under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer: auto_scale_loss)
+    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=10.0), auto_scale_loss=True)
     return model, scale, offset
 
 
@@ -256,8 +257,10 @@ def find_boxes(model, pixels, images, wh, cfg: DetectConfig, scale: float, offse
         idx = np.arange(start, min(start + batch_size, len(images)))
         x = read_rows(pixels, idx).astype("float32") * scale + offset
         # the model then keras-hub's decoder (anchors -> boxes -> NMS), as its predict_step does
-        # (which cannot take the 1-tuple batches keras.Model.predict hands it)
-        pred = model.decode_predictions(model(x, training=False), x)
+        # (which cannot take the 1-tuple batches keras.Model.predict hands it); outputs in float32,
+        # as the decoder's anchors are (under mixed precision TensorFlow refuses to mix the two)
+        raw = {k: keras.ops.cast(v, "float32") for k, v in model(x, training=False).items()}
+        pred = model.decode_predictions(raw, x)
         found = np.asarray(pred["boxes"], "float64")
         conf = np.asarray(pred["confidence"], "float64")
         for j, i in enumerate(idx):
@@ -344,7 +347,9 @@ def _detect_fold(cfg, comp, data_dir, folds_csv, fold: runs.Fold, boxes_csv, emp
     from ncfm.train import _logger, split_digest
 
     data = read_detect_data(comp, folds_csv, fold.index, boxes_csv, empty_class)
+    requested_precision = cfg.mixed_precision
     cfg = resolve_config(cfg)
+    precision_reason = runtime.choose_precision(requested_precision)[1]  # config.json says why
     state, history = runs.read_progress(fold)
     saved = runs.read_config(fold)
     manifest = data.manifest
@@ -361,7 +366,8 @@ def _detect_fold(cfg, comp, data_dir, folds_csv, fold: runs.Fold, boxes_csv, emp
         if changed or saved.get("split") != split:
             what = "; ".join(f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in changed) or f"{folds_csv} changed"
             raise NcfmError(f"{fold.dir}: started with other settings ({what}); rerun with the same ones to "
-                            f"resume, or pass --retrain to start it again")
+                            f"resume{precision_hint(saved, cfg.mixed_precision)}, or pass --retrain to start "
+                            f"it again")
 
     fold.dir.mkdir(parents=True, exist_ok=True)
     log = _logger(fold.log)
@@ -387,12 +393,12 @@ def _detect_fold(cfg, comp, data_dir, folds_csv, fold: runs.Fold, boxes_csv, emp
         kind=runs.DETECTOR, fold=fold.index, n_folds=data.n_folds, folds_csv=str(folds_csv), split=split,
         data_dir=str(data_dir), classes=list(comp.classes), empty_classes=data.empty_classes,
         anchor_size_used=anchor_size, competition=comp.slug, backend=runtime.backend(),
-        accelerator=runtime.accelerator()))
+        accelerator=runtime.accelerator(), precision_reason=precision_reason))
     log(f"detector fold {fold.index}/{data.n_folds}: {len(train_rows)} train, {len(val_rows)} validation images "
         f"({len(data.fish_images(manifest.iloc[train_rows]))} with fish boxes, "
         f"{len(data.empty_images(manifest.iloc[train_rows]))} {'/'.join(data.empty_classes)} in training); "
         f"RetinaNet {cfg.backbone} at {cfg.image_size}px, weights={cfg.weights}, anchors {anchor_size:.2f}; "
-        f"{runtime.describe()}")
+        f"{runtime.describe()}; {cfg.mixed_precision}: {precision_reason}")
 
     pixels = load_images(data_dir, images, cfg.image_size, cache_dir=cfg.cache_dir or None, workers=cfg.workers)
     batch = min(cfg.batch_size, len(train_rows))

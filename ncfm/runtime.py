@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 
 def backend() -> str:
@@ -40,16 +42,147 @@ def accelerator() -> str:
     return "cpu"
 
 
-def resolve_precision(setting: str) -> str:
-    """'auto' -> mixed_bfloat16 on an accelerator, float32 on a CPU (bf16 is slow on most CPUs)."""
-    aliases = {"off": "float32", "float32": "float32", "none": "float32",
-               "bf16": "mixed_bfloat16", "bfloat16": "mixed_bfloat16", "mixed_bfloat16": "mixed_bfloat16",
-               "fp16": "mixed_float16", "float16": "mixed_float16", "mixed_float16": "mixed_float16"}
+# ----------------------------------------------------------------------------- precision
+PRECISIONS = {"off": "float32", "float32": "float32", "none": "float32",
+              "bf16": "mixed_bfloat16", "bfloat16": "mixed_bfloat16", "mixed_bfloat16": "mixed_bfloat16",
+              "fp16": "mixed_float16", "float16": "mixed_float16", "mixed_float16": "mixed_float16"}
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo's names for native bfloat16 on x86
+
+
+@dataclass(frozen=True)
+class Device:
+    """What the precision rule needs to know about where the model runs; None = not known."""
+
+    kind: str  # "gpu", "tpu" or "cpu"
+    name: str = ""  # "Tesla T4", "TPU v4", the CPU's model name
+    compute_capability: tuple[int, int] | None = None  # NVIDIA GPUs: (7, 5) for a T4
+    cpu_flags: frozenset[str] | None = None  # the CPU's /proc/cpuinfo flags
+    backend: str = "tensorflow"
+
+
+def precision_rule(device: Device) -> tuple[str, str]:
+    """(Keras dtype policy, why) for `--mixed-precision auto`: bfloat16 only where the hardware
+    computes it natively, float16 with loss scaling on GPUs that lack bfloat16 but have fast
+    float16, float32 everywhere else, including whatever could not be found out."""
+    what = device.name or device.kind.upper()
+    if device.kind == "tpu":
+        return "mixed_bfloat16", f"{what}: TPUs compute bfloat16 natively"
+    if device.kind == "gpu":
+        cc = device.compute_capability
+        if cc is None:
+            return "float32", (f"{what}: compute capability unknown, so float32 (pass --mixed-precision "
+                               f"bfloat16 or float16 if the GPU computes them natively)")
+        where = f"{what} compute capability {cc[0]}.{cc[1]}"
+        if cc >= (8, 0):  # Ampere and later
+            return "mixed_bfloat16", f"{where} computes bfloat16 natively"
+        if cc >= (7, 0) or cc in ((5, 3), (6, 0), (6, 2)):  # Volta, Turing; P100; Jetsons
+            return "mixed_float16", f"{where} has no native bfloat16; float16 with loss scaling"
+        return "float32", f"{where} has neither native bfloat16 nor fast float16"
+    if device.kind == "cpu":
+        if device.cpu_flags is None:
+            return "float32", "CPU: its instruction set is unknown (no readable /proc/cpuinfo), so float32"
+        native = [f for f in CPU_BF16_FLAGS if f in device.cpu_flags]
+        if not native:
+            return "float32", "CPU without AMX or AVX512_BF16: bfloat16 would be emulated, slower than float32"
+        if device.backend != "tensorflow":
+            # XLA's CPU backend took 1.2x the CPU time of float32 for a small CNN's training step in
+            # bfloat16 on an AMX Xeon, where TensorFlow took 0.3x (docs/cpu/bf16_backends.log);
+            # torch's CPU bfloat16 is unmeasured here
+            return "float32", (f"CPU with {' and '.join(native)}, but bfloat16 is only known to be faster on "
+                               f"TensorFlow's CPU kernels (oneDNN), not on {device.backend}'s")
+        return "mixed_bfloat16", (f"CPU with {' and '.join(native)}: TensorFlow's oneDNN computes bfloat16 "
+                                  f"natively (1.3-1.4x faster training than float32, docs/cpu/README.md)")
+    return "float32", f"{device.kind}: an unknown kind of device, so float32"
+
+
+def choose_precision(setting: str, device: Device | None = None) -> tuple[str, str]:
+    """(dtype policy, why): `auto` asks `precision_rule` about this machine (or `device`); an
+    explicit setting is taken as it is."""
     if setting == "auto":
-        return "mixed_bfloat16" if accelerator() != "cpu" else "float32"
-    if setting not in aliases:
+        return precision_rule(device or probe_device())
+    if setting not in PRECISIONS:
         raise ValueError(f"mixed_precision must be auto, off, bfloat16 or float16; received {setting!r}")
-    return aliases[setting]
+    return PRECISIONS[setting], "set by --mixed-precision"
+
+
+def resolve_precision(setting: str) -> str:
+    """The dtype policy `setting` means here (see `choose_precision` for why)."""
+    return choose_precision(setting)[0]
+
+
+@lru_cache(maxsize=None)
+def probe_device() -> Device:
+    """This process's device as the precision rule sees it. Cheap (one query of the backend, the
+    first lines of /proc/cpuinfo) and never raises: what cannot be found out stays None."""
+    kind, name, cc = accelerator(), "", None
+    try:
+        if kind == "gpu":
+            name, cc = _gpu_details()
+        elif kind == "tpu":
+            import jax
+
+            name = jax.devices()[0].device_kind
+    except Exception:  # a driver that does not answer: the rule falls back to float32
+        pass
+    flags, cpu_name = read_cpu_flags()
+    return Device(kind=kind, name=name or (cpu_name if kind == "cpu" else ""), compute_capability=cc,
+                  cpu_flags=flags, backend=backend())
+
+
+def _gpu_details() -> tuple[str, tuple[int, int] | None]:
+    """(name, compute capability) of the first GPU on the current backend."""
+    name = backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+        return details.get("device_name", ""), _capability(details.get("compute_capability"))
+    if name == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return device.device_kind, _capability(getattr(device, "compute_capability", None))
+    if name == "torch":
+        import torch
+
+        return torch.cuda.get_device_name(0), _capability(torch.cuda.get_device_capability(0))
+    return "", None
+
+
+def _capability(value) -> tuple[int, int] | None:
+    """(major, minor) from (8, 0), "8.0" or "9.0a"; None for anything else (e.g. AMD's gfx90a)."""
+    try:
+        if isinstance(value, str):
+            major, minor = value.split(".")[:2]
+            value = (major, "".join(c for c in minor if c.isdigit()))
+        major, minor = value
+        return int(major), int(minor)
+    except (TypeError, ValueError):
+        return None
+
+
+def cpuinfo_path() -> Path:
+    """The file whose `flags` line says what the CPU computes natively. NCFM_CPUINFO replaces
+    /proc/cpuinfo (the tests point it at a plain CPU's, so `auto` is float32 on every machine)."""
+    return Path(os.environ.get("NCFM_CPUINFO") or "/proc/cpuinfo")
+
+
+def read_cpu_flags(path: os.PathLike | str | None = None) -> tuple[frozenset[str] | None, str]:
+    """(the first CPU's flags, its model name) from /proc/cpuinfo; (None, "") where the file is
+    missing or unreadable (macOS, Windows). Stops at the first `flags` line."""
+    name = ""
+    try:
+        with open(path or cpuinfo_path(), encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and not name:
+                    name = value.strip()
+                elif key == "flags":
+                    return frozenset(value.split()), name
+    except OSError:
+        return None, ""
+    return frozenset(), name
 
 
 def resolve_jit(setting: str, devices: int = 1) -> bool:

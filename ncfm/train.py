@@ -135,8 +135,9 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
 
     # Everything that can be refused is refused before a file is written.
     manifest, n_folds = read_manifest(folds_csv, fold.index, comp.classes)
-    devices_setting, cfg = cfg.devices, resolve_config(cfg)
+    devices_setting, requested_precision, cfg = cfg.devices, cfg.mixed_precision, resolve_config(cfg)
     devices = resolve_devices(cfg)
+    precision_reason = runtime.choose_precision(requested_precision)[1]  # config.json says why
     state, history = runs.read_progress(fold)
     saved = runs.read_config(fold)
     split = split_digest(manifest, max_train_images)
@@ -156,13 +157,14 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     runs.write_config(fold, dataclasses.asdict(cfg) | dict(
         fold=fold.index, n_folds=n_folds, folds_csv=str(folds_csv), split=split, data_dir=str(data_dir),
         classes=list(comp.classes), competition=comp.slug, backend=runtime.backend(),
-        accelerator=runtime.accelerator(), device_names=devices, keras=keras.__version__) | notes)
+        accelerator=runtime.accelerator(), device_names=devices, keras=keras.__version__,
+        precision_reason=precision_reason) | notes)
     train_df, val_df = manifest[manifest.fold != fold.index], manifest[manifest.fold == fold.index]
     if max_train_images:  # for quick experiments and the benchmark
         train_df = train_df.iloc[:max_train_images]
     log(f"fold {fold.index}/{n_folds}: {len(train_df)} train, {len(val_df)} validation images, "
         f"{comp.num_classes} classes; {cfg.backbone} at {cfg.image_size}px, weights={cfg.weights}; "
-        f"{runtime.describe()}, {cfg.mixed_precision}, XLA {cfg.jit_compile}")
+        f"{runtime.describe()}, XLA {cfg.jit_compile}; {cfg.mixed_precision}: {precision_reason}")
     if devices_line := runtime.describe_devices(devices, devices_setting):
         log(devices_line)
 
@@ -251,11 +253,22 @@ def _check_resumable(saved: dict | None, cfg: TrainConfig, split: str, folds_csv
     changed = _changed_settings(saved, cfg)
     if changed:
         raise NcfmError(f"{fold.dir} was started with other settings ({'; '.join(changed)}); resume with the "
-                        f"same settings, pass --retrain to start over, or use a new --run")
+                        f"same settings{precision_hint(saved, cfg.mixed_precision)}, pass --retrain to start "
+                        f"over, or use a new --run")
     if saved.get("split", split) != split:
         raise NcfmError(f"{folds_csv} is not the split {fold.dir} started with (its images, labels or folds "
                         f"changed, or --max-train-images did): resuming would validate on images the model "
                         f"trained on. Put the old manifest back, pass --retrain to start over, or use a new --run")
+
+
+def precision_hint(saved: dict, precision: str) -> str:
+    """The flag that resumes a fold in the precision it started with, when `auto` chose another
+    here (a fold started on a T4 in float16, resumed on an A100), else ''."""
+    started = saved.get("mixed_precision")
+    if started in (None, precision):
+        return ""
+    flag = {"float32": "off", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(started, started)
+    return f" (--mixed-precision {flag} resumes it in the precision it started with)"
 
 
 def _tensorboard(fold: runs.Fold) -> list:
@@ -384,10 +397,13 @@ def make_optimizer(cfg: TrainConfig, lr: float, total_steps: int, warmup_steps: 
 
 
 def compile_model(model, cfg: TrainConfig, optimizer):
-    # accuracy as a weighted metric: the padding of a padded validation batch has weight 0
+    # Accuracy is a weighted metric: the padding of a padded validation batch has weight 0.
+    # Under mixed_float16, auto_scale_loss wraps the optimizer in a LossScaleOptimizer (small
+    # float16 gradients underflow to zero without it; tests/test_precision.py shows both). A
+    # LossScaleOptimizer restored from last.keras is not wrapped twice.
     model.compile(optimizer=optimizer,
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                  weighted_metrics=["accuracy"], jit_compile=cfg.jit_compile == "on")
+                  weighted_metrics=["accuracy"], jit_compile=cfg.jit_compile == "on", auto_scale_loss=True)
 
 
 def augment_settings(cfg: TrainConfig) -> dict:

@@ -5,6 +5,7 @@ Other test files may add fixtures here; keep each one cheap or session-scoped.
 
 from __future__ import annotations
 
+import os
 import shutil
 import zlib
 from pathlib import Path
@@ -13,6 +14,12 @@ import numpy as np
 import pytest
 
 from ncfm.competition import NCFM_CLASSES as CLASSES
+
+# Every test (and every ncfm it starts as a subprocess) sees a CPU without native bfloat16, so
+# `--mixed-precision auto` is float32 and the suite's numbers are the same on every machine.
+# tests/test_precision.py fakes other devices itself.
+PLAIN_CPUINFO = Path(__file__).with_name("cpuinfo_plain.txt")
+os.environ["NCFM_CPUINFO"] = str(PLAIN_CPUINFO)
 
 
 @pytest.fixture(scope="session")

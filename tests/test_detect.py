@@ -89,6 +89,27 @@ def test_bad_detector_settings_are_refused_before_any_work():
         detect.resolve_config(DetectConfig(weights="/nowhere/preset"))
 
 
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_the_detector_finds_boxes_under_mixed_precision(policy):
+    """The box head answers in the compute dtype and the decoder's anchors are float32 (on
+    TensorFlow the two would not multiply); float16 compiles with loss scaling."""
+    import keras
+
+    from ncfm.config import DetectConfig
+
+    cfg = DetectConfig(weights="none", backbone="resnet_small", image_size=64, mixed_precision=policy)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model, scale, offset = detect.build_detector(cfg, anchor_size=2.0, steps=1)
+        pixels = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+        found = detect.find_boxes(model, pixels, ["a.jpg", "b.jpg"], np.array([[640.0, 360.0]] * 2), cfg, scale, offset)
+        is_scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert set(found.image) == {"a.jpg", "b.jpg"} and (found["rank"] == 0).sum() == 2
+    assert is_scaled == (policy == "mixed_float16")
+
+
 # ----------------------------------------------------------------------------- a detector run
 @pytest.fixture(scope="session")
 def boxed_data(tmp_path_factory) -> Path:
@@ -116,6 +137,7 @@ def test_a_detector_fold_lives_in_the_run_folder_house(detector_run, boxed_data)
     fold = runs.fold_of(detector_run, 0)
     config, state = runs.read_config(fold), runs.read_state(fold)
     assert config["kind"] == runs.DETECTOR and config["empty_classes"] == ["NoF"]
+    assert config["mixed_precision"] == "float32" and "CPU without AMX" in config["precision_reason"]
     assert state["finished"] and state["epoch"] == 4
     history = pd.read_csv(fold.history)
     assert list(history.epoch) == [1, 2, 3, 4]

@@ -85,7 +85,8 @@ def test_config_json_holds_resolved_values(trained_run):
     assert cfg["weights"] == "none"
     assert cfg["optimizer"] == "adam"  # auto -> adam from scratch
     assert cfg["lr"] == 1e-3 and cfg["head_lr"] == 1e-3  # auto (0) resolved
-    assert cfg["mixed_precision"] == "float32"  # auto on a CPU
+    assert cfg["mixed_precision"] == "float32"  # auto on conftest's CPU without native bfloat16
+    assert cfg["precision_reason"].startswith("CPU without AMX or AVX512_BF16")  # and why
     assert cfg["jit_compile"] == "off"  # auto with TensorFlow on a CPU
     assert cfg["freeze_bn"] == "false" and cfg["bn_momentum"] == 0.9  # a random backbone trains BN
     assert (cfg["fold"], cfg["n_folds"], cfg["epochs"], cfg["head_epochs"]) == (0, 2, 2, 1)
@@ -310,6 +311,35 @@ def test_resuming_with_other_settings_is_refused(trained_run, tmp_path, capsys):
         train_fold(cfg, competition_for(trained_run["data"]), trained_run["data"], trained_run["data"] / "folds.csv",
                    0, run)
     assert json.loads((fold_dir / "state.json").read_text()) == state  # nothing touched
+
+
+def test_a_fold_started_in_another_precision_is_refused_with_the_flag_that_resumes_it(trained_run, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """A fold started in float16 (auto on a T4) and resumed where auto means float32: its
+    optimizer carries a loss scale, so the precision must be given; then the settings check passes."""
+    run = tmp_path / "run"
+    fold_dir = run / "fold0"
+    fold_dir.mkdir(parents=True)
+    src = trained_run["run"] / "fold0"
+    config = json.loads((src / "config.json").read_text()) | {"mixed_precision": "mixed_float16"}
+    (fold_dir / "config.json").write_text(json.dumps(config))
+    (fold_dir / "state.json").write_text(json.dumps(json.loads((src / "state.json").read_text()) | {"finished": False}))
+
+    assert main(train_args(trained_run["data"], run, *TINY_TRAIN)) == 2
+    err = capsys.readouterr().err
+    assert "mixed_precision: 'mixed_float16' -> 'float32'" in err and "--mixed-precision float16 resumes it" in err
+
+    class Reached(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Reached
+
+    monkeypatch.setattr("ncfm.cache.load_images", stop)
+    monkeypatch.setattr("ncfm.runtime.setup", lambda *a, **k: None)  # leave the global policy alone
+    with pytest.raises(Reached):
+        main(train_args(trained_run["data"], run, *TINY_TRAIN, "--mixed-precision", "float16"))
+    assert json.loads((fold_dir / "config.json").read_text())["precision_reason"] == "set by --mixed-precision"
 
 
 def test_execution_settings_may_change_on_resume(trained_run, tmp_path, monkeypatch):
