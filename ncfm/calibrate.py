@@ -149,3 +149,26 @@ def score(metric: str, labels, probs, positive: int = 1) -> float:
     if metric == "roc_auc":
         return roc_auc(labels, probs, positive)
     raise ValueError(f"metric must be log_loss, accuracy or roc_auc; received {metric!r}")
+
+
+# ----------------------------------------------------------------------------- against the class priors
+def class_shares(labels, n_classes: int) -> np.ndarray:
+    """Each class's share of `labels` (integer class indices), counting one more image of every
+    class: a class absent from them gets a small share, never 0 (which would cost 34.5 per image)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes) + 1.0
+    return counts / counts.sum()
+
+
+def prior_score(metric: str, labels, shares, positive: int = 1) -> float:
+    """The metric of a model that learned nothing but the class shares `shares`, predicting them for
+    every row of `labels`: the log loss of those shares, the accuracy of always naming the largest
+    class, a ROC AUC of 0.5 (one score for every row ranks nothing)."""
+    return score(metric, labels, np.tile(np.asarray(shares, dtype=np.float64), (len(labels), 1)), positive)
+
+
+def no_better(metric: str, value: float, baseline: float) -> bool:
+    """Whether `value` of `metric` is no better than `baseline`: a log loss not lower, an accuracy or
+    ROC AUC not higher. False when either is NaN (nothing to judge: e.g. ROC AUC on one class)."""
+    if metric == "log_loss":
+        return bool(value >= baseline)
+    return bool(value <= baseline)

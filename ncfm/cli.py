@@ -265,8 +265,9 @@ def _add_predict(sub):
         "predict",
         help="TTA x folds x runs ensemble -> calibrated, validated Kaggle CSV",
         description="Predict the test set of a stage with every fold model of each run, averaging "
-        "N test-time views per model, then across folds and runs. Per-fold predictions are saved "
-        "in the run folder before averaging. The CSV is validated against the sample submission "
+        "N test-time views per model, then across folds and runs; a fold no better than the class "
+        "priors on its held-out images is left out (--keep-weak-folds keeps it). Per-fold predictions "
+        "are saved in the run folder before averaging. The CSV is validated against the sample submission "
         "and written atomically.",
     )
     p.add_argument("--run", action="append", required=True,
@@ -293,6 +294,9 @@ def _add_predict(sub):
     p.add_argument("--allow-unfinished", action="store_true",
                    help="use folds whose training has not finished (their best checkpoint so far) "
                    "instead of stopping")
+    p.add_argument("--keep-weak-folds", action="store_true",
+                   help="ensemble every fold, also those no better than the class priors on their held-out "
+                   "images (by default they are named and left out; a run whose every fold is so keeps them all)")
     p.add_argument("--fill-unreadable", action="store_true",
                    help="give unreadable test images the class priors (listed) instead of stopping")
     p.add_argument("--batch-size", type=int, default=0,

@@ -56,7 +56,9 @@ class TrainConfig:
                              "(true when the weights are pretrained)")
     bn_momentum: float = setting(0.0, "BatchNorm moving-average momentum in phase 2; 0 = auto: 0.99 "
                                  "pretrained, 0.9 from scratch (statistics must follow fast-moving weights)")
-    patience: int = setting(6, "phase 2 stops after this many epochs without a lower val_loss; 0 = never")
+    patience: int = setting(6, "phase 2 stops after this many epochs without a lower val_loss, counted once "
+                            "phase 2 has beaten the head epochs' best (a phase 2 that never does runs all its "
+                            "epochs); 0 = never")
     # augmentation (training); all run inside the model, on the accelerator
     hflip: bool = setting(True, "random horizontal flips")
     vflip: bool = setting(True, "random vertical flips")

@@ -195,7 +195,10 @@ def members_table(outcomes: list[Outcome]) -> pd.DataFrame:
     rows = []
     for o in outcomes:
         m, state = o.member, _state(o.member)
-        rows.append(dict(member=m.name, config=m.config_name, seed=m.seed, fold=m.fold, status=o.status(),
+        status = o.status()
+        if o.finished and state.get("no_better_than_priors"):  # train warned; predict leaves it out
+            status += "; no better than the class priors"
+        rows.append(dict(member=m.name, config=m.config_name, seed=m.seed, fold=m.fold, status=status,
                          attempts=len(o.attempts), oof_log_loss=state.get("oof_log_loss") if o.finished else None,
                          seconds=round(sum(a.ended - a.started for a in o.attempts), 1),
                          node=" ".join(a.node for a in o.attempts), devices=" ".join(a.devices or "-" for a in o.attempts),

@@ -11,7 +11,8 @@ images under the same N views (fold<K>/oof_tta<N>.csv), so an ensemble or a cali
 rebuilt without running a model again (a .json beside each records the model file, the views
 and the test images it was made from; when one changes it is predicted again). Each test image
 is decoded once (a uint8 cache shared by all folds and views); every batch runs all its views
-in a single forward pass. Every fold is checked before anything is written.
+in a single forward pass. Every fold is checked before anything is written, and a fold no better
+than the class priors on its own held-out images is left out (leave_out_weak).
 """
 
 from __future__ import annotations
@@ -62,6 +63,58 @@ def usable_folds(run_dir: Path, comp: Competition, allow_unfinished: bool = Fals
                         f"(state.json); rerun `ncfm train --fold K --run {run_dir}` to finish it (it "
                         f"resumes), or pass --allow-unfinished to use its best checkpoint so far")
     return folds
+
+
+def against_priors(fold: runs.Fold, comp: Competition) -> tuple[float, float] | None:
+    """(the fold's OOF score, the score of predicting its training class shares on the same images)
+    in the competition's metric: what train recorded in state.json, or, for a fold trained before
+    it did, computed from oof.csv and the manifest the fold was trained on (config.json's
+    folds_csv). None when neither is there to judge by."""
+    from ncfm.batches import read_manifest
+    from ncfm.calibrate import class_shares, prior_score, score
+
+    metric, state = comp.metric, runs.read_state(fold) or {}
+    if f"oof_{metric}" in state and f"prior_{metric}" in state:
+        return float(state[f"oof_{metric}"]), float(state[f"prior_{metric}"])
+    folds_csv = Path((runs.read_config(fold) or {}).get("folds_csv") or "")
+    if not (fold.oof.is_file() and folds_csv.is_file()):
+        return None
+    classes = fold_classes(fold, comp)
+    try:
+        manifest, _ = read_manifest(folds_csv, classes=classes)
+    except NcfmError:  # changed since: nothing to judge by
+        return None
+    oof = runs.read_oof(fold.oof, classes)
+    train_labels = manifest.label[manifest.fold != fold.index].map({c: i for i, c in enumerate(classes)})
+    positive = classes.index(comp.positive) if comp.positive in classes else 1
+    return (score(metric, oof.y.to_numpy(), oof[classes].to_numpy("float64"), positive),
+            prior_score(metric, oof.y.to_numpy(), class_shares(train_labels, len(classes)), positive))
+
+
+def leave_out_weak(run_dir: Path, folds: list[runs.Fold], comp: Competition, keep: bool, log) -> list[runs.Fold]:
+    """The folds to ensemble. A fold no better than the class priors on its own held-out images
+    learned nothing, and averaged in with an equal weight it drags the ensemble towards uniform:
+    such folds are named and left out, unless `keep`. If every fold is such, leaving them all out
+    would predict nothing: all are kept, with a warning."""
+    from ncfm.calibrate import no_better
+
+    judged = {fold: against_priors(fold, comp) for fold in folds}
+    weak = [fold for fold, j in judged.items() if j is not None and no_better(comp.metric, *j)]
+    if not weak:
+        return folds
+    named = ", ".join(f"{fold.name} (OOF {comp.metric_name} {judged[fold][0]:.4f}, class priors "
+                      f"{judged[fold][1]:.4f})" for fold in weak)
+    if len(weak) == len(folds):
+        log(f"WARNING: {run_dir}: every fold is no better than predicting its training class shares: {named}. "
+            f"Keeping them all, but this run predicts no better than the class priors: train it again with more "
+            f"epochs (--epochs), a higher learning rate (--lr) or pretrained weights (--weights)")
+        return folds
+    if keep:
+        log(f"{run_dir}: keeping {named}, no better than the class priors on held-out images (--keep-weak-folds)")
+        return folds
+    log(f"{run_dir}: leaving out {named}, no better than the class priors on held-out images; ensembling "
+        f"{len(folds) - len(weak)} of {len(folds)} folds (--keep-weak-folds keeps every fold)")
+    return [fold for fold in folds if fold not in weak]
 
 
 def fold_classes(fold: runs.Fold, comp: Competition) -> list[str]:
@@ -308,6 +361,10 @@ def main(args) -> int:
     def log(message):
         print(message, flush=True)
 
+    kept = [leave_out_weak(run, folds, comp, args.keep_weak_folds, log) for run, folds in zip(run_dirs, run_folds)]
+    left_out = [str(fold.dir) for folds, used in zip(run_folds, kept) for fold in folds if fold not in used]
+    run_folds = kept
+
     test, source = find_test_images(data_dir, stage, comp)
     log(f"stage {stage}: {len(test)} test images ({source}); {runtime.describe()}")
     kinds = [k for k in args.views.split(",") if k]
@@ -327,7 +384,7 @@ def main(args) -> int:
     pooled = ensemble_oof(run_oofs, comp.classes, args.mean, names=[str(r) for r in run_dirs])
     calibration = {"method": args.calibrate, "temperature": 1.0, "floor": 0.0, "metric": comp.metric}
     if pooled is not None:
-        _print_oof(run_dirs, run_oofs, pooled, comp, log)
+        _print_oof(run_dirs, run_oofs, pooled, comp, log, folds_left_out=bool(left_out))
     if args.run_weights == "oof" and len(run_dirs) > 1:
         if pooled is None:
             raise NcfmError("--run-weights oof needs out-of-fold predictions from every run; one has none")
@@ -369,7 +426,8 @@ def main(args) -> int:
     sample_ids = list(sample.iloc[:, 0]) if sample is not None else list(test.id)
     written = write_submission(build_submission(list(test.id), probs, comp), out, sample_ids, comp, force=args.force)
     runs.write_calibration(first, calibration | {
-        "runs": [str(r) for r in run_dirs], "tta": len(views), "stage": stage, "mean": args.mean})
+        "runs": [str(r) for r in run_dirs], "tta": len(views), "stage": stage, "mean": args.mean,
+        "left_out": left_out})
     checked = ("validated" if sample is not None else
                "its form checked, but not its ids: no sample submission to check them against")
     log(f"wrote {written} ({len(test)} rows, {len(run_dirs)} run(s) x folds x {len(views)} views, {checked})")
@@ -382,7 +440,7 @@ def _score(comp: Competition, y, probs) -> float:
     return score(comp.metric, y, probs, positive=comp.classes.index(comp.positive) if comp.positive else 1)
 
 
-def _print_oof(run_dirs, run_oofs, pooled, comp: Competition, log) -> None:
+def _print_oof(run_dirs, run_oofs, pooled, comp: Competition, log, folds_left_out: bool = False) -> None:
     for run, oof in zip(run_dirs, run_oofs):
         for name, rows in oof.groupby("fold", sort=False):
             probs = rows[list(comp.classes)].to_numpy("float64")
@@ -391,7 +449,8 @@ def _print_oof(run_dirs, run_oofs, pooled, comp: Competition, log) -> None:
     if len(run_dirs) > 1:
         for run, probs in zip(run_dirs, pooled.run_probs):
             log(f"OOF {comp.metric_name} of {run} on the shared images: {_score(comp, pooled.y, probs):.4f}")
-    log(f"OOF {comp.metric_name}, all folds{' and runs' if len(run_dirs) > 1 else ''}: "
+    folds = "the folds kept" if folds_left_out else "all folds"
+    log(f"OOF {comp.metric_name}, {folds}{' and runs' if len(run_dirs) > 1 else ''}: "
         f"{_score(comp, pooled.y, pooled.probs):.4f} ({len(pooled.y)} images)")
 
 
@@ -409,7 +468,7 @@ def _print_calibration(calibration: dict, method: str, log) -> None:
 
 
 def _priors(run_oofs, classes) -> np.ndarray:
-    labels = [c for oof in run_oofs if oof is not None for c in oof.label]
-    counts = pd.Series(labels).value_counts().reindex(list(classes), fill_value=0).to_numpy("float64")
-    counts = counts + 1.0  # never a zero probability
-    return counts / counts.sum()
+    from ncfm.calibrate import class_shares
+
+    labels = [oof.y.to_numpy() for oof in run_oofs if oof is not None]
+    return class_shares(np.concatenate(labels) if labels else [], len(classes))

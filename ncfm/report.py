@@ -43,7 +43,9 @@ import numpy as np
 import pandas as pd
 
 from ncfm import NcfmError, runs
-from ncfm.calibrate import accuracy, apply_floor, calibrate, kaggle_log_loss, per_sample_log_loss, roc_auc
+from ncfm.calibrate import (
+    accuracy, apply_floor, calibrate, kaggle_log_loss, per_sample_log_loss, prior_score, roc_auc,
+)
 from ncfm.competition import METRIC_NAMES, NCFM_CLASSES
 from ncfm.ensemble import ensemble_oof, pool_folds
 from ncfm.fileio import atomic_write_bytes, atomic_write_text
@@ -193,11 +195,6 @@ def class_frequencies(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.bincount(labels, minlength=n_classes) / max(len(labels), 1)
 
 
-def prior_baseline(labels: np.ndarray, freqs: np.ndarray) -> float:
-    """Log loss of predicting the class frequencies `freqs` for every image."""
-    return kaggle_log_loss(labels, np.tile(freqs, (len(labels), 1)))
-
-
 def confusion_counts(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """(true, predicted) counts, rows and columns in the order of the probability columns."""
     n = probs.shape[1]
@@ -277,7 +274,7 @@ def summarize_run(run: Run) -> dict:
             "fold_mean_log_loss": None,
             "fold_std_log_loss": None,
             "uniform_baseline": uniform_log_loss(len(classes)),
-            "prior_baseline": prior_baseline(y, freqs),
+            "prior_baseline": prior_score("log_loss", y, freqs),
             "class_frequencies": dict(zip(classes, map(float, freqs))),
             # predict's calibration (runs.read_calibration), applied to this run's OOF; None before predict
             "temperature": None,
@@ -296,7 +293,7 @@ def summarize_run(run: Run) -> dict:
             row["roc_auc"] = None
         if f.oof is not None:
             y, p = _arrays(f.oof, classes)
-            row.update(images=len(y), **scores(y, p), prior_baseline=prior_baseline(y, freqs))
+            row.update(images=len(y), **scores(y, p), prior_baseline=prior_score("log_loss", y, freqs))
         summary["folds"].append(row)
     scored = [r["log_loss"] for r in summary["folds"] if r["log_loss"] is not None]
     if summary["oof"] is not None:
@@ -326,7 +323,7 @@ def ensemble_summary(loaded: list[Run]) -> dict | None:
         "run_log_loss": [kaggle_log_loss(y, p) for p in pooled.run_probs],
         "run_accuracy": [accuracy(y, p) for p in pooled.run_probs],
         **scores(y, pooled.probs),
-        "prior_baseline": prior_baseline(y, class_frequencies(y, len(classes))),
+        "prior_baseline": prior_score("log_loss", y, class_frequencies(y, len(classes))),
     }
 
 
@@ -504,13 +501,21 @@ window.addEventListener('load', function () {
 });
 """
 
+def _runs_used(cal: dict) -> str:
+    """The runs predict ensembled (calibration.json), and the folds it left out as no better than the priors."""
+    used = ", ".join(Path(str(r)).name for r in cal.get("runs") or []) or "?"
+    if cal.get("left_out"):
+        used += " without " + ", ".join("/".join(Path(str(f)).parts[-2:]) for f in cal["left_out"])
+    return used
+
+
 def _calibration_rows(s: dict, slug: str, base) -> list[str]:
     """The lower rows of the CV table: what predict recorded, and its calibration applied to this run."""
     cal, o = s["calibration_json"], s["oof"]
     file = runs.calibration_path(s["run"]).name
     if cal is None:
         return [base("calibration: not calibrated yet (run ncfm predict)")]
-    used = ", ".join(Path(str(r)).name for r in cal.get("runs") or []) or "?"
+    used = _runs_used(cal)
     metric = METRIC_NAMES.get(cal.get("metric"), str(cal.get("metric", "?")))
     rows = []
     if "oof_score" in cal:
@@ -670,7 +675,7 @@ def _reliability_html(run: Run, summary: dict, y: np.ndarray, p: np.ndarray, tit
     after = (*reliability_table(y, apply_predicts_calibration(p, cal)), o["calibrated_log_loss"])
     o["ece_after"] = after[1]
     t, floor = o["temperature"], o["floor"]
-    used = ", ".join(Path(str(r)).name for r in cal.get("runs") or []) or "?"
+    used = _runs_used(cal)
     if cal.get("method", "none") == "none":
         what, name = "predict did not calibrate (T = 1)", "after predict (not calibrated)"
     else:

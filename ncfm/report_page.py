@@ -39,7 +39,8 @@ class FoldRun:
     @property
     def status(self) -> str:
         if self.state.get("finished"):
-            return "finished"
+            weak = self.state.get("no_better_than_priors")
+            return "finished, no better than the class priors" if weak else "finished"
         epoch = self.state.get("epoch")
         total = self.config.get("epochs")
         if epoch is None:

@@ -3,7 +3,9 @@
     runs/NAME/
       fold<K>/                    one trained fold (`ncfm train --fold K`)
         config.json               resolved settings, the competition's classes, the split
-        state.json                progress: epoch, best epoch and val_loss, patience, finished, OOF score
+        state.json                progress: epoch, best epoch and val_loss, patience, finished, why it stopped
+                                  (stop_reason), OOF score and that of the class priors (prior_log_loss,
+                                  no_better_than_priors)
         history.csv               one row per epoch over both phases
         best.keras                the inference model with the lowest val_loss (uint8 pixels in, class
                                   probabilities out, Keras' own layers only), its class names inside
@@ -13,7 +15,7 @@
         oof_tta<N>.csv (+ .json)  the same under N test-time views (written by predict)
         train.log, logs/          the console's milestones; TensorBoard
       predictions/stage<S>_fold<K>_tta<N>.csv (+ .json)   per-fold test predictions (predict)
-      calibration.json            the calibration predict fitted and applied
+      calibration.json            the calibration predict fitted and applied (and the folds it left out)
       report.html, *.png          the report
       .fold<K>.lock               held while a process trains fold K
       .fold<K>.replaced/          a fold set aside by --retrain until the new one has a checkpoint

@@ -39,7 +39,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     from ncfm.model import get_backbone, resolve_weights
 
     spec = get_backbone(cfg.backbone)
-    pretrained = cfg.weights not in ("none", "None", "")
+    pretrained = is_pretrained(cfg.weights)
     # SGD at 1e-2 diverges on a random InceptionV3 within a few steps; Adam at 1e-3 learns
     optimizer = cfg.optimizer if cfg.optimizer != "auto" else ("sgd" if pretrained else "adam")
     if optimizer not in ("sgd", "adam", "adamw"):
@@ -67,6 +67,10 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         jit_compile="on" if _checked(runtime.resolve_jit, cfg.jit_compile, devices) else "off",
         devices=str(devices),
     )
+
+
+def is_pretrained(weights: str) -> bool:
+    return weights not in ("none", "None", "")
 
 
 def resolve_devices(cfg: TrainConfig) -> list[str]:
@@ -224,7 +228,7 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     run_phase(1, 0, head_epochs)
     run_phase(2, head_epochs, cfg.epochs)
 
-    from ncfm.calibrate import score
+    from ncfm.calibrate import class_shares, no_better, prior_score, score
 
     best = runs.load_best(fold)
     oof = best.predict(make_batches(images, val_rows, None, batch_size=val_batch, pad=True), verbose=0)
@@ -232,17 +236,42 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     oof /= oof.sum(axis=1, keepdims=True)
     runs.write_oof(fold, val_df.image, val_df.label, oof, comp.classes)
     labels = np.argmax(y_val, axis=1)
-    state.update(finished=True, oof_log_loss=score("log_loss", labels, oof),
+    positive = comp.classes.index(comp.positive) if comp.positive in comp.classes else 1
+    state.update(finished=True, stop_reason=_why_it_ended(cfg, state), oof_log_loss=score("log_loss", labels, oof),
                  oof_accuracy=score("accuracy", labels, oof), train_seconds=round(time.time() - started, 1))
     also = ""
     if comp.metric not in ("log_loss", "accuracy"):  # the competition's own, e.g. ROC AUC
-        positive = comp.classes.index(comp.positive) if comp.positive else 1
         state[f"oof_{comp.metric}"] = score(comp.metric, labels, oof, positive)
         also = f", {comp.metric_name} {state[f'oof_{comp.metric}']:.4f}"
+    # a model that learned nothing predicts the class shares of its training rows: the bar a member must pass
+    shares = class_shares(np.argmax(y_train, axis=1), comp.num_classes)
+    for metric in dict.fromkeys(("log_loss", comp.metric)):
+        state[f"prior_{metric}"] = prior_score(metric, labels, shares, positive)
+    mine, priors = state[f"oof_{comp.metric}"], state[f"prior_{comp.metric}"]
+    state["no_better_than_priors"] = no_better(comp.metric, mine, priors)
     runs.write_state(fold, state)
-    log(f"fold {fold.index} done: best epoch {state['best_epoch']}, OOF log loss {state['oof_log_loss']:.4f}, "
-        f"accuracy {state['oof_accuracy']:.3f}{also} -> {fold.dir}")
+    log(f"fold {fold.index} done ({state['stop_reason']}): best epoch {state['best_epoch']}, OOF log loss "
+        f"{state['oof_log_loss']:.4f} (class priors {state['prior_log_loss']:.4f}), accuracy "
+        f"{state['oof_accuracy']:.3f}{also} -> {fold.dir}")
+    if state["no_better_than_priors"]:
+        weights = "" if is_pretrained(cfg.weights) else " or pretrained weights (--weights)"
+        log(f"WARNING: fold {fold.index} is no better than the class priors: OOF {comp.metric_name} {mine:.4f} "
+            f"against {priors:.4f} for predicting its training class shares on the same {len(labels)} images. "
+            f"`ncfm predict` leaves it out of the ensemble (--keep-weak-folds keeps it). Give it more epochs "
+            f"(--epochs), a higher learning rate (--lr){weights}: "
+            f"add them to {fold.retrain_hint()}")
     return state
+
+
+def _why_it_ended(cfg: TrainConfig, state: dict) -> str:
+    """state.json's stop_reason: early stopping (set as it stopped) or every epoch run."""
+    if state.get("stopped_early"):
+        return state.get("stop_reason", "early stopping (--patience)")
+    why = f"ran to its last epoch ({cfg.epochs})"
+    if cfg.epochs > cfg.head_epochs and state["best_epoch"] <= cfg.head_epochs:
+        why += (f"; phase 2 never improved on the head's best val_loss (epoch {state['best_epoch']}), so "
+                f"early stopping never counted and best.keras is that head epoch")
+    return why
 
 
 def _check_resumable(saved: dict | None, cfg: TrainConfig, split: str, folds_csv: Path, fold: runs.Fold) -> None:
@@ -329,8 +358,15 @@ class FoldCheckpoint(keras.callbacks.Callback):
                 f"{row['seconds']:.1f}s")
 
     def counts_patience(self, epoch: int) -> bool:
-        """Whether an epoch without improvement counts towards early stopping: phase 2 only."""
-        return self.phase == 2
+        """Whether an epoch without improvement counts towards early stopping: in phase 2, once
+        phase 2 has improved on the best val_loss, i.e. once the best epoch is a phase-2 epoch.
+
+        From scratch the head epochs on a random frozen backbone predict about uniformly, and the
+        unfrozen model can take many epochs to beat that val_loss while its accuracy climbs:
+        counting from the head's best would stop such a fold while it is still learning. A phase 2
+        that never beats the head runs all its epochs. The rule reads only best_epoch, which
+        last.keras' record carries, so a resumed fold decides as an uninterrupted one."""
+        return self.phase == 2 and self.state["best_epoch"] > self.cfg.head_epochs
 
     def on_epoch_end(self, epoch, logs=None):
         logs, state, phase = dict(logs or {}), self.state, self.phase
@@ -352,8 +388,10 @@ class FoldCheckpoint(keras.callbacks.Callback):
         state.update(epoch=epoch + 1, phase=phase)
         self.log(self.progress_line(row) + ("  *best" if improved else ""))
         if self.counts_patience(epoch) and self.cfg.patience and state["wait"] >= self.cfg.patience:
-            self.log(f"early stopping: val_loss has not improved for {self.cfg.patience} epochs")
             state["stopped_early"] = True
+            state["stop_reason"] = (f"early stopping after epoch {epoch + 1}: val_loss has not improved on epoch "
+                                    f"{state['best_epoch']}'s for {self.cfg.patience} epochs (--patience)")
+            self.log(state["stop_reason"])
             self.model.stop_training = True
         if time.time() - self.flushed_at >= self.cfg.checkpoint_seconds:
             self.flush()

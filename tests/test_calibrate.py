@@ -7,8 +7,8 @@ import pytest
 from sklearn.metrics import log_loss
 
 from ncfm.calibrate import (
-    apply_floor, apply_temperature, calibrate, fit_calibration, fit_floor, fit_temperature, held_out_loss,
-    kaggle_log_loss, per_sample_log_loss,
+    apply_floor, apply_temperature, calibrate, class_shares, fit_calibration, fit_floor, fit_temperature,
+    held_out_loss, kaggle_log_loss, no_better, per_sample_log_loss, prior_score,
 )
 
 K = 8
@@ -179,3 +179,23 @@ def test_one_group_is_checked_on_two_random_halves():
 def test_unknown_calibration_method_is_an_error_echoing_it():
     with pytest.raises(ValueError, match="received 'platt'"):
         fit_calibration([0], np.full((1, K), 1 / K), "platt")
+
+
+# ----------------------------------------------------------------------------- against the class priors
+def test_the_class_priors_score_is_that_of_predicting_the_training_shares_for_every_row():
+    train = np.array([0, 0, 0, 1, 2, 2])  # counted with one more of each class: 4, 2, 3, 1 of 10
+    shares = class_shares(train, 4)
+    np.testing.assert_allclose(shares, [0.4, 0.2, 0.3, 0.1])  # class 3, never seen, is not given 0
+    held_out = np.array([0, 1, 2, 2])
+    assert prior_score("log_loss", held_out, shares) == pytest.approx(-np.mean(np.log([0.4, 0.2, 0.3, 0.3])))
+    assert prior_score("accuracy", held_out, shares) == 0.25  # always the largest class, 0
+    assert prior_score("roc_auc", held_out, shares, positive=2) == 0.5  # one score for every row ranks nothing
+
+
+def test_no_better_than_the_priors_is_judged_in_the_metrics_own_direction():
+    assert no_better("log_loss", 2.0794, 1.6461) and no_better("log_loss", 1.6461, 1.6461)
+    assert not no_better("log_loss", 1.2, 1.6461)
+    assert no_better("accuracy", 0.40, 0.45) and not no_better("accuracy", 0.60, 0.45)
+    assert no_better("roc_auc", 0.5, 0.5) and not no_better("roc_auc", 0.8, 0.5)
+    assert not no_better("roc_auc", float("nan"), 0.5)  # one class held out: nothing to judge
+

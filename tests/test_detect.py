@@ -258,7 +258,7 @@ def test_a_detector_run_trains_under_jax(boxed_data, tmp_path):
 
 # ----------------------------------------------------------------------------- crop, classify, combine
 @pytest.mark.slow
-def test_the_crop_path_writes_validated_csvs_for_both_stages(detector_run, boxed_data, tmp_path):
+def test_the_crop_path_writes_validated_csvs_for_both_stages(detector_run, boxed_data, tmp_path, capsys):
     crop_run, whole_run = tmp_path / "crop", tmp_path / "whole"
     for fold in ("0", "1"):
         assert ncfm(["train", "--data-dir", str(boxed_data), "--fold", fold, "--run", str(crop_run),
@@ -266,18 +266,41 @@ def test_the_crop_path_writes_validated_csvs_for_both_stages(detector_run, boxed
         assert ncfm(["train", "--data-dir", str(boxed_data), "--fold", fold, "--run", str(whole_run), *CLASSIFY]) == 0
     config = runs.read_config(runs.fold_of(crop_run, 0))
     assert config["crop_classes"] == ["ALB", "BET", "DOL", "LAG", "OTHER", "SHARK", "YFT"]
+    # one epoch from scratch: whether a fold beats the class priors is chance; here every fold is used
     for stage in ("1", "2"):
         out = tmp_path / f"crop_stage{stage}.csv"
         assert ncfm(["predict", "--data-dir", str(boxed_data), "--run", str(crop_run), "--stage", stage,
-                     "--tta", "1", "--out", str(out)]) == 0
+                     "--tta", "1", "--out", str(out), "--keep-weak-folds"]) == 0
         assert ncfm(["validate", str(out), "--data-dir", str(boxed_data), "--stage", stage]) == 0
     blend = tmp_path / "blend.csv"
     assert ncfm(["predict", "--data-dir", str(boxed_data), "--run", str(crop_run), "--run", str(whole_run),
-                 "--run-weights", "oof", "--stage", "2", "--tta", "1", "--out", str(blend)]) == 0
+                 "--run-weights", "oof", "--stage", "2", "--tta", "1", "--out", str(blend), "--keep-weak-folds"]) == 0
     weights = runs.read_calibration(crop_run)["run_weights"]
     assert sum(weights.values()) == pytest.approx(1.0, abs=1e-3) and min(weights.values()) >= 0
     # per-fold parts are saved before combining: the crop classifier's test file per fold and stage
     assert len(list((crop_run / "predictions").glob("stage2_fold*_tta1.csv"))) == 2
+
+    # a crop classifier fold that learned nothing (uniform over the fish classes) is left out of the
+    # crop run, judged as for a whole-image run: its oof.csv against its own crop manifest's priors
+    for fold, learned in ((0, False), (1, True)):
+        fold_dir = crop_run / f"fold{fold}"
+        oof = pd.read_csv(fold_dir / "oof.csv", dtype={"image": str, "label": str})
+        fish = config["crop_classes"]
+        probs = np.full((len(oof), len(fish)), 1 / len(fish))
+        if learned:
+            probs = np.full((len(oof), len(fish)), 0.1 / (len(fish) - 1))
+            probs[np.arange(len(oof)), oof.label.map(fish.index)] = 0.9
+        oof[fish] = probs
+        oof.to_csv(fold_dir / "oof.csv", index=False)
+        state = json.loads((fold_dir / "state.json").read_text())
+        older = {k: v for k, v in state.items() if not k.startswith("prior_") and k != "no_better_than_priors"}
+        (fold_dir / "state.json").write_text(json.dumps(older))
+    without = tmp_path / "without_fold0.csv"
+    assert ncfm(["predict", "--data-dir", str(boxed_data), "--run", str(crop_run), "--stage", "2", "--tta", "1",
+                 "--out", str(without)]) == 0
+    assert f"{crop_run}: leaving out fold0 (OOF log loss {np.log(len(fish)):.4f}" in capsys.readouterr().out
+    assert runs.read_calibration(crop_run)["left_out"] == [str(crop_run / "fold0")]
+    assert ncfm(["validate", str(without), "--data-dir", str(boxed_data), "--stage", "2"]) == 0
 
 
 def test_predict_refuses_a_detector_run_and_says_what_to_do(tmp_path, capsys):

@@ -114,6 +114,20 @@ def test_member_runs_are_the_groups_by_config_then_seed_or_the_run_itself(tmp_pa
     assert runs.member_runs(tmp_path / "missing") == [tmp_path / "missing"]
 
 
+def test_the_table_says_which_finished_members_are_no_better_than_the_class_priors(tmp_path):
+    outcomes = []
+    for fold, weak in ((0, True), (1, False)):
+        member = members.Member(fold=fold, run=tmp_path / "run" / "default-seed0", config=None, seed=0, grouped=True)
+        member.target.dir.mkdir(parents=True)
+        runs.write_state(member.target, runs.new_state() | dict(finished=True, oof_log_loss=2.0794 if weak else 1.1,
+                                                                no_better_than_priors=weak))
+        outcomes.append(members.Outcome(member, before="new", attempts=[
+            members.Attempt(started=0.0, ended=5.0, node="here", devices="", outcome="finished")]))
+    table = members.members_table(outcomes)
+    assert list(table.status) == ["trained; no better than the class priors", "trained"]
+    assert list(table.oof_log_loss) == [2.0794, 1.1]
+
+
 def test_a_members_command_gives_train_the_same_settings_and_its_seed(tmp_path):
     args = build_parser().parse_args(train_args(tmp_path / "data", tmp_path / "run", "--folds", "all",
                                                 "--seeds", "5", "--lr", "3e-05", "--hflip", "false",

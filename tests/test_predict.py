@@ -4,6 +4,10 @@ Every test starts from the session's `trained_run` (a 2-fold run on a synthetic 
 stage-2 images sit in a nested test_stg2/test_stg2/). Predicting writes into the run folder, so
 tests work on copies. Models are loaded only where the behaviour needs it: `predicted` runs the
 models once per module and the option tests reuse its per-fold files.
+
+The session's folds trained for two epochs from scratch, and whether either beats the class
+priors is chance. The tests of ensembling keep every fold (--keep-weak-folds); those of leaving
+out folds no better than the priors decide which folds are so.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import TINY_TRAIN
 from ncfm.competition import NCFM_CLASSES as CLASSES
 from ncfm.calibrate import calibrate
 from ncfm.cli import main as ncfm
@@ -46,9 +51,11 @@ def copy_run(run: Path, dst: Path) -> Path:
     return dst
 
 
-def predict(data: Path, run: Path | list[Path], out: Path, *flags: str, stage: int = 2, tta: int = TTA) -> int:
+def predict(data: Path, run: Path | list[Path], out: Path, *flags: str, stage: int = 2, tta: int = TTA,
+            keep_weak: bool = True) -> int:
     runs = [run] if isinstance(run, Path) else run
-    argv = ["predict", "--data-dir", str(data), "--stage", str(stage), "--tta", str(tta), "--out", str(out)]
+    argv = ["predict", "--data-dir", str(data), "--stage", str(stage), "--tta", str(tta), "--out", str(out),
+            *(["--keep-weak-folds"] if keep_weak else [])]
     for r in runs:
         argv += ["--run", str(r)]
     return ncfm(argv + list(flags))
@@ -408,6 +415,126 @@ def test_several_runs_are_ensembled(predicted, run_copy, tmp_path, capsys, no_mo
     single = tmp_path / "one.csv"
     assert predict(predicted["data"], run_copy, single, "--calibrate", "none") == 0
     np.testing.assert_allclose(probs_of(out), probs_of(single), atol=1e-9)  # twins average to themselves
+
+
+# ----------------------------------------------------------------------------- folds that learned nothing
+def uniform(y: np.ndarray) -> np.ndarray:
+    """What a fold that learned nothing predicts, as the issue's did: 1/8 each (log loss ln 8 = 2.0794)."""
+    return np.full((len(y), len(CLASSES)), 1 / len(CLASSES))
+
+
+def learned(y: np.ndarray) -> np.ndarray:
+    """What a fold that learned something predicts: 0.6 on the true class (log loss 0.51)."""
+    probs = np.full((len(y), len(CLASSES)), 0.4 / (len(CLASSES) - 1))
+    probs[np.arange(len(y)), y] = 0.6
+    return probs
+
+
+def judged_by_oof(run: Path, fold: int, predicts) -> None:
+    """fold<k> as a fold trained before train recorded how it compares with the class priors (no
+    prior_* in its state.json), its oof.csv holding `predicts(labels)`: predict judges it from
+    oof.csv and the manifest it was trained on."""
+    fold_dir = run / f"fold{fold}"
+    oof = pd.read_csv(fold_dir / "oof.csv", dtype={"image": str, "label": str})
+    oof[list(CLASSES)] = predicts(oof.label.map(CLASSES.index).to_numpy())
+    oof.to_csv(fold_dir / "oof.csv", index=False)
+    state = json.loads((fold_dir / "state.json").read_text())
+    older = {k: v for k, v in state.items() if not k.startswith("prior_") and k != "no_better_than_priors"}
+    (fold_dir / "state.json").write_text(json.dumps(older))
+
+
+def prior_log_loss(data: Path, fold: int, max_train_images: int = 0) -> float:
+    """Log loss on fold k's held-out images of the class shares of its training images (one more
+    of each class counted, so that none is 0)."""
+    manifest = pd.read_csv(data / "folds.csv", dtype={"label": str})
+    trained_on = manifest[manifest.fold != fold]
+    trained_on = trained_on.iloc[:max_train_images] if max_train_images else trained_on
+    counts = trained_on.label.value_counts().reindex(list(CLASSES), fill_value=0) + 1
+    shares = counts / counts.sum()
+    return float(-np.mean(np.log(shares[manifest.label[manifest.fold == fold]].to_numpy())))
+
+
+@pytest.fixture(scope="module")
+def weak_member(trained_run, tmp_path_factory) -> dict:
+    """A 2-fold run whose fold 0 learned nothing: retrained at a learning rate of 1e-12 for its one
+    (head) epoch, so it predicts what its random head did. Fold 1 is the session's, as a fold that
+    learned something (its OOF `learned`, judged from oof.csv)."""
+    root = tmp_path_factory.mktemp("weak")
+    run = copy_run(trained_run["run"], root / "runs" / "tiny")
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):
+        assert ncfm(["train", "--data-dir", str(trained_run["data"]), "--fold", "0", "--run", str(run), "--retrain",
+                     *TINY_TRAIN, "--epochs", "1", "--head-lr", "1e-12", "--cache-dir", str(root / "cache")]) == 0
+    judged_by_oof(run, 1, learned)
+    return {"data": trained_run["data"], "run": run, "root": root, "train_said": said.getvalue()}
+
+
+def test_train_warns_about_a_fold_no_better_than_the_class_priors_and_records_it(weak_member):
+    fold_dir = weak_member["run"] / "fold0"
+    state = json.loads((fold_dir / "state.json").read_text())
+    assert state["prior_log_loss"] == pytest.approx(prior_log_loss(weak_member["data"], 0), abs=1e-9)
+    assert state["oof_log_loss"] >= state["prior_log_loss"]  # learned nothing
+    assert state["no_better_than_priors"] is True
+    assert state["stop_reason"] == "ran to its last epoch (1)"
+    warning = (f"WARNING: fold 0 is no better than the class priors: OOF log loss {state['oof_log_loss']:.4f} "
+               f"against {state['prior_log_loss']:.4f} for predicting its training class shares on the same 48 images")
+    for said in (weak_member["train_said"], (fold_dir / "train.log").read_text()):
+        assert warning in said
+        assert "leaves it out of the ensemble (--keep-weak-folds keeps it)" in said
+        assert "--epochs" in said and "--lr" in said and "--weights" in said and "--retrain" in said
+
+
+def test_predict_leaves_out_a_fold_no_better_than_the_class_priors_and_says_so(weak_member, tmp_path, capsys,
+                                                                               monkeypatch):
+    import keras
+
+    data, run = weak_member["data"], weak_member["run"]
+    state = json.loads((run / "fold0" / "state.json").read_text())
+    loaded = []
+    real_load = keras.saving.load_model
+    monkeypatch.setattr(keras.saving, "load_model", lambda *a, **k: loaded.append(str(a[0])) or real_load(*a, **k))
+    out = tmp_path / "sub.csv"
+    assert predict(data, run, out, stage=1, tta=1, keep_weak=False) == 0
+    said = capsys.readouterr().out
+    assert (f"{run}: leaving out fold0 (OOF log loss {state['oof_log_loss']:.4f}, class priors "
+            f"{state['prior_log_loss']:.4f}), no better than the class priors on held-out images; ensembling "
+            f"1 of 2 folds (--keep-weak-folds keeps every fold)") in said
+    assert loaded == [str(run / "fold1" / "best.keras")]  # fold 0 is not even predicted
+    assert f"{run} fold1: OOF log loss" in said and f"{run} fold0: OOF" not in said
+    assert "OOF log loss, the folds kept: 0.5108" in said  # fold 1's `learned` OOF alone
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["left_out"] == [str(run / "fold0")]
+    fold1 = probs_of(run / "predictions" / "stage1_fold1_tta1.csv")
+    expected = calibrate(fold1.to_numpy(), calibration["temperature"], calibration["floor"])
+    np.testing.assert_allclose(probs_of(out).loc[fold1.index].to_numpy(), expected, atol=1e-6)  # files hold 8 decimals
+    validate_file(out, NCFM, stage=1, data_dir=data)
+
+    kept = tmp_path / "kept.csv"
+    assert predict(data, run, kept, stage=1, tta=1) == 0  # --keep-weak-folds
+    said = capsys.readouterr().out
+    assert f"{run}: keeping fold0 (OOF log loss {state['oof_log_loss']:.4f}" in said and "(--keep-weak-folds)\n" in said
+    assert f"{run} fold0: OOF log loss" in said and "OOF log loss, all folds:" in said
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["left_out"] == []
+    files = [run / "predictions" / f"stage1_fold{k}_tta1.csv" for k in (0, 1)]
+    both = np.mean([probs_of(f).loc[fold1.index] for f in files], axis=0)
+    expected = calibrate(both, calibration["temperature"], calibration["floor"])
+    np.testing.assert_allclose(probs_of(kept).loc[fold1.index].to_numpy(), expected, atol=1e-6)
+
+
+def test_when_every_fold_is_no_better_than_the_class_priors_predict_keeps_them_all_and_warns(
+        predicted, run_copy, tmp_path, capsys, no_model_loading):
+    for fold in (0, 1):
+        judged_by_oof(run_copy, fold, uniform)
+    out = tmp_path / "sub.csv"
+    assert predict(predicted["data"], run_copy, out, keep_weak=False) == 0
+    said = capsys.readouterr().out
+    priors = [prior_log_loss(predicted["data"], k) for k in (0, 1)]
+    assert (f"WARNING: {run_copy}: every fold is no better than predicting its training class shares: fold0 (OOF "
+            f"log loss 2.0794, class priors {priors[0]:.4f}), fold1 (OOF log loss 2.0794, class priors "
+            f"{priors[1]:.4f}). Keeping them all") in said
+    assert json.loads((run_copy / "calibration.json").read_text())["left_out"] == []
+    pd.testing.assert_frame_equal(probs_of(out), probs_of(predicted["stage2"]))
 
 
 # ----------------------------------------------------------------------------- validate after predict
