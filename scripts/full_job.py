@@ -2,14 +2,19 @@
 """Time a full NCFM-sized job end to end with the real commands, as a user would run them:
 
   make_synthetic (3,777 train + 1,000 + 12,153 test images at full size)
-  -> split_train_val -> train every fold (one process each) -> predict stage 2 with TTA
+  -> split_train_val -> train every fold (one `ncfm train --folds all` command) -> predict stage 2
+  with TTA [-> boxes -> one detector fold, with --detector-epochs]
 
 Each step's wall time (compilation included) goes to a JSON file as soon as it finishes, so a
 run cut short keeps what it measured. On the GPU machine (see shared/GPU.md for the set-up):
 
     python3 scripts/full_job.py --work /tmp/ncfm_job --out $OUT/full_job.json --batch-size 128
 
-Data generation is timed but is not part of the job (Kaggle ships the images).
+Data generation is timed but is not part of the job (Kaggle ships the images). --fold-per-call
+trains each fold with its own `ncfm train --fold K` instead, as the job was typed before
+`--folds` existed. The JSON also gets each fold's phase-2 training rate (training images over
+the epoch's seconds, validation included, first epoch of the phase left out) and, with
+--detector-epochs, the detector's (fold 0 only: a rate, not the crop path's wall time).
 
 The job may not fit one call of the GPU machine (10 minutes per command). --deadline-s N starts
 no step once N seconds have passed since launch, so the call ends between steps instead of being
@@ -44,6 +49,11 @@ def main() -> int:
     p.add_argument("--image-size", type=int, default=299)
     p.add_argument("--tta", type=int, default=8)
     p.add_argument("--stage", type=int, default=2)
+    p.add_argument("--fold-per-call", action="store_true",
+                   help="one `ncfm train --fold K` process per fold instead of one `--folds all` command")
+    p.add_argument("--detector-epochs", type=int, default=0,
+                   help="then import the boxes and train detector fold 0 for this many epochs (0: no detector)")
+    p.add_argument("--detector-size", type=int, default=512)
     p.add_argument("--deadline-s", type=float, default=0,
                    help="start no step after this many seconds (0: no limit)")
     p.add_argument("--continue", dest="resume", action="store_true",
@@ -87,15 +97,48 @@ def main() -> int:
         step("make_synthetic", ["make_synthetic", str(data), "--n-train", str(args.n_train), "--n-test1",
                                 str(args.n_test1), "--n-test2", str(args.n_test2), "--scale", "1.0", "--force"])
     step("split_train_val", ["split_train_val", "--data-dir", str(data), "--folds", str(args.folds), "--force"])
-    for k in range(args.folds):
-        step(f"train fold {k}", ["train", "--data-dir", str(data), "--fold", str(k), "--run", str(run),
-                                 "--weights", "none", "--epochs", str(args.epochs), "--head-epochs",
-                                 str(args.head_epochs), "--batch-size", str(args.batch_size),
-                                 "--image-size", str(args.image_size), "--patience", "0", "--retrain"])
+    classify = ["--data-dir", str(data), "--run", str(run), "--weights", "none", "--epochs", str(args.epochs),
+                "--head-epochs", str(args.head_epochs), "--batch-size", str(args.batch_size),
+                "--image-size", str(args.image_size), "--patience", "0"]
+    if args.fold_per_call:
+        for k in range(args.folds):
+            step(f"train fold {k}", ["train", "--fold", str(k), *classify, "--retrain"])
+    else:
+        step("train all folds", ["train", "--folds", "all", *classify])
+    result["train_rates"] = {f"fold {k}": training_rate(run / f"fold{k}", data, k, phase=2) for k in range(args.folds)}
+    out.write_text(json.dumps(result, indent=1))
     step("predict", ["predict", "--data-dir", str(data), "--run", str(run), "--stage", str(args.stage),
                      "--tta", str(args.tta), "--out", str(work / "submission.csv"), "--force"])
+    if args.detector_epochs:
+        detector = work / "runs" / "detector"
+        step("boxes", ["boxes", "--data-dir", str(data), "--force"])
+        step("detect fold 0", ["detect", "--data-dir", str(data), "--fold", "0", "--run", str(detector),
+                               "--weights", "none", "--epochs", str(args.detector_epochs), "--patience", "0",
+                               "--image-size", str(args.detector_size)])
+        result["detector_rate"] = training_rate(detector / "fold0", data, 0)
+        out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0
+
+
+def training_rate(fold_dir: Path, data: Path, k: int, phase: int | None = None) -> dict | None:
+    """Training images per second of one fold from its history.csv: images trained per epoch over
+    the epoch's seconds (validation and checkpoints included, so a floor), the first epoch of the
+    phase (compilation) left out."""
+    import pandas as pd
+
+    history, folds = fold_dir / "history.csv", data / "folds.csv"
+    if not history.is_file() or not folds.is_file():
+        return None
+    h = pd.read_csv(history)
+    if phase is not None and "phase" in h:
+        h = h[h.phase == phase]
+    seconds = h.seconds.iloc[1:]
+    if seconds.empty:
+        return None
+    n_train = int((pd.read_csv(folds).fold != k).sum())
+    return {"train_images": n_train, "epochs_timed": len(seconds), "median_epoch_s": round(float(seconds.median()), 3),
+            "images_per_s": round(n_train / float(seconds.median()), 1)}
 
 
 if __name__ == "__main__":

@@ -22,6 +22,18 @@ PLAIN_CPUINFO = Path(__file__).with_name("cpuinfo_plain.txt")
 os.environ["NCFM_CPUINFO"] = str(PLAIN_CPUINFO)
 
 
+def split_synthetic(root: Path, n_train: int, boats: int, folds: int = 2) -> Path:
+    """A small synthetic dataset in root/data (scale 0.1, a few test images), split into `folds`
+    group folds: for tests that train members or folds for seconds."""
+    from ncfm.cli import main
+    from ncfm.synthetic import make_synthetic
+
+    data = root / "data"
+    make_synthetic(data, n_train=n_train, n_test1=6, n_test2=6, boats=boats, scale=0.1, seed=5)
+    assert main(["split_train_val", "--data-dir", str(data), "--folds", str(folds)]) == 0
+    return data
+
+
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
     """A 160-image synthetic dataset at scale 0.1 (128x72-class images), 12 boats. Read-only:

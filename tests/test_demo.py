@@ -28,6 +28,7 @@ def test_demo_runs_end_to_end_to_a_validated_stage2_submission(tmp_path, capsys)
     checked = validate_file(submission, ncfm_competition(), stage=2, data_dir=root / "data")
     assert checked.rows > 0
     run = root / "runs" / "demo"
+    assert list(runs.read_members_table(run).fold) == [0, 1]  # every fold from one `train --folds all`
     left_out = runs.read_calibration(run)["left_out"]  # folds no better than the class priors, named
     assert len(left_out) < 2
     for k in (0, 1):  # every fold ensembled wrote its own predictions first
@@ -40,9 +41,9 @@ def test_demo_runs_end_to_end_to_a_validated_stage2_submission(tmp_path, capsys)
     before, after, priors = (float(v) if v else None for v in loss.groups())
     assert 0.0 < (after or before) <= before + 1e-9
     assert 1.0 < priors < 2.0794  # the synthetic classes are imbalanced like NCFM's
-    # next steps: the real-data commands, in order (a fold's warning may name `ncfm train --fold` earlier)
+    # next steps: the real-data commands, in order (a fold's warning may name `ncfm train` earlier)
     steps = said[said.index("With a real competition's files"):]
-    assert steps.index("ncfm split_train_val --data-dir data") < steps.index("ncfm train --fold") \
+    assert steps.index("ncfm split_train_val --data-dir data") < steps.index("ncfm train --folds all") \
         < steps.index("ncfm predict --run") < steps.index("ncfm submit")
 
 

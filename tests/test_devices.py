@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import split_synthetic
 from ncfm.cli import main
 from ncfm.competition import NCFM_CLASSES as CLASSES
 
@@ -59,12 +60,7 @@ with runtime.data_parallel(devices):
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> Path:
     """64 synthetic images in 2 folds (about 32 validation images: not a whole validation batch)."""
-    from ncfm.synthetic import make_synthetic
-
-    data = tmp_path_factory.mktemp("devices") / "data"
-    make_synthetic(data, n_train=64, n_test1=4, n_test2=4, boats=8, scale=0.1, seed=5)
-    assert main(["split_train_val", "--data-dir", str(data), "--folds", "2"]) == 0
-    return data
+    return split_synthetic(tmp_path_factory.mktemp("devices"), n_train=64, boats=8)
 
 
 def train_args(data: Path, run: Path, *extra: str) -> list[str]:

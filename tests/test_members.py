@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, split_synthetic
 from ncfm import NcfmError, members, runs
 from ncfm.calibrate import kaggle_log_loss
 from ncfm.cli import build_parser, main
@@ -43,12 +43,7 @@ MEMBER = ["--weights", "none", "--backbone", "resnet50", "--image-size", "32", "
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> Path:
     """48 synthetic images in 2 folds."""
-    from ncfm.synthetic import make_synthetic
-
-    data = tmp_path_factory.mktemp("members") / "data"
-    make_synthetic(data, n_train=48, n_test1=6, n_test2=6, boats=6, scale=0.1, seed=5)
-    assert main(["split_train_val", "--data-dir", str(data), "--folds", "2"]) == 0
-    return data
+    return split_synthetic(tmp_path_factory.mktemp("members"), n_train=48, boats=6)
 
 
 def train_args(data: Path, run: Path, *extra: str) -> list[str]:
