@@ -400,7 +400,7 @@ def _add_demo(sub):
         "validate, with --weights none at a small image size. Needs no network and no GPU.",
     )
     p.add_argument("--dir", default="demo", help="working folder for data, runs and submission (default demo)")
-    p.add_argument("--folds", type=int, default=3, help="folds (default 3)")
+    p.add_argument("--folds", type=int, default=None, help="folds (default 3; 2 with --crops)")
     p.add_argument("--image-size", type=int, default=75, help="image size (default 75, InceptionV3's minimum)")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs per fold (default 24; 12 with --crops, for both classifiers)")

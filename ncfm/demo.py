@@ -61,7 +61,9 @@ def main(args, run_command) -> int:
         raise NcfmError(f"--crops needs fish boxes, which only the ncfm layout draws; received --layout {args.layout}")
     step("make_synthetic", str(data), "--n-train", str(args.n_train), "--layout", args.layout,
          *(["--scale", "0.25", "--small-fish"] if crops else ["--scale", "0.15"]))
-    step("split_train_val", "--data-dir", str(data), "--folds", str(args.folds))
+    # with --crops two folds: it trains three models per fold (whole images, detector, crops) on 2 cores
+    folds = args.folds if args.folds is not None else 2 if crops else 3
+    step("split_train_val", "--data-dir", str(data), "--folds", str(folds))
     # with --crops both classifiers get 12 epochs: on small fish the whole-image one peaked at
     # epoch 5-11 of 24, and a detector and a second classifier have to fit in the time
     epochs = args.epochs if args.epochs is not None else 12 if crops else 24
@@ -82,10 +84,12 @@ def main(args, run_command) -> int:
         scores = {"whole image": _oof_scores(calibration)}
         detector, crop_run = root / "runs" / "detector", root / "runs" / "crops"
         step("boxes", "--data-dir", str(data))
-        for fold in range(args.folds):
+        for fold in range(folds):
             step("detect", "--data-dir", str(data), "--fold", str(fold), "--run", str(detector), "--test",
                  "--weights", "none", "--backbone", "resnet_small", "--image-size", str(args.detector_size),
-                 "--epochs", str(args.detector_epochs), "--patience", "0", *FLOAT32)
+                 "--epochs", str(args.detector_epochs), "--patience", "0", *FLOAT32,
+                 # a flush of its last.keras and best.keras took about 10 s on 2 cores, every 30 s by default
+                 "--checkpoint-seconds", "120")
         # one exact crop per true box (no jittered copies) halves the rows per epoch; with it and
         # 12 epochs fold 0 scored OOF log loss 0.81 (0.63 with two crops and 24 epochs; whole
         # images 1.72)
@@ -96,8 +100,10 @@ def main(args, run_command) -> int:
              "--out", str(crop_submission))
         scores["crops"] = _oof_scores(runs.read_calibration(crop_run) or {})
         submission = root / "submissions" / "blend_stage2.csv"
+        # the weights fitted on OOF discount a whole run that learned little; leaving out its folds no
+        # better than the priors would also leave their images out of the OOF the weights are fitted on
         step("predict", "--data-dir", str(data), "--run", str(crop_run), "--run", str(run), "--run-weights", "oof",
-             *stage, "--tta", str(args.tta), "--out", str(submission))
+             "--keep-weak-folds", *stage, "--tta", str(args.tta), "--out", str(submission))
         calibration = runs.read_calibration(crop_run) or {}
         scores["blend"] = _oof_scores(calibration)
         run = crop_run
@@ -117,7 +123,7 @@ def main(args, run_command) -> int:
                  f"{f' (the largest class alone: {shares.max():.4f})' if comp.metric == 'accuracy' else ' (chance: 0.5)'}")
     if crops:
         score += "\n\n  cross-validated OOF log loss     before calibration  after\n" + "\n".join(
-            f"    {name:<28} {before:>10.4f}  {after:>10.4f}" for name, (before, after) in scores.items())
+            f"    {name:<28} {before:>10.4f}  {after:>10.4f}{note}" for name, (before, after, note) in scores.items())
         weights = calibration.get("run_weights", {})
         score += "\n  blend weights fitted on OOF: " + ", ".join(f"{Path(r).name} {w:.2f}" for r, w in weights.items())
     print(f"""
@@ -136,8 +142,11 @@ ImageNet weights (or --weights PATH on an offline machine):
     return 0
 
 
-def _oof_scores(calibration: dict) -> tuple[float, float]:
-    """(OOF log loss as predicted, after the calibration predict applied) from calibration.json."""
+def _oof_scores(calibration: dict) -> tuple[float, float, str]:
+    """(OOF log loss as predicted, after the calibration predict applied, the folds predict left out
+    as no better than the class priors) from calibration.json."""
     before = calibration.get("before", calibration.get("oof_score", float("nan")))
     after = calibration.get("after", before) if calibration.get("applied", True) else before
-    return before, after
+    left_out = [Path(f).name for f in calibration.get("left_out") or []]
+    note = f"  on the folds kept: {', '.join(left_out)} no better than the class priors" if left_out else ""
+    return before, after, note
