@@ -148,5 +148,5 @@ def _oof_scores(calibration: dict) -> tuple[float, float, str]:
     before = calibration.get("before", calibration.get("oof_score", float("nan")))
     after = calibration.get("after", before) if calibration.get("applied", True) else before
     left_out = [Path(f).name for f in calibration.get("left_out") or []]
-    note = f"  on the folds kept: {', '.join(left_out)} no better than the class priors" if left_out else ""
+    note = f"  ({', '.join(left_out)} left out: no better than the class priors)" if left_out else ""
     return before, after, note
