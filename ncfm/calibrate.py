@@ -166,9 +166,32 @@ def prior_score(metric: str, labels, shares, positive: int = 1) -> float:
     return score(metric, labels, np.tile(np.asarray(shares, dtype=np.float64), (len(labels), 1)), positive)
 
 
-def no_better(metric: str, value: float, baseline: float) -> bool:
-    """Whether `value` of `metric` is no better than `baseline`: a log loss not lower, an accuracy or
-    ROC AUC not higher. False when either is NaN (nothing to judge: e.g. ROC AUC on one class)."""
+def per_row(metric: str, labels, probs) -> np.ndarray | None:
+    """Each row's term of a metric that is a mean over rows: its log loss, or 1 where the top class
+    is the true one (accuracy); None for ROC AUC, which is not such a mean."""
     if metric == "log_loss":
-        return bool(value >= baseline)
-    return bool(value <= baseline)
+        return per_sample_log_loss(labels, probs)
+    if metric == "accuracy":
+        return (np.argmax(np.asarray(probs), axis=1) == np.asarray(labels)).astype(np.float64)
+    return None
+
+
+def prior_margin(metric: str, labels, probs, shares) -> float:
+    """Twice the standard error of the mean per-row difference between a model's `probs` and the
+    class priors `shares` on the same rows: what a model must beat the priors by to count as having
+    learned something. Level with them by chance on a few hundred images, a fold is judged with
+    the rest of its run instead of being the one kept. 0 for ROC AUC and for fewer than 2 rows."""
+    mine = per_row(metric, labels, probs)
+    if mine is None or len(mine) < 2:
+        return 0.0
+    priors = per_row(metric, labels, np.tile(np.asarray(shares, dtype=np.float64), (len(mine), 1)))
+    return float(2 * np.std(mine - priors, ddof=1) / np.sqrt(len(mine)))
+
+
+def no_better(metric: str, value: float, baseline: float, margin: float = 0.0) -> bool:
+    """Whether `value` of `metric` is no better than `baseline`, or better by no more than `margin`
+    (prior_margin): a log loss not lower by more, an accuracy or ROC AUC not higher by more. False
+    when either is NaN (nothing to judge: e.g. ROC AUC on one class)."""
+    if metric == "log_loss":
+        return bool(value >= baseline - margin)
+    return bool(value <= baseline + margin)

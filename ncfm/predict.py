@@ -65,17 +65,18 @@ def usable_folds(run_dir: Path, comp: Competition, allow_unfinished: bool = Fals
     return folds
 
 
-def against_priors(fold: runs.Fold, comp: Competition) -> tuple[float, float] | None:
-    """(the fold's OOF score, the score of predicting its training class shares on the same images)
-    in the competition's metric: what train recorded in state.json, or, for a fold trained before
-    it did, computed from oof.csv and the manifest the fold was trained on (config.json's
-    folds_csv). None when neither is there to judge by."""
+def against_priors(fold: runs.Fold, comp: Competition) -> tuple[float, float, float] | None:
+    """(the fold's OOF score, the score of predicting its training class shares on the same images,
+    the margin it must beat that by: calibrate.prior_margin) in the competition's metric: what
+    train recorded in state.json, or, for a fold trained before it did, computed from oof.csv and
+    the manifest the fold was trained on (config.json's folds_csv). None when neither is there to
+    judge by."""
     from ncfm.batches import read_manifest
-    from ncfm.calibrate import class_shares, prior_score, score
+    from ncfm.calibrate import class_shares, prior_margin, prior_score, score
 
     metric, state = comp.metric, runs.read_state(fold) or {}
-    if f"oof_{metric}" in state and f"prior_{metric}" in state:
-        return float(state[f"oof_{metric}"]), float(state[f"prior_{metric}"])
+    if f"oof_{metric}" in state and f"prior_{metric}" in state and "prior_margin" in state:
+        return float(state[f"oof_{metric}"]), float(state[f"prior_{metric}"]), float(state["prior_margin"])
     folds_csv = Path((runs.read_config(fold) or {}).get("folds_csv") or "")
     if not (fold.oof.is_file() and folds_csv.is_file()):
         return None
@@ -87,12 +88,14 @@ def against_priors(fold: runs.Fold, comp: Competition) -> tuple[float, float] | 
     oof = runs.read_oof(fold.oof, classes)
     train_labels = manifest.label[manifest.fold != fold.index].map({c: i for i, c in enumerate(classes)})
     positive = classes.index(comp.positive) if comp.positive in classes else 1
-    return (score(metric, oof.y.to_numpy(), oof[classes].to_numpy("float64"), positive),
-            prior_score(metric, oof.y.to_numpy(), class_shares(train_labels, len(classes)), positive))
+    labels, probs, shares = oof.y.to_numpy(), oof[classes].to_numpy("float64"), class_shares(train_labels, len(classes))
+    return (score(metric, labels, probs, positive), prior_score(metric, labels, shares, positive),
+            prior_margin(metric, labels, probs, shares))
 
 
 def leave_out_weak(run_dir: Path, folds: list[runs.Fold], comp: Competition, keep: bool, log) -> list[runs.Fold]:
     """The folds to ensemble. A fold no better than the class priors on its own held-out images
+    (or better by less than twice the standard error of the difference: calibrate.prior_margin)
     learned nothing, and averaged in with an equal weight it drags the ensemble towards uniform:
     such folds are named and left out, unless `keep`. If every fold is such, leaving them all out
     would predict nothing: all are kept, with a warning."""
@@ -102,8 +105,12 @@ def leave_out_weak(run_dir: Path, folds: list[runs.Fold], comp: Competition, kee
     weak = [fold for fold, j in judged.items() if j is not None and no_better(comp.metric, *j)]
     if not weak:
         return folds
-    named = ", ".join(f"{fold.name} (OOF {comp.metric_name} {judged[fold][0]:.4f}, class priors "
-                      f"{judged[fold][1]:.4f})" for fold in weak)
+    def name(fold) -> str:
+        value, priors, margin = judged[fold]
+        within = "" if no_better(comp.metric, value, priors) else f", better by less than {margin:.4f}, twice the standard error"
+        return f"{fold.name} (OOF {comp.metric_name} {value:.4f}, class priors {priors:.4f}{within})"
+
+    named = ", ".join(map(name, weak))
     if len(weak) == len(folds):
         log(f"WARNING: {run_dir}: every fold is no better than predicting its training class shares: {named}. "
             f"Keeping them all, but this run predicts no better than the class priors: train it again with more "

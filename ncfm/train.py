@@ -228,7 +228,7 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     run_phase(1, 0, head_epochs)
     run_phase(2, head_epochs, cfg.epochs)
 
-    from ncfm.calibrate import class_shares, no_better, prior_score, score
+    from ncfm.calibrate import class_shares, no_better, prior_margin, prior_score, score
 
     best = runs.load_best(fold)
     oof = best.predict(make_batches(images, val_rows, None, batch_size=val_batch, pad=True), verbose=0)
@@ -248,7 +248,8 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     for metric in dict.fromkeys(("log_loss", comp.metric)):
         state[f"prior_{metric}"] = prior_score(metric, labels, shares, positive)
     mine, priors = state[f"oof_{comp.metric}"], state[f"prior_{comp.metric}"]
-    state["no_better_than_priors"] = no_better(comp.metric, mine, priors)
+    state["prior_margin"] = margin = prior_margin(comp.metric, labels, oof, shares)
+    state["no_better_than_priors"] = no_better(comp.metric, mine, priors, margin)
     runs.write_state(fold, state)
     log(f"fold {fold.index} done ({state['stop_reason']}): best epoch {state['best_epoch']}, OOF log loss "
         f"{state['oof_log_loss']:.4f} (class priors {state['prior_log_loss']:.4f}), accuracy "
@@ -256,7 +257,8 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     if state["no_better_than_priors"]:
         weights = "" if is_pretrained(cfg.weights) else " or pretrained weights (--weights)"
         log(f"WARNING: fold {fold.index} is no better than the class priors: OOF {comp.metric_name} {mine:.4f} "
-            f"against {priors:.4f} for predicting its training class shares on the same {len(labels)} images. "
+            f"against {priors:.4f} for predicting its training class shares on the same {len(labels)} images "
+            f"(it must beat them by more than twice the standard error of the difference, {margin:.4f}). "
             f"`ncfm predict` leaves it out of the ensemble (--keep-weak-folds keeps it). Give it more epochs "
             f"(--epochs), a higher learning rate (--lr){weights}: "
             f"add them to {fold.retrain_hint()}")

@@ -8,7 +8,7 @@ from sklearn.metrics import log_loss
 
 from ncfm.calibrate import (
     apply_floor, apply_temperature, calibrate, class_shares, fit_calibration, fit_floor, fit_temperature,
-    held_out_loss, kaggle_log_loss, no_better, per_sample_log_loss, prior_score,
+    held_out_loss, kaggle_log_loss, no_better, per_sample_log_loss, prior_margin, prior_score,
 )
 
 K = 8
@@ -199,3 +199,24 @@ def test_no_better_than_the_priors_is_judged_in_the_metrics_own_direction():
     assert no_better("roc_auc", 0.5, 0.5) and not no_better("roc_auc", 0.8, 0.5)
     assert not no_better("roc_auc", float("nan"), 0.5)  # one class held out: nothing to judge
 
+
+def test_a_model_level_with_the_priors_by_chance_is_not_counted_as_better():
+    # 100 rows of class 0, priors 0.5/0.5: a model a little sharper on half the rows and a little
+    # flatter on the other half is 0.006 better on average, well inside twice the standard error
+    labels, shares = np.zeros(100, dtype=int), np.array([0.5, 0.5])
+    p0 = np.where(np.arange(100) % 2 == 0, 0.55, 0.46)
+    level = np.stack([p0, 1 - p0], axis=1)
+    diff = -np.log(p0) - -np.log(0.5)
+    margin = prior_margin("log_loss", labels, level, shares)
+    assert margin == pytest.approx(2 * diff.std(ddof=1) / 10)
+    value, baseline = kaggle_log_loss(labels, level), prior_score("log_loss", labels, shares)
+    assert value < baseline and no_better("log_loss", value, baseline, margin)
+    # the same edge on every row is no chance: no spread, so any gain counts
+    sharp = np.tile([0.55, 0.45], (100, 1))
+    assert prior_margin("log_loss", labels, sharp, shares) == pytest.approx(0.0, abs=1e-12)
+    assert not no_better("log_loss", kaggle_log_loss(labels, sharp), baseline,
+                         prior_margin("log_loss", labels, sharp, shares))
+    # accuracy is judged the same way (rows right or wrong); ROC AUC, no mean over rows, gets no margin
+    assert prior_margin("accuracy", labels, level, shares) > 0
+    assert prior_margin("roc_auc", labels, level, shares) == 0.0
+    assert no_better("accuracy", 0.47, 0.45, margin=0.05) and not no_better("accuracy", 0.60, 0.45, margin=0.05)

@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import pytest
 
 from conftest import TINY_TRAIN
 from ncfm.competition import NCFM_CLASSES as CLASSES
-from ncfm.calibrate import calibrate
+from ncfm.calibrate import calibrate, kaggle_log_loss
 from ncfm.cli import main as ncfm
 from ncfm.competition import ncfm as ncfm_competition
 from ncfm.submission import read_sample, validate_file
@@ -535,6 +536,37 @@ def test_when_every_fold_is_no_better_than_the_class_priors_predict_keeps_them_a
             f"{priors[1]:.4f}). Keeping them all") in said
     assert json.loads((run_copy / "calibration.json").read_text())["left_out"] == []
     pd.testing.assert_frame_equal(probs_of(out), probs_of(predicted["stage2"]))
+
+
+def training_shares(data: Path, fold: int) -> np.ndarray:
+    manifest = pd.read_csv(data / "folds.csv", dtype={"label": str})
+    counts = manifest.label[manifest.fold != fold].value_counts().reindex(list(CLASSES), fill_value=0) + 1
+    return (counts / counts.sum()).to_numpy()
+
+
+def test_a_fold_better_than_the_class_priors_only_by_chance_is_left_out(predicted, run_copy, tmp_path, capsys,
+                                                                        no_model_loading):
+    """Fold 1 predicts its training class shares, nudged towards the true class on every other image
+    and away from it on the rest: a little better than the priors on average, by less than twice the
+    standard error of the difference. Fold 0 learned something."""
+    shares = training_shares(predicted["data"], 1)
+
+    def level(y: np.ndarray) -> np.ndarray:
+        probs = np.tile(shares, (len(y), 1))
+        probs[np.arange(len(y)), y] *= np.where(np.arange(len(y)) % 2 == 0, 1.3, 0.8)
+        return probs / probs.sum(axis=1, keepdims=True)
+
+    judged_by_oof(run_copy, 0, learned)
+    judged_by_oof(run_copy, 1, level)
+    oof = pd.read_csv(run_copy / "fold1" / "oof.csv", dtype={"image": str, "label": str})
+    value = kaggle_log_loss(oof.label.map(CLASSES.index), oof[list(CLASSES)].to_numpy())
+    assert value < prior_log_loss(predicted["data"], 1)  # better than the priors, if only just
+    out = tmp_path / "sub.csv"
+    assert predict(predicted["data"], run_copy, out, keep_weak=False) == 0
+    said = capsys.readouterr().out
+    assert re.search(rf"{re.escape(str(run_copy))}: leaving out fold1 \(OOF log loss {value:.4f}, class priors "
+                     rf"\d\.\d{{4}}, better by less than \d\.\d{{4}}, twice the standard error\)", said)
+    assert json.loads((run_copy / "calibration.json").read_text())["left_out"] == [str(run_copy / "fold1")]
 
 
 # ----------------------------------------------------------------------------- validate after predict
