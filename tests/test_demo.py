@@ -22,7 +22,7 @@ def test_demo_runs_end_to_end_to_a_validated_stage2_submission(tmp_path, capsys)
 
     # each step is shown as the command a user would type, in order
     steps = re.findall(r"^\$ ncfm (\w+)", said, flags=re.M)
-    assert steps == ["make_synthetic", "split_train_val", "train", "train", "predict", "validate"]
+    assert steps == ["make_synthetic", "split_train_val", "train", "predict", "validate"]  # one train, every fold
 
     submission = root / "submissions" / "demo_stage2.csv"
     checked = validate_file(submission, ncfm_competition(), stage=2, data_dir=root / "data")
