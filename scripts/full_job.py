@@ -105,7 +105,7 @@ def main() -> int:
             step(f"train fold {k}", ["train", "--fold", str(k), *classify, "--retrain"])
     else:
         step("train all folds", ["train", "--folds", "all", *classify])
-    result["train_rates"] = {f"fold {k}": training_rate(run / f"fold{k}", data, k, phase=2) for k in range(args.folds)}
+    result["train_rates"] = {f"fold {k}": training_rate(run, data, k, phase=2) for k in range(args.folds)}
     out.write_text(json.dumps(result, indent=1))
     step("predict", ["predict", "--data-dir", str(data), "--run", str(run), "--stage", str(args.stage),
                      "--tta", str(args.tta), "--out", str(work / "submission.csv"), "--force"])
@@ -115,22 +115,23 @@ def main() -> int:
         step("detect fold 0", ["detect", "--data-dir", str(data), "--fold", "0", "--run", str(detector),
                                "--weights", "none", "--epochs", str(args.detector_epochs), "--patience", "0",
                                "--image-size", str(args.detector_size)])
-        result["detector_rate"] = training_rate(detector / "fold0", data, 0)
+        result["detector_rate"] = training_rate(detector, data, 0)
         out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0
 
 
-def training_rate(fold_dir: Path, data: Path, k: int, phase: int | None = None) -> dict | None:
-    """Training images per second of one fold from its history.csv: images trained per epoch over
+def training_rate(run: Path, data: Path, k: int, phase: int | None = None) -> dict | None:
+    """Training images per second of fold k of a run from its history: images trained per epoch over
     the epoch's seconds (validation and checkpoints included, so a floor), the first epoch of the
     phase (compilation) left out."""
     import pandas as pd
 
-    history, folds = fold_dir / "history.csv", data / "folds.csv"
-    if not history.is_file() or not folds.is_file():
+    from ncfm import runs
+
+    h, folds = runs.read_history(runs.fold_of(run, k)), data / "folds.csv"
+    if h is None or not folds.is_file():
         return None
-    h = pd.read_csv(history)
     if phase is not None and "phase" in h:
         h = h[h.phase == phase]
     seconds = h.seconds.iloc[1:]
