@@ -105,6 +105,12 @@ class Competition:
     def default_stage(self) -> int:
         return self.stages[0] if self.samples else 1
 
+    def positive_index(self, classes=None) -> int:
+        """The column of the positive class among `classes` (the competition's by default): the one ROC
+        AUC scores. 1 where there is none (a crop classifier's fish classes, a multi-class competition)."""
+        classes = list(self.classes if classes is None else classes)
+        return classes.index(self.positive) if self.positive in classes else 1
+
     def describe(self) -> str:
         """One paragraph for the console."""
         shown = ", ".join(self.classes[:10]) + (f", ... ({self.num_classes} in all)" if self.num_classes > 10 else "")

@@ -87,7 +87,7 @@ def against_priors(fold: runs.Fold, comp: Competition) -> tuple[float, float, fl
         return None
     oof = runs.read_oof(fold.oof, classes)
     train_labels = manifest.label[manifest.fold != fold.index].map({c: i for i, c in enumerate(classes)})
-    positive = classes.index(comp.positive) if comp.positive in classes else 1
+    positive = comp.positive_index(classes)
     labels, probs, shares = oof.y.to_numpy(), oof[classes].to_numpy("float64"), class_shares(train_labels, len(classes))
     return (score(metric, labels, probs, positive), prior_score(metric, labels, shares, positive),
             prior_margin(metric, labels, probs, shares))
@@ -105,6 +105,7 @@ def leave_out_weak(run_dir: Path, folds: list[runs.Fold], comp: Competition, kee
     weak = [fold for fold, j in judged.items() if j is not None and no_better(comp.metric, *j)]
     if not weak:
         return folds
+
     def name(fold) -> str:
         value, priors, margin = judged[fold]
         within = "" if no_better(comp.metric, value, priors) else f", better by less than {margin:.4f}, twice the standard error"
@@ -444,7 +445,7 @@ def main(args) -> int:
 def _score(comp: Competition, y, probs) -> float:
     from ncfm.calibrate import score
 
-    return score(comp.metric, y, probs, positive=comp.classes.index(comp.positive) if comp.positive else 1)
+    return score(comp.metric, y, probs, positive=comp.positive_index())
 
 
 def _print_oof(run_dirs, run_oofs, pooled, comp: Competition, log, folds_left_out: bool = False) -> None:

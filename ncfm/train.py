@@ -236,7 +236,7 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     oof /= oof.sum(axis=1, keepdims=True)
     runs.write_oof(fold, val_df.image, val_df.label, oof, comp.classes)
     labels = np.argmax(y_val, axis=1)
-    positive = comp.classes.index(comp.positive) if comp.positive in comp.classes else 1
+    positive = comp.positive_index()
     state.update(finished=True, stop_reason=_why_it_ended(cfg, state), oof_log_loss=score("log_loss", labels, oof),
                  oof_accuracy=score("accuracy", labels, oof), train_seconds=round(time.time() - started, 1))
     also = ""
