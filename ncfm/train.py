@@ -141,6 +141,15 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     manifest, n_folds = read_manifest(folds_csv, fold.index, comp.classes)
     devices_setting, requested_precision, cfg = cfg.devices, cfg.mixed_precision, resolve_config(cfg)
     devices = resolve_devices(cfg)
+    smallest = _smallest_training_split(manifest, max_train_images)
+    if smallest == 0:
+        raise NcfmError(f"{folds_csv}: a fold has no training images (one fold holds every image); "
+                        f"rerun `ncfm split_train_val --force` with --folds 2 or more")
+    if smallest < len(devices):
+        raise NcfmError(f"{folds_csv}: the smallest fold's training split has {smallest} image"
+                        f"{'s' * (smallest != 1)}, fewer than the {len(devices)} devices (--devices "
+                        f"{devices_setting}) that each need one per step; pass --devices {smallest}, "
+                        f"or add training images")
     precision_reason = runtime.choose_precision(requested_precision)[1]  # config.json says why
     state, history = runs.read_progress(fold)
     saved = runs.read_config(fold)
@@ -183,9 +192,6 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     # each epoch is a fresh random subset, so no image is left out for good). Identical step
     # counts give identical learning-rate schedules and so identical XLA programs: with JAX's
     # persistent compilation cache, folds 1..k-1 reuse fold 0's compilation.
-    smallest = min((manifest.fold != k).sum() for k in manifest.fold.unique())
-    if max_train_images:
-        smallest = min(smallest, len(train_rows))
     batch = min(cfg.batch_size, smallest - smallest % len(devices))  # every device gets as many images
     steps = smallest // batch
     head_epochs = min(cfg.head_epochs, cfg.epochs)
@@ -263,6 +269,13 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
             f"(--epochs), a higher learning rate (--lr){weights}: "
             f"add them to {fold.retrain_hint()}")
     return state
+
+
+def _smallest_training_split(manifest: pd.DataFrame, max_train_images: int = 0) -> int:
+    """The fewest training images any fold has (after --max-train-images): every fold's epoch takes
+    that many images' worth of steps."""
+    smallest = int(min((manifest.fold != k).sum() for k in manifest.fold.unique()))
+    return min(smallest, max_train_images) if max_train_images else smallest
 
 
 def _why_it_ended(cfg: TrainConfig, state: dict) -> str:

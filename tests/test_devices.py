@@ -121,6 +121,15 @@ def test_more_devices_than_there_are_is_refused_naming_those_there_are(small_dat
     assert "devices=3" in err and "2 devices (cpu:0, cpu:1)" in err and "--devices 2 or all" in err
 
 
+def test_fewer_training_images_than_devices_is_refused_before_anything_is_written(small_data, tmp_path, capsys,
+                                                                                two_devices):
+    args = train_args(small_data, tmp_path / "run", *ONE_EPOCH, "--devices", "2", "--batch-size", "2")
+    assert main([*args, "--max-train-images", "1"]) == 2  # the last --max-train-images wins
+    err = capsys.readouterr().err
+    assert "training split has 1 image, fewer than the 2 devices" in err and "pass --devices 1" in err
+    assert not (tmp_path / "run" / "fold0").exists()  # refused before the fold's first file
+
+
 @pytest.mark.parametrize("setting", ["0", "two", "-1", ""])
 def test_devices_must_be_all_or_a_positive_number(setting):
     from ncfm.runtime import resolve_devices

@@ -372,6 +372,16 @@ def test_a_fold_the_manifest_lacks_is_named(trained_run, tmp_path, capsys):
     assert not (tmp_path / "run" / "fold7").exists()
 
 
+def test_a_manifest_with_one_fold_leaves_nothing_to_train_on_and_says_so(trained_run, tmp_path, capsys):
+    manifest = pd.read_csv(trained_run["data"] / "folds.csv").assign(fold=0)  # edited by hand: one fold
+    manifest.to_csv(tmp_path / "folds.csv", index=False)
+    args = train_args(trained_run["data"], tmp_path / "run", *TINY_TRAIN, "--folds-csv", str(tmp_path / "folds.csv"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "a fold has no training images" in err and "--folds 2 or more" in err
+    assert not (tmp_path / "run" / "fold0").exists()
+
+
 def test_a_missing_manifest_says_to_run_split_train_val(tmp_path, capsys):
     assert main(train_args(tmp_path / "data", tmp_path / "run", *TINY_TRAIN)) == 2
     err = capsys.readouterr().err
