@@ -301,7 +301,10 @@ def _add_predict(sub):
                    help="give unreadable test images the class priors (listed) instead of stopping")
     p.add_argument("--batch-size", type=int, default=0,
                    help="images per call, each with all its views (default: 1024 views per call on a GPU, "
-                   "64 on a CPU, divided by --tta)")
+                   "64 on a CPU, divided by --tta, times the number of --devices)")
+    p.add_argument("--devices", default="1",
+                   help="devices each model predicts on, every call's images split evenly across them: 1, all, "
+                   "or a number (JAX and TensorFlow; e.g. a Kaggle notebook's two T4s: --devices all) (default 1)")
     p.add_argument("--out", default=None,
                    help="CSV path (default submissions/<run>.csv; NCFM: submissions/<run>_stage<S>.csv)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out CSV")

@@ -175,11 +175,32 @@ def predict_views(model, images, rows, views, batch_size: int, progress: bool = 
     return probs / probs.sum(axis=1, keepdims=True)
 
 
-def default_batch_size(n_views: int) -> int:
+def default_batch_size(n_views: int, n_devices: int = 1) -> int:
+    """Images per call: about 1024 views on an accelerator (64 on a CPU) on each device, a
+    multiple of the number of devices so that each gets as many."""
     from ncfm import runtime
 
     views_per_call = 1024 if runtime.accelerator() != "cpu" else 64
-    return max(1, views_per_call // max(1, n_views))
+    return max(1, views_per_call // max(1, n_views)) * n_devices
+
+
+def resolve_devices(setting: str) -> list[str]:
+    """The devices every model predicts on (ncfm.runtime.resolve_devices), as an NcfmError when refused."""
+    from ncfm import runtime
+
+    try:
+        return runtime.resolve_devices(setting)
+    except ValueError as e:
+        raise NcfmError(str(e)) from None
+
+
+def check_batch_size(batch_size: int, devices: list[str]) -> None:
+    """Refuses a --batch-size (0: the default) that would not give every device as many images."""
+    n = len(devices)
+    if batch_size < 0 or batch_size % n:
+        raise NcfmError(f"--batch-size {batch_size}: the images of each call are split evenly across the {n} "
+                        f"devices; pass a multiple of {n}, e.g. --batch-size {max(n, batch_size - batch_size % n)}, "
+                        f"or leave it out for the default")
 
 
 def predict_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, data_dir: Path, stage: int,
@@ -353,6 +374,8 @@ def main(args) -> int:
     from ncfm.dataset import competition_for, find_test_images, read_sample_submission
     from ncfm.submission import build_submission, write_submission
 
+    devices = resolve_devices(args.devices)
+    check_batch_size(args.batch_size, devices)
     data_dir = Path(args.data_dir)
     comp = competition_for(data_dir)
     stage = comp.default_stage if args.stage is None else args.stage
@@ -374,19 +397,22 @@ def main(args) -> int:
     run_folds = kept
 
     test, source = find_test_images(data_dir, stage, comp)
-    log(f"stage {stage}: {len(test)} test images ({source}); {runtime.describe()}")
     kinds = [k for k in args.views.split(",") if k]
     views = tta_parameters(args.tta, kinds, args.seed)
-    batch_size = args.batch_size or default_batch_size(len(views))
+    batch_size = args.batch_size or default_batch_size(len(views), len(devices))
+    log(f"stage {stage}: {len(test)} test images ({source}); {runtime.describe()}")
+    if devices_line := runtime.describe_devices(devices, args.devices):
+        log(devices_line)
     fill_rows: list[int] | None = [] if args.fill_unreadable else None
 
     run_tests, run_oofs = [], []
-    for run, folds in zip(run_dirs, run_folds):
-        predict = predict_crop_run if is_crop_run(folds) else predict_run
-        tests, oofs = predict(run, folds, comp, data_dir, stage, test, views, batch_size=batch_size,
-                              force=args.recompute, log=log, fill_rows=fill_rows)
-        run_tests.append(average(tests, args.mean))
-        run_oofs.append(pool_folds(oofs, comp.classes))
+    with runtime.data_parallel(devices):  # every model is loaded and predicts inside
+        for run, folds in zip(run_dirs, run_folds):
+            predict = predict_crop_run if is_crop_run(folds) else predict_run
+            tests, oofs = predict(run, folds, comp, data_dir, stage, test, views, batch_size=batch_size,
+                                  force=args.recompute, log=log, fill_rows=fill_rows)
+            run_tests.append(average(tests, args.mean))
+            run_oofs.append(pool_folds(oofs, comp.classes))
     probs = average(run_tests, args.mean)
 
     pooled = ensemble_oof(run_oofs, comp.classes, args.mean, names=[str(r) for r in run_dirs])

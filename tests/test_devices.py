@@ -66,6 +66,13 @@ def small_data(tmp_path_factory) -> Path:
 def train_args(data: Path, run: Path, *extra: str) -> list[str]:
     return ["train", "--data-dir", str(data), "--fold", "0", "--run", str(run), *extra]
 
+# Then (JAX) predict with the trained fold on both devices and on one: the same submission.
+PREDICT_ON_ONE_AND_TWO = """
+assert code == 0
+for n in ("2", "1"):
+    assert ncfm.cli.main(["predict", "--data-dir", {data!r}, "--run", {run!r}, "--tta", "2", "--devices", n,
+                          "--out", {run!r} + f"/on{{n}}.csv", "--recompute"]) == 0
+"""
 
 # ----------------------------------------------------------------------------- two devices
 @pytest.mark.slow
@@ -74,7 +81,8 @@ def test_one_fold_trains_data_parallel_on_two_cpu_devices(small_data, tmp_path, 
     run = tmp_path / "run"
     args = train_args(small_data, run, *ONE_EPOCH, "--devices", devices, "--cache-dir", str(tmp_path / "cache"))
     tf = backend == "tensorflow"
-    code = SCRIPT.format(prelude=SPLIT_TF_CPU if tf else "", args=args, after=SAME_TF_STRATEGY if tf else "")
+    after = SAME_TF_STRATEGY if tf else PREDICT_ON_ONE_AND_TWO.format(data=str(small_data), run=str(run))
+    code = SCRIPT.format(prelude=SPLIT_TF_CPU if tf else "", args=args, after=after)
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND=backend, NCFM_JAX_CACHE=str(tmp_path / "xla"),
                XLA_FLAGS="--xla_force_host_platform_device_count=2")
@@ -99,6 +107,11 @@ def test_one_fold_trains_data_parallel_on_two_cpu_devices(small_data, tmp_path, 
     assert history.val_accuracy.iloc[0] == pytest.approx(state["oof_accuracy"], abs=1e-6)
     probs = keras.saving.load_model(fold_dir / "best.keras")(np.zeros((1, 32, 32, 3), "uint8"))
     assert keras.ops.convert_to_numpy(probs).shape == (1, len(CLASSES))  # loads on one device
+    if not tf:  # predict split each call across both devices, and gave what one device gives
+        assert done.stdout.count("data-parallel on 2 devices (cpu:0, cpu:1)") == 2  # train, then predict
+        on_two, on_one = pd.read_csv(run / "on2.csv"), pd.read_csv(run / "on1.csv")
+        assert list(on_two.image) == list(on_one.image) and len(on_one) == 6  # stage 2's test images
+        np.testing.assert_allclose(on_two[list(CLASSES)], on_one[list(CLASSES)], atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -128,6 +141,17 @@ def test_fewer_training_images_than_devices_is_refused_before_anything_is_writte
     err = capsys.readouterr().err
     assert "training split has 1 image, fewer than the 2 devices" in err and "pass --devices 1" in err
     assert not (tmp_path / "run" / "fold0").exists()  # refused before the fold's first file
+
+
+def test_predict_refuses_a_batch_size_the_devices_cannot_split_and_devices_there_are_not(small_data, tmp_path, capsys,
+                                                                                       two_devices):
+    args = ["predict", "--data-dir", str(small_data), "--run", str(tmp_path / "none")]
+    assert main([*args, "--devices", "2", "--batch-size", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch-size 9" in err and "split evenly across the 2 devices" in err and "--batch-size 8" in err
+    assert main([*args, "--devices", "3"]) == 2
+    assert "devices=3" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists() and not (tmp_path / "submissions").exists()
 
 
 @pytest.mark.parametrize("setting", ["0", "two", "-1", ""])
