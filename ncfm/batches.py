@@ -113,11 +113,30 @@ def make_batches(images, rows, labels=None, batch_size=32, train=False, seed=0, 
     return Batches()
 
 
-def read_rows(images, index) -> np.ndarray:
+def to_device(images):
+    """The whole uint8 cache as one tensor in the default device's memory (`--data-on-device`):
+    batches are then gathered there and only their row numbers leave the host. Raises
+    ValueError when it does not fit."""
+    import keras
+
+    try:
+        return keras.ops.convert_to_tensor(np.asarray(images))
+    except Exception as e:  # the backends' out-of-memory errors share no type
+        if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+            raise
+        raise ValueError(f"the image cache ({images.nbytes / 2**30:.1f} GiB) does not fit in the device's "
+                         f"memory; leave out --data-on-device, or use a smaller --image-size") from None
+
+
+def read_rows(images, index):
     """images[index] as a new array. Rows of the on-disk cache are read with pread rather than
     through the memory map: mapped pages would stay in the process's resident memory (gigabytes
     for NCFM's stage 2 at 299, docs/cpu/README.md), while read pages live only in the kernel's
-    page cache."""
+    page cache. A cache on the device (to_device) is gathered there: a tensor on that device."""
+    if not isinstance(images, np.ndarray):
+        import keras
+
+        return keras.ops.take(images, np.asarray(index, dtype="int32"), axis=0)
     filename = getattr(images, "filename", None)
     if not isinstance(images, np.memmap) or not filename or not hasattr(os, "preadv"):
         return np.asarray(images[index])

@@ -29,7 +29,8 @@ from ncfm.competition import Competition
 from ncfm.config import TrainConfig, make_config
 
 # settings that may change between an interrupted run and its resumption
-EXECUTION_FIELDS = {"workers", "cache_dir", "tensorboard", "jit_compile", "patience", "checkpoint_seconds", "devices"}
+EXECUTION_FIELDS = {"workers", "cache_dir", "tensorboard", "jit_compile", "patience", "checkpoint_seconds", "devices",
+                    "data_on_device"}
 
 
 # ----------------------------------------------------------------------------- settings
@@ -54,6 +55,10 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise NcfmError(f"image_size={image_size} is too small for {cfg.backbone}; its minimum is {spec.min_size}")
     resolve_weights(cfg.weights, spec)  # a missing weights file
     devices = len(resolve_devices(cfg))
+    if cfg.data_on_device and (runtime.backend() != "jax" or devices > 1):
+        raise NcfmError(f"--data-on-device true needs the JAX backend and one device (here: {runtime.backend()}, "
+                        f"{devices} device{'s' * (devices > 1)}); leave it out, or set KERAS_BACKEND=jax and "
+                        f"--devices 1")
     return dataclasses.replace(
         cfg,
         optimizer=optimizer,
@@ -184,6 +189,11 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     # decode once: one uint8 cache of the whole manifest, shared by every fold, epoch and view
     images = load_images(data_dir, list(manifest.image), cfg.image_size,
                          cache_dir=cfg.cache_dir or None, workers=cfg.workers)
+    if cfg.data_on_device:
+        from ncfm.batches import to_device
+
+        images = _checked(to_device, images)
+        log(f"image cache on the device: {images.nbytes / 2**20:,.0f} MiB; batches are gathered there")
     train_rows = manifest.index.get_indexer(train_df.index)
     val_rows = manifest.index.get_indexer(val_df.index)
     y_train, y_val = one_hot(train_df.label, comp.classes), one_hot(val_df.label, comp.classes)

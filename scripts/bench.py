@@ -101,7 +101,7 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
     import keras
     import numpy as np
 
-    from bench_peers import _keras_sync, jax_memory_mb, list_images
+    from bench_peers import jax_memory_mb, list_images
     from ncfm import runtime
     from ncfm.augment import tta_parameters
     from ncfm.cache import load_images
@@ -158,21 +158,7 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
     y = one_hot([classes[i] for i in labels], classes)
     rows = np.arange(len(rel))
     data = make_batches(pixels, rows, y, batch_size, train=True, seed=seed, workers=4)
-    marks = {}
-
-    class Timer(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            if batch in (1, warmup_steps):
-                _keras_sync(self.model)
-                marks[batch] = time.perf_counter()
-                marks[("cpu", batch)] = _cpu_s()
-
-        def on_epoch_end(self, epoch, logs=None):
-            _keras_sync(self.model)
-            marks["end"] = time.perf_counter()
-            marks[("cpu", "end")] = _cpu_s()
-
-    model.fit(data, steps_per_epoch=total, epochs=1, callbacks=[Timer()], verbose=0, shuffle=False)
+    marks = _timed_fit(model, data, total, warmup_steps)
     res["optimizer"] = cfg.optimizer
     res["time_to_first_step_s"] = marks[1] - t_start
     res["train_images_per_s"] = steps * batch_size / (marks["end"] - marks[warmup_steps])
@@ -181,6 +167,18 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
     res["train_images_per_cpu_s"] = steps * batch_size / (marks[("cpu", "end")]
                                                           - marks[("cpu", warmup_steps)])
     res["train_step_ms"] = 1000 * (marks["end"] - marks[warmup_steps]) / steps
+    if kwargs.get("data_on_device"):
+        # the same compiled model trained on, fed from the whole cache held on the device
+        # (`ncfm train --data-on-device`): only row numbers cross from the host per step
+        from ncfm.batches import to_device
+
+        on_device = make_batches(to_device(pixels), rows, y, batch_size, train=True, seed=seed, workers=4)
+        again = _timed_fit(model, on_device, total, warmup_steps)
+        res["train_on_device_images_per_s"] = steps * batch_size / (again["end"] - again[warmup_steps])
+        res.setdefault("report_lines", []).append(
+            f"{res['train_on_device_images_per_s']:.1f} train img/s with the cache on the device "
+            f"(--data-on-device), against {res['train_images_per_s']:.1f} fed from the host, same model")
+        del on_device
 
     # prediction: every view of a batch in one call, uint8 in, views built on the device
     views = tta_parameters(tta_views)
@@ -213,6 +211,31 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
         del pixels, data, batches
         shutil.rmtree(cache_dir, ignore_errors=True)
     return res
+
+
+def _timed_fit(model, data, total: int, warmup_steps: int) -> dict:
+    """One fit() of `total` steps; device-synced clock and CPU marks at steps 1 and `warmup_steps`
+    and at the end."""
+    import keras
+
+    from bench_peers import _keras_sync
+
+    marks = {}
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch in (1, warmup_steps):
+                _keras_sync(self.model)
+                marks[batch] = time.perf_counter()
+                marks[("cpu", batch)] = _cpu_s()
+
+        def on_epoch_end(self, epoch, logs=None):
+            _keras_sync(self.model)
+            marks["end"] = time.perf_counter()
+            marks[("cpu", "end")] = _cpu_s()
+
+    model.fit(data, steps_per_epoch=total, epochs=1, callbacks=[Timer()], verbose=0, shuffle=False)
+    return marks
 
 
 def _cpu_s() -> float:

@@ -49,6 +49,8 @@ def main() -> int:
     p.add_argument("--image-size", type=int, default=299)
     p.add_argument("--tta", type=int, default=8)
     p.add_argument("--stage", type=int, default=2)
+    p.add_argument("--data-on-device", action="store_true",
+                   help="train with the image cache held on the device (ncfm train --data-on-device true)")
     p.add_argument("--fold-per-call", action="store_true",
                    help="one `ncfm train --fold K` process per fold instead of one `--folds all` command")
     p.add_argument("--detector-epochs", type=int, default=0,
@@ -99,7 +101,8 @@ def main() -> int:
     step("split_train_val", ["split_train_val", "--data-dir", str(data), "--folds", str(args.folds), "--force"])
     classify = ["--data-dir", str(data), "--run", str(run), "--weights", "none", "--epochs", str(args.epochs),
                 "--head-epochs", str(args.head_epochs), "--batch-size", str(args.batch_size),
-                "--image-size", str(args.image_size), "--patience", "0"]
+                "--image-size", str(args.image_size), "--patience", "0",
+                *(["--data-on-device", "true"] if args.data_on_device else [])]
     if args.fold_per_call:
         for k in range(args.folds):
             step(f"train fold {k}", ["train", "--fold", str(k), *classify, "--retrain"])

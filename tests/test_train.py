@@ -382,6 +382,14 @@ def test_a_manifest_with_one_fold_leaves_nothing_to_train_on_and_says_so(trained
     assert not (tmp_path / "run" / "fold0").exists()
 
 
+def test_the_cache_on_the_device_is_refused_off_jax_before_any_work(trained_run, tmp_path, capsys):
+    assert keras.backend.backend() == "tensorflow"
+    assert main(train_args(trained_run["data"], tmp_path / "run", *TINY_TRAIN, "--data-on-device", "true")) == 2
+    err = capsys.readouterr().err
+    assert "--data-on-device true needs the JAX backend and one device (here: tensorflow, 1 device)" in err
+    assert not (tmp_path / "run" / "fold0").exists()
+
+
 def test_a_missing_manifest_says_to_run_split_train_val(tmp_path, capsys):
     assert main(train_args(tmp_path / "data", tmp_path / "run", *TINY_TRAIN)) == 2
     err = capsys.readouterr().err
@@ -650,12 +658,18 @@ def test_from_scratch_the_default_rates_learn_where_the_classic_fine_tuning_rate
 # ----------------------------------------------------------------------------- JAX
 @pytest.mark.slow
 def test_training_under_jax_writes_the_same_outputs(trained_run, tmp_path):
-    run = tmp_path / "run"
-    command = _cli(*train_args(trained_run["data"], run, *SMALL, "--epochs", "2", "--head-epochs", "1",
-                               "--cache-dir", str(tmp_path / "cache")))
-    done = subprocess.run(command, env=_env(KERAS_BACKEND="jax", NCFM_JAX_CACHE=str(tmp_path / "xla")),
+    """...and with the image cache on the device (--data-on-device) it trains exactly the same model."""
+    run, on_device = tmp_path / "run", tmp_path / "on_device"
+    settings = [*SMALL, "--epochs", "2", "--head-epochs", "1", "--cache-dir", str(tmp_path / "cache")]
+    both = [train_args(trained_run["data"], run, *settings),
+            train_args(trained_run["data"], on_device, *settings, "--data-on-device", "true")]
+    code = f"import sys, ncfm.cli; sys.exit(max(ncfm.cli.main(args) for args in {both!r}))"
+    done = subprocess.run([sys.executable, "-c", code], env=_env(KERAS_BACKEND="jax", NCFM_JAX_CACHE=str(tmp_path / "xla")),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("image cache on the device") == 1
+    assert same_weights(weights_of(on_device / "fold0" / "last.keras"), weights_of(run / "fold0" / "last.keras"))
+    pd.testing.assert_frame_equal(pd.read_csv(on_device / "fold0" / "oof.csv"), pd.read_csv(run / "fold0" / "oof.csv"))
     fold_dir = run / "fold0"
     config = json.loads((fold_dir / "config.json").read_text())
     assert config["backend"] == "jax" and config["jit_compile"] == "on"
