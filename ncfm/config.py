@@ -123,9 +123,6 @@ class DetectConfig:
     min_score: float = setting(0.01, "boxes scoring below this are not written (an image always keeps its best)")
     seed: int = setting(2016, "seed of weights, flips and batch order")
     mixed_precision: str = setting("auto", PRECISION_HELP)
-    data_on_device: bool = setting(False, "hold the whole image cache in the accelerator's memory and gather "
-                                   "each training batch there: no pixels are copied from the host per step "
-                                   "(JAX, one device; 268 KB per image at 299 px)")
     cache_dir: str = setting("", "where decoded images are cached; empty = <data-dir>/cache")
     workers: int = setting(0, "processes decoding images into the cache; 0 = all cores")
     checkpoint_seconds: float = setting(30.0, "save last.keras/best.keras at most this often (and at the end)")
