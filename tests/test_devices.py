@@ -1,6 +1,7 @@
 """One fold on several devices (`ncfm train --devices all|N`): data-parallel with JAX's
 keras.distribution.DataParallel and TensorFlow's MirroredStrategy, the global batch split evenly,
-padded validation batches that still give the exact validation loss, and the refusals.
+padded validation batches that still give the exact validation loss, `ncfm predict --devices`
+giving what one device gives, and the refusals.
 
 A CPU is one device unless it is split before its backend starts, so the trainings run in a
 fresh process: JAX with XLA_FLAGS=--xla_force_host_platform_device_count=2, TensorFlow with two
@@ -73,6 +74,7 @@ for n in ("2", "1"):
     assert ncfm.cli.main(["predict", "--data-dir", {data!r}, "--run", {run!r}, "--tta", "2", "--devices", n,
                           "--out", {run!r} + f"/on{{n}}.csv", "--recompute"]) == 0
 """
+
 
 # ----------------------------------------------------------------------------- two devices
 @pytest.mark.slow
