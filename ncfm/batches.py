@@ -136,7 +136,8 @@ def read_rows(images, index):
     if not isinstance(images, np.ndarray):
         import keras
 
-        return keras.ops.take(images, np.asarray(index, dtype="int32"), axis=0)
+        if keras.ops.is_tensor(images):
+            return keras.ops.take(images, np.asarray(index, dtype="int32"), axis=0)
     filename = getattr(images, "filename", None)
     if not isinstance(images, np.memmap) or not filename or not hasattr(os, "preadv"):
         return np.asarray(images[index])
