@@ -1,6 +1,8 @@
 """Shared fixtures: a small synthetic NCFM dataset and tiny hand-made Kaggle layouts.
 
-Other test files may add fixtures here; keep each one cheap or session-scoped.
+Other test files may add fixtures here; keep each one cheap or session-scoped. scripts/test.sh
+runs the files on two pytest-xdist workers; a session fixture that trains (`trained_run`) is
+built once for both (`built_once`).
 """
 
 from __future__ import annotations
@@ -84,6 +86,25 @@ TINY_TRAIN = ["--weights", "none", "--image-size", "75", "--epochs", "2", "--hea
               "--batch-size", "16", "--tensorboard", "false"]
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder that `build(folder)` fills once per test session, shared by every pytest-xdist
+    worker: without it each worker would build its own, at the same time, on the same cores.
+    A worker that finds it being built waits for it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's basetemp is a folder of the session's
+        base = base.parent
+    folder, built = base / name, base / f"{name}.built"
+    with FileLock(str(base / f"{name}.lock")):
+        if not built.is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed in another worker
+            folder.mkdir()
+            build(folder)
+            built.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> dict:
     """A 2-fold run trained once per test session on a 96-image synthetic dataset (both test
@@ -91,13 +112,16 @@ def trained_run(tmp_path_factory) -> dict:
 
     Returns {"data": data dir, "run": run dir, "folds": 2}.
     """
-    from ncfm.cli import main
-    from ncfm.synthetic import make_synthetic
+    def build(root: Path) -> None:
+        from ncfm.cli import main
+        from ncfm.synthetic import make_synthetic
 
-    root = tmp_path_factory.mktemp("trained")
-    data, run = root / "data", root / "runs" / "tiny"
-    make_synthetic(data, n_train=96, n_test1=12, n_test2=16, boats=8, scale=0.1, seed=3, nested_stg2=True)
-    assert main(["split_train_val", "--data-dir", str(data), "--folds", "2"]) == 0
-    for fold in (0, 1):
-        assert main(["train", "--data-dir", str(data), "--fold", str(fold), "--run", str(run), *TINY_TRAIN]) == 0
-    return {"data": data, "run": run, "folds": 2}
+        data = root / "data"
+        make_synthetic(data, n_train=96, n_test1=12, n_test2=16, boats=8, scale=0.1, seed=3, nested_stg2=True)
+        assert main(["split_train_val", "--data-dir", str(data), "--folds", "2"]) == 0
+        for fold in (0, 1):
+            assert main(["train", "--data-dir", str(data), "--fold", str(fold), "--run", str(root / "runs" / "tiny"),
+                         *TINY_TRAIN]) == 0
+
+    root = built_once(tmp_path_factory, "trained", build)
+    return {"data": root / "data", "run": root / "runs" / "tiny", "folds": 2}
