@@ -7,8 +7,12 @@ built once for both (`built_once`).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import subprocess
+import time
 import zlib
 from pathlib import Path
 
@@ -125,3 +129,22 @@ def trained_run(tmp_path_factory) -> dict:
 
     root = built_once(tmp_path_factory, "trained", build)
     return {"data": root / "data", "run": root / "runs" / "tiny", "folds": 2}
+
+
+def kill_after_epoch(command: list[str], env: dict, state_path: Path, epoch: int = 2) -> dict:
+    """Run a training command and SIGKILL it (no handler, no cleanup: as a lost machine) as soon as
+    its state.json says `epoch` epochs are done; returns that state."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    try:
+        while proc.poll() is None and time.time() < deadline:
+            if state_path.is_file() and json.loads(state_path.read_text())["epoch"] >= epoch:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"finished or died before it could be killed: {proc.stderr.read()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return json.loads(state_path.read_text())

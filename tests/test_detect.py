@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import kill_after_epoch
 from ncfm import NcfmError, detect, runs
 from ncfm.boxes import detection_quality, iou
 from ncfm.cli import main as ncfm
@@ -219,20 +218,8 @@ def test_a_killed_detector_fold_resumes_from_its_last_checkpoint(boxed_data, tmp
                "--cache-dir", str(tmp_path / "cache")]
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    state_path, deadline = run / "fold0" / "state.json", time.time() + 300
-    try:
-        while proc.poll() is None and time.time() < deadline:
-            if state_path.is_file() and json.loads(state_path.read_text())["epoch"] >= 2:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, f"finished or died before it could be killed: {proc.stderr.read()[-2000:]}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    state = json.loads(state_path.read_text())
+    state_path = run / "fold0" / "state.json"
+    state = kill_after_epoch(command, env, state_path, epoch=2)
     assert 2 <= state["epoch"] < 4 and not state["finished"]
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

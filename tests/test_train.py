@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, kill_after_epoch
 import ncfm.runs
 from ncfm import NcfmError
 from ncfm.competition import NCFM_CLASSES as CLASSES
@@ -151,20 +150,7 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(trained_run
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     command = _cli(*train_args(trained_run["data"], killed, *settings))
 
-    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    state_path, deadline = killed / "fold0" / "state.json", time.time() + 300
-    try:
-        while proc.poll() is None and time.time() < deadline:
-            if state_path.is_file() and json.loads(state_path.read_text())["epoch"] >= 2:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, f"finished or died before it could be killed: {proc.stderr.read()[-2000:]}"
-        proc.send_signal(signal.SIGKILL)  # no handler, no cleanup: as a lost machine
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    state = json.loads(state_path.read_text())
+    state = kill_after_epoch(command, _env(), killed / "fold0" / "state.json", epoch=2)
     assert 2 <= state["epoch"] < 4 and not state["finished"] and not (killed / "fold0" / "oof.csv").exists()
 
     resumed = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=400)
