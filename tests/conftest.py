@@ -90,6 +90,19 @@ TINY_TRAIN = ["--weights", "none", "--image-size", "75", "--epochs", "2", "--hea
               "--batch-size", "16", "--tensorboard", "false"]
 
 
+# The files that take longest, longest first (measured on the 2-core machine): the xdist workers
+# take files in collection order, so starting with these keeps one worker from being left with a
+# long file at the end. test_detect comes before test_members, which waits for `trained_run`
+# while test_train builds it.
+LONGEST_FIRST = ("test_train.py", "test_detect.py", "test_members.py", "test_predict.py", "test_demo.py",
+                 "test_competitions.py", "test_devices.py", "test_model.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
+
+
 def built_once(tmp_path_factory, name: str, build) -> Path:
     """A folder that `build(folder)` fills once per test session, shared by every pytest-xdist
     worker: without it each worker would build its own, at the same time, on the same cores.
