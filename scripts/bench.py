@@ -259,9 +259,6 @@ def _profile_ncfm(model, cfg, pixels, rows, y, batch_size, steps, warmup_steps, 
     """Where an ncfm train step goes: the same model and optimizer trained once more with the
     augmentation switched off (RandomAugment reduced to a cast), and the input pipeline alone
     (PyDataset batches fetched with no model). Train throughput is measured as in bench_ncfm."""
-    import keras
-
-    from bench_peers import _keras_sync
     from ncfm.model import build_model, unfreeze_backbone
     from ncfm.batches import make_batches
     from ncfm.train import compile_model, make_optimizer
@@ -282,24 +279,11 @@ def _profile_ncfm(model, cfg, pixels, rows, y, batch_size, steps, warmup_steps, 
     plain = build_model("inception_v3", "none", cfg.image_size, augment=off, seed=seed, num_classes=y.shape[1])
     unfreeze_backbone(plain, "", freeze_bn=not train_bn, bn_momentum=0.9)
     compile_model(plain, cfg, make_optimizer(cfg, 1e-3, warmup_steps + steps))
-    marks = {}
-
-    class Timer(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            if batch == warmup_steps:
-                _keras_sync(self.model)
-                marks["start"] = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            _keras_sync(self.model)
-            marks["end"] = time.perf_counter()
-
-    plain.fit(make_batches(pixels, rows, y, batch_size, train=True, seed=seed, workers=4),
-              steps_per_epoch=warmup_steps + steps, epochs=1, callbacks=[Timer()], verbose=0,
-              shuffle=False)
-    rate = steps * batch_size / (marks["end"] - marks["start"])
+    marks = _timed_fit(plain, make_batches(pixels, rows, y, batch_size, train=True, seed=seed, workers=4),
+                       warmup_steps + steps, warmup_steps)
+    rate = steps * batch_size / (marks["end"] - marks[warmup_steps])
     out["profile_train_no_augment_images_per_s"] = rate
-    out["profile_train_no_augment_step_ms"] = 1000 * (marks["end"] - marks["start"]) / steps
+    out["profile_train_no_augment_step_ms"] = 1000 * (marks["end"] - marks[warmup_steps]) / steps
     if full_rate:
         # share of a step spent augmenting = 1 - (time per image without) / (time per image with)
         out["profile_augment_share"] = 1.0 - full_rate / rate
