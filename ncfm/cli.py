@@ -69,7 +69,7 @@ def _add_split_train_val(sub):
         description="Read the competition's files: training labels from class folders (train/<class>/) or "
         "from a flat image folder plus a labels CSV (labels.csv, train.csv); test ids, classes and the kind of "
         "submission from the sample submission. Decode every training image once (catching corrupt files), "
-        "group images by boat/camera and assign stratified group k-folds. Writes folds.csv "
+        "group near-duplicate images (boat/camera) where the data have them and assign stratified (group) k-folds. Writes folds.csv "
         "(image,label,fold,group; no image is copied), folds.json and competition.json (what was found: "
         "every later command reads it) and prints them.",
     )
@@ -77,10 +77,12 @@ def _add_split_train_val(sub):
     p.add_argument("--out", default=None, help="manifest path (default <data-dir>/folds.csv)")
     p.add_argument("--folds", type=int, default=5, help="number of folds k (default 5)")
     p.add_argument("--seed", type=int, default=2016, help="shuffling seed (default 2016)")
-    p.add_argument("--groups", default="boat", choices=["boat", "size", "none"],
-                   help="how images are grouped so a group never spans two folds: boat = image size "
-                   "plus clustering of downscaled thumbnails (a boat/camera proxy; default), size = image "
-                   "size only, none = plain stratified k-fold (leaks near-duplicate frames)")
+    p.add_argument("--groups", default="auto", choices=["auto", "boat", "size", "none"],
+                   help="how images are grouped so a group never spans two folds: auto (default) = boat "
+                   "groups where the images have near-duplicates whose groups do not follow the classes (or "
+                   "the competition is known for them, as NCFM), else none, printing what it decided and why; "
+                   "boat = image size plus clustering of downscaled thumbnails (a boat/camera proxy); size = "
+                   "image size only; none = plain stratified k-fold (leaks near-duplicate frames)")
     p.add_argument("--skip-bad", action="store_true",
                    help="exclude unreadable images (listed) instead of stopping with an error")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default 0 = all cores)")

@@ -33,6 +33,9 @@ METRIC_NAMES = {"log_loss": "log loss", "accuracy": "accuracy", "roc_auc": "ROC 
 # Slugs whose metric differs from what the kind of submission suggests.
 KNOWN_METRICS = {"dogs-vs-cats-redux-kernels-edition": "log_loss"}
 NCFM_SLUG = "the-nature-conservancy-fisheries-monitoring"
+# Slugs whose training photos are known to hold near-duplicates that must not span two folds
+# (split_train_val --groups auto groups them whatever its look-alike figures say).
+KNOWN_NEAR_DUPLICATES = {NCFM_SLUG: "frames of videos from a few boats"}
 NCFM_CLASSES = ("ALB", "BET", "DOL", "LAG", "NoF", "OTHER", "SHARK", "YFT")
 
 

@@ -6,7 +6,15 @@ Why groups: NCFM's training photos are frames of videos from a few boats, so ran
 label-stratified folds put near-identical frames on both sides and validation loss looks
 far better than the leaderboard. Each group stays inside one fold. Grouping (--groups):
 
-- boat (default): a boat/camera proxy. Images of one size (the camera's resolution) are
+- auto (default): boat groups where they are real, else none. Groups are real when the images
+  have near-duplicates (most images share a group) and the groups do not follow the classes
+  (adjusted mutual information between group and label at most CLASS_FOLLOWING). On photos
+  without near-duplicates the thumbnails cluster by look, and look is the class: on 600
+  Fashion-MNIST images boat groups put 55 trousers and 1 coat in one fold (AMI 0.51), where
+  NCFM-like boats score 0.11-0.15. A competition known for its near-duplicates (NCFM's boats:
+  competition.KNOWN_NEAR_DUPLICATES) is grouped whatever the figure. split_train_val prints
+  what it decided and why, and folds.json keeps it.
+- boat: a boat/camera proxy. Images of one size (the camera's resolution) are
   clustered by their downscaled luminance thumbnails (32x18) in two stages: frames that
   correlate strongly (pieces of videos), then pieces whose median thumbnails match on most
   pixels (see boat_groups). Standardised luminance compares the scene's layout, so
@@ -17,7 +25,10 @@ far better than the leaderboard. Each group stays inside one fold. Grouping (--g
 Folds then come from StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed). Its
 greedy assignment visits groups in order of how uneven their class mix is, and the seed
 only breaks ties in that order: with a few large groups (boats) several seeds often give the
-same folds; with groups=none the seed matters as usual. Group
+same folds; with groups=none the seed matters as usual. A few large groups rarely split into
+folds of the whole's class shares, so the greedy assignment is then improved by moving and
+swapping whole groups between folds (balance_groups). A fold whose class share still differs
+from the whole's by more than SHARE_TOLERANCE is warned about, naming the fold and class. Group
 ids are numbered in order of first appearance in the image-sorted table, so the CSV is
 byte-identical for the same images and seed.
 """
@@ -34,7 +45,16 @@ import pandas as pd
 from ncfm import NcfmError, competition
 from ncfm.fileio import atomic_write_text
 
-GROUPINGS = ("boat", "size", "none")
+GROUPINGS = ("auto", "boat", "size", "none")
+# auto: groups that follow the classes more than this (adjusted mutual information between group
+# and label; 0 = independent, 1 = one class per group) are looks, not boats. Fashion-MNIST's
+# thumbnails gave 0.51, the synthetic NCFM boats 0.11-0.15 (docs/folds.md).
+CLASS_FOLLOWING = 0.3
+# auto: with fewer than this share of images in a group of two or more there are no near-duplicates
+# to keep together, and stratified folds without groups are as honest and better balanced.
+NEAR_DUPLICATE_SHARE = 0.2
+# a fold's class share further than this from the whole's (0.05 = 5 points) is warned about
+SHARE_TOLERANCE = 0.05
 # Stage 1 links frames whose standardised luminance thumbnails correlate (1 - Pearson r below
 # FRAME_DISTANCE, average linkage): pieces of videos, strict enough never to mix decks.
 FRAME_DISTANCE = 0.3
@@ -131,23 +151,129 @@ def make_groups(df: pd.DataFrame, groups: str = "boat", features=None) -> np.nda
     raise NcfmError(f"received groups={groups!r}; choose one of {', '.join(GROUPINGS)}")
 
 
-def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: str = "boat",
-                 features=None) -> pd.DataFrame:
+def class_following(labels, groups) -> float:
+    """How much the groups follow the classes: adjusted mutual information between label and group
+    (0 for groups drawn independently of the classes, 1 when each group is one class)."""
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    return float(adjusted_mutual_info_score(np.asarray(labels), np.asarray(groups)))
+
+
+def near_duplicate_share(groups) -> float:
+    """The share of images that share their group with at least one other image."""
+    sizes = np.bincount(np.asarray(groups))
+    return float(sizes[sizes > 1].sum() / max(1, len(groups)))
+
+
+def choose_groups(df: pd.DataFrame, features=None, known_near_duplicates: str = "") -> tuple[np.ndarray, str, str]:
+    """`--groups auto`: (group ids, the grouping used, why). Boat groups when the images have
+    near-duplicates and the groups do not follow the classes, or when the competition is known for
+    its near-duplicates (`known_near_duplicates` says what they are); else none."""
+    boats = boat_groups(df, features)
+    shared, follows = near_duplicate_share(boats), class_following(df["label"], boats)
+    found = (f"{len(np.unique(boats))} look-alike groups hold {shared:.0%} of the images; class-following "
+             f"{follows:.2f}, the adjusted mutual information of group and label")
+    if known_near_duplicates:
+        return boats, "boat", f"boat groups: the competition's photos are {known_near_duplicates} ({found})"
+    if shared < NEAR_DUPLICATE_SHARE:
+        return (make_groups(df, "none"), "none",
+                f"none: no near-duplicates to keep together ({found}); stratified folds without groups")
+    if follows > CLASS_FOLLOWING:
+        return (make_groups(df, "none"), "none",
+                f"none: the look-alike groups follow the classes ({found}, above {CLASS_FOLLOWING}). Grouped, "
+                f"each fold would get its own class mix; stratified folds without groups (--groups boat forces them)")
+    return boats, "boat", (f"boat groups: near-duplicate frames, none of them to span two folds ({found}, at most "
+                           f"{CLASS_FOLLOWING})")
+
+
+def balance_groups(counts: np.ndarray, fold_of: np.ndarray, n_folds: int, max_passes: int = 50) -> np.ndarray:
+    """Improve an assignment of whole groups to folds: move one group, or swap two, while that brings
+    every fold's class counts nearer its 1/n_folds share of the whole (chi-square-like cost, so
+    fold sizes even out too). counts: (groups, classes) images; fold_of: each group's fold. No fold
+    is ever emptied. Deterministic: groups are visited in order."""
+    counts = np.asarray(counts, dtype=np.float64)
+    fold_of = np.array(fold_of, dtype=np.int64)
+    target = counts.sum(axis=0) / n_folds
+    scale = np.maximum(target, 1.0)
+    per_fold = np.zeros((n_folds, counts.shape[1]))
+    np.add.at(per_fold, fold_of, counts)
+
+    def cost(rows):  # rows: (..., classes) fold counts
+        return (((rows - target) ** 2) / scale).sum(axis=-1)
+
+    swaps = len(counts) <= 400  # all pairs are O(groups^2) per pass
+    for _ in range(max_passes):
+        improved = False
+        for g in range(len(counts)):
+            a = fold_of[g]
+            if per_fold[a].sum() - counts[g].sum() <= 0:
+                continue
+            moved_to = per_fold + counts[g]  # every fold b with g added
+            gain = cost(per_fold[a]) + cost(per_fold) - cost(per_fold[a] - counts[g]) - cost(moved_to)
+            gain[a] = 0.0
+            b = int(np.argmax(gain))
+            if gain[b] > 1e-9:
+                per_fold[a] -= counts[g]
+                per_fold[b] += counts[g]
+                fold_of[g], improved = b, True
+        if swaps:
+            for g in range(len(counts)):
+                for h in range(g + 1, len(counts)):
+                    a, b = fold_of[g], fold_of[h]
+                    if a == b:
+                        continue
+                    diff = counts[h] - counts[g]
+                    gain = (cost(per_fold[a]) + cost(per_fold[b])
+                            - cost(per_fold[a] + diff) - cost(per_fold[b] - diff))
+                    if gain > 1e-9 and (per_fold[a] + diff).sum() > 0 and (per_fold[b] - diff).sum() > 0:
+                        per_fold[a] += diff
+                        per_fold[b] -= diff
+                        fold_of[g], fold_of[h], improved = b, a, True
+        if not improved:
+            break
+    return fold_of
+
+
+def share_drift(folds: pd.DataFrame) -> tuple[float, int, str, float, float]:
+    """The largest gap between a fold's class share and the whole's: (gap, fold, class, the fold's
+    share, the whole's share)."""
+    whole = folds["label"].value_counts(normalize=True)
+    shares = pd.crosstab(folds["fold"], folds["label"], normalize="index")
+    gaps = (shares - whole).abs()
+    fold, label = gaps.stack().idxmax()
+    return float(gaps.loc[fold, label]), int(fold), str(label), float(shares.loc[fold, label]), float(whole[label])
+
+
+def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: str = "auto",
+                 features=None, known_near_duplicates: str = "") -> pd.DataFrame:
     """df (image, label[, width, height, thumb]) plus `group` and `fold` (0..n_folds-1), sorted by image.
 
-    Warns (UserWarning) when a class has fewer groups than folds: some folds then hold no
-    validation image of that class.
+    groups="auto" decides between boat groups and none (choose_groups); the result's
+    attrs["groups"] and attrs["why"] say what was used and why. Warns (UserWarning) when a class
+    has fewer groups than folds (some folds then hold no validation image of that class) and when
+    a fold's class share is further than SHARE_TOLERANCE from the whole's.
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     if n_folds < 2:
         raise NcfmError(f"received folds={n_folds}; k-fold needs at least 2 folds")
+    if groups not in GROUPINGS:
+        raise NcfmError(f"received groups={groups!r}; choose one of {', '.join(GROUPINGS)}")
     order = np.argsort(df["image"].to_numpy(), kind="stable")
     df = df.iloc[order].reset_index(drop=True)
     if features is not None:
         features = [features[i] for i in order]
     out = df.copy()
-    out["group"] = make_groups(df, groups, features)
+    if groups == "auto":
+        out["group"], groups, why = choose_groups(df, features, known_near_duplicates)
+    else:
+        out["group"], why = make_groups(df, groups, features), f"--groups {groups}"
+        if groups == "boat" and (follows := class_following(out["label"], out["group"])) > CLASS_FOLLOWING:
+            warnings.warn(
+                f"the boat groups follow the classes (class-following {follows:.2f}, above {CLASS_FOLLOWING}): "
+                f"each fold gets its own class mix and validates on classes it hardly trained on; unless "
+                f"these images really are near-duplicates of a few scenes, use --groups auto or none",
+                stacklevel=2)
 
     per_class = out.groupby("label")["group"].nunique()
     images = out["label"].value_counts()
@@ -185,7 +311,21 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: s
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         for k, (_, test) in enumerate(splits):
             fold[test] = k
+    if groups != "none":
+        group_ids = out["group"].to_numpy()
+        counts = pd.crosstab(group_ids, y).to_numpy()  # rows: group ids 0..G-1 in order
+        first = np.unique(group_ids, return_index=True)[1]
+        fold = balance_groups(counts, fold[first], n_folds)[group_ids]
     out["fold"] = fold
+    out.attrs.update(groups=groups, why=why)
+    gap, k, label, share, whole = share_drift(out)
+    if gap > SHARE_TOLERANCE:
+        warnings.warn(
+            f"the groups unbalance the folds: fold {k} is {share:.0%} {label} against {whole:.0%} of all images "
+            f"({gap * 100:.0f} points; tolerance {SHARE_TOLERANCE * 100:.0f}). Its out-of-fold scores judge another "
+            f"class mix than the test's; fewer --folds or --groups none balance them" + (
+                ", but let near-duplicates leak" if groups != "none" else ""),
+            stacklevel=2)
     return out
 
 
@@ -238,18 +378,24 @@ def main(args) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        folds = assign_folds(df, n_folds=args.folds, seed=args.seed, groups=args.groups)
+        folds = assign_folds(df, n_folds=args.folds, seed=args.seed, groups=args.groups,
+                             known_near_duplicates=competition.KNOWN_NEAR_DUPLICATES.get(comp.slug, ""))
+    used = folds.attrs["groups"]
+    print(f"--groups {args.groups}: {folds.attrs['why']}")
     labels_from = data_dir / comp.train.get("csv", comp.train["dir"])
     for w in caught:
-        print(f"warning: {labels_from}: {w.message}", file=sys.stderr)
+        print(f"WARNING: {labels_from}: {w.message}", file=sys.stderr)
 
     text = folds[["image", "label", "fold", "group"]].to_csv(index=False, lineterminator="\n")
+    gap, worst_fold, worst_class, _, _ = share_drift(folds)
     meta = {
-        "n_folds": args.folds, "seed": args.seed, "groups": args.groups,
+        "n_folds": args.folds, "seed": args.seed, "groups": used, "groups_asked": args.groups,
+        "groups_why": folds.attrs["why"],
+        "largest_share_gap": {"points": round(gap * 100, 1), "fold": worst_fold, "class": worst_class},
         "n_groups": int(folds["group"].nunique()), "n_images": len(folds),
         "skipped": [{"image": img, "error": err} for img, err in bad],
     }
-    if args.groups == "boat":
+    if used == "boat":
         meta.update(frame_distance=FRAME_DISTANCE, boat_distance=BOAT_DISTANCE, trim_keep=TRIM_KEEP)
     meta_text = json.dumps(meta, indent=2) + "\n"
     sidecar = out.with_suffix(".json")
@@ -273,7 +419,7 @@ def main(args) -> int:
     described = competition.path_beside(out)
     competition.save(comp, described)
 
-    print(f"{meta['n_images']} images in {meta['n_groups']} groups (--groups {args.groups}), "
+    print(f"{meta['n_images']} images in {meta['n_groups']} groups (--groups {used}), "
           f"{args.folds} folds, seed {args.seed}")
     print(fold_table(folds, comp.classes).to_string())
     print(f"{out}: {status} (settings in {sidecar}; the competition in {described})")

@@ -13,7 +13,7 @@ from ncfm import NcfmError
 from ncfm.competition import NCFM_CLASSES as CLASSES
 from ncfm.cli import main as cli_main
 from ncfm.dataset import check_images, find_train_images
-from ncfm.folds import assign_folds, boat_groups
+from ncfm.folds import SHARE_TOLERANCE, assign_folds, balance_groups, boat_groups, share_drift
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +107,87 @@ def test_a_class_with_fewer_groups_than_folds_warns(checked):
         assign_folds(checked, n_folds=10, groups="boat")
 
 
+# --------------------------------------------------------------------------- groups only where real
+def look_alike_classes(n_classes=8, per_class=30, seed=0):
+    """Images of one size whose thumbnails cluster by class: every image of a class is its class's
+    picture plus a little noise (as Fashion-MNIST's trousers are all alike), no near-duplicate scenes."""
+    rng = np.random.default_rng(seed)
+    pictures = rng.uniform(0, 255, size=(n_classes, 18, 32))
+    labels = np.repeat([f"c{i}" for i in range(n_classes)], per_class)
+    thumbs = [np.clip(pictures[i] + rng.normal(0, 12, (18, 32)), 0, 255)
+              for i in range(n_classes) for _ in range(per_class)]
+    order = rng.permutation(len(labels))
+    df = pd.DataFrame({"image": [f"train/{k:04d}.png" for k in range(len(labels))], "label": labels[order],
+                       "width": 28, "height": 28})
+    return df, [thumbs[i] for i in order]
+
+
+def test_look_alike_classes_get_stratified_folds_without_groups():
+    df, thumbs = look_alike_classes()
+    assert boat_groups(df, thumbs).max() < 20, "the test's premise: the boat proxy clusters these by class"
+    folds = split(df, n_folds=3, features=thumbs)
+    assert folds.attrs["groups"] == "none" and "follow the classes" in folds.attrs["why"]
+    counts = pd.crosstab(folds["label"], folds["fold"])
+    assert (counts.max(axis=1) - counts.min(axis=1)).max() <= 1
+    assert share_drift(folds)[0] <= SHARE_TOLERANCE
+
+
+def test_forcing_boat_groups_on_look_alike_classes_warns_loudly():
+    df, thumbs = look_alike_classes()
+    with pytest.warns(UserWarning, match="follow the classes") as caught:
+        folds = assign_folds(df, n_folds=3, groups="boat", features=thumbs)
+    assert folds.attrs["groups"] == "boat"
+    assert any("unbalance the folds" in str(w.message) for w in caught)
+
+
+def test_frames_of_a_few_boats_still_get_boat_groups_from_the_data_alone(checked):
+    folds = split(checked, n_folds=3)  # no competition named: the data decide
+    assert folds.attrs["groups"] == "boat" and "near-duplicate" in folds.attrs["why"]
+    assert (folds.groupby("boat")["fold"].nunique() == 1).all()
+
+
+def test_a_competition_known_for_near_duplicates_is_grouped(checked):
+    folds = split(checked, n_folds=3, known_near_duplicates="frames of videos from a few boats")
+    assert folds.attrs["groups"] == "boat" and "frames of videos" in folds.attrs["why"]
+
+
+def test_images_without_near_duplicates_get_no_groups():
+    rng = np.random.default_rng(1)
+    thumbs = [rng.uniform(0, 255, (18, 32)) for _ in range(60)]  # nothing alike
+    df = pd.DataFrame({"image": [f"{k:03d}.jpg" for k in range(60)], "label": np.tile(["a", "b", "c"], 20),
+                       "width": 64, "height": 64})
+    folds = split(df, n_folds=3, features=thumbs)
+    assert folds.attrs["groups"] == "none" and "no near-duplicates" in folds.attrs["why"]
+
+
+def test_balancing_moves_whole_groups_towards_the_class_shares():
+    # 6 groups of one class each; the start puts both "a" groups in fold 0
+    counts = np.array([[10, 0], [10, 0], [0, 10], [0, 10], [5, 5], [5, 5]])
+    start = np.array([0, 0, 1, 1, 2, 2])
+    fold_of = balance_groups(counts, start, 3)
+    per_fold = np.zeros((3, 2))
+    np.add.at(per_fold, fold_of, counts)
+    assert (per_fold == [[10, 10]] * 3).all(), per_fold
+
+
+def test_balancing_never_empties_a_fold():
+    counts = np.array([[100, 0], [1, 0], [0, 1]])
+    fold_of = balance_groups(counts, np.array([0, 1, 2]), 3)
+    assert sorted(set(fold_of.tolist())) == [0, 1, 2]
+
+
+def test_boat_folds_keep_class_shares_closer_than_the_greedy_split_alone(checked):
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folds = split(checked, n_folds=5, groups="boat")
+    greedy = folds.copy()
+    for k, (_, test) in enumerate(StratifiedGroupKFold(5, shuffle=True, random_state=2016).split(
+            greedy, greedy["label"], greedy["group"])):
+        greedy.loc[test, "fold"] = k
+    assert share_drift(folds)[0] <= share_drift(greedy)[0]
+    assert (folds.groupby("group")["fold"].nunique() == 1).all()
+
+
 # --------------------------------------------------------------------------- the command
 def split_cli(data, *flags):
     return cli_main(["split_train_val", "--data-dir", str(data), "--workers", "1", *flags])
@@ -119,10 +200,11 @@ def test_split_writes_manifest_sidecar_and_table(synthetic_copy, capsys):
     assert list(folds.columns) == ["image", "label", "fold", "group"]
     assert folds["image"].is_monotonic_increasing and len(folds) == 160
     meta = json.loads((synthetic_copy / "folds.json").read_text())
-    assert {k: meta[k] for k in ("n_folds", "seed", "groups", "n_images", "skipped")} == {
-        "n_folds": 5, "seed": 2016, "groups": "boat", "n_images": 160, "skipped": []}
+    assert {k: meta[k] for k in ("n_folds", "seed", "groups", "groups_asked", "n_images", "skipped")} == {
+        "n_folds": 5, "seed": 2016, "groups": "boat", "groups_asked": "auto", "n_images": 160, "skipped": []}
     assert meta["n_groups"] == folds["group"].nunique()
-    assert "label  ALB  BET" in out and "groups" in out
+    assert "frames of videos" in meta["groups_why"] and meta["largest_share_gap"]["points"] >= 0
+    assert "label  ALB  BET" in out and "--groups auto: boat groups" in out
 
 
 def test_same_seed_gives_a_byte_identical_csv_and_says_unchanged(synthetic_copy, capsys):
