@@ -53,6 +53,10 @@ def _add_make_synthetic(sub):
     p.add_argument("--small-fish", action="store_true",
                    help="small fish on large frames, as on real decks: frames twice as wide and high "
                    "(4x the area), a fish's box ~1-3%% of the frame")
+    p.add_argument("--decoys", type=int, default=0,
+                   help="fish-like distractors on every frame, whatever its class: fish-sized shapes in fish "
+                   "colours (crates, rags, fish-shaped bags) that a detector must learn not to take for fish "
+                   "(default 0)")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder")
 
 
@@ -268,7 +272,7 @@ def _add_predict(sub):
         help="TTA x folds x runs ensemble -> calibrated, validated Kaggle CSV",
         description="Predict the test set of a stage with every fold model of each run, averaging "
         "N test-time views per model, then across folds and runs; a fold no better than the class "
-        "priors on its held-out images is left out (--keep-weak-folds keeps it). Per-fold predictions "
+        "priors on its held-out images is named (--weak-folds says whether it is kept). Per-fold predictions "
         "are saved in the run folder before averaging. The CSV is validated against the sample submission "
         "and written atomically.",
     )
@@ -296,9 +300,15 @@ def _add_predict(sub):
     p.add_argument("--allow-unfinished", action="store_true",
                    help="use folds whose training has not finished (their best checkpoint so far) "
                    "instead of stopping")
-    p.add_argument("--keep-weak-folds", action="store_true",
-                   help="ensemble every fold, also those no better than the class priors on their held-out "
-                   "images (by default they are named and left out; a run whose every fold is so keeps them all)")
+    p.add_argument("--weak-folds", choices=["keep", "priors", "margin", "shrink"], default=None,
+                   help="what to do with a fold no better than the class priors on its held-out images (each is "
+                   "named): keep it in the average; priors = leave out a fold whose OOF does not beat the priors; "
+                   "margin = also one that beats them by less than twice the standard error; shrink = keep every "
+                   "fold, each pulled towards the priors by a weight fitted on its own OOF. A run whose every fold "
+                   "is weak keeps them all. (default keep: the others lost to it on held-out test images, "
+                   "docs/weak_folds.md)")
+    p.add_argument("--keep-weak-folds", dest="weak_folds", action="store_const", const="keep",
+                   help="the same as --weak-folds keep")
     p.add_argument("--fill-unreadable", action="store_true",
                    help="give unreadable test images the class priors (listed) instead of stopping")
     p.add_argument("--batch-size", type=int, default=0,

@@ -31,7 +31,8 @@ Extra files that Kaggle does not ship, for tests and metrics: train_boats.csv (i
 true boat of each training image, image relative to the data folder) and test_truth.csv (the
 sample submission's id column, then label; NCFM adds boat,stage). NCFM's layout also gets the
 training fish's boxes as the community shared them, boxes/<class>_labels.json in the Sloth tool's
-JSON (for `ncfm boxes`; see _sloth_files). --small-fish draws small fish on large frames.
+JSON (for `ncfm boxes`; see _sloth_files). --small-fish draws small fish on large frames, --decoys N
+N fish-like distractors on every frame (crates, rags, fish-shaped bags in fish colours).
 Every image is drawn from a random generator seeded by (seed, image), so the output is
 byte-identical for a seed whatever the number of worker processes.
 """
@@ -68,7 +69,7 @@ DECK_COLOURS = [(150, 150, 150), (110, 125, 140), (215, 215, 210), (190, 175, 14
                 (70, 120, 125), (140, 80, 60), (90, 90, 100), (180, 190, 200), (120, 105, 80)]
 
 # Random streams, one per purpose, so adding a draw to one never shifts another.
-_PLAN, _BOAT, _VIDEO, _FRAME, _BOXES = 0, 1, 2, 3, 4
+_PLAN, _BOAT, _VIDEO, _FRAME, _BOXES, _DECOY = 0, 1, 2, 3, 4, 5
 
 
 # --------------------------------------------------------------------------- the competitions
@@ -490,6 +491,36 @@ class Style:
     night_share: float  # share of night-vision (monochrome) videos
     ext: str            # "jpg" or "png"
     fish_scale: float = 1.0  # fish length relative to the frame, times the class's own (small_fish: 0.4)
+    decoys: int = 0  # fish-like distractors per frame (see _draw_decoy)
+
+
+def _draw_decoy(length: float, rng):
+    """A fish-like distractor as an RGBA image: fish-sized and in one fish's colours, but no fish
+    (no eye, no fins, no markings): an elongated body with a tail (a fish-shaped bag, a rag), a
+    coloured crate or a tarpaulin. A detector that has learned "fish-coloured, fish-sized" fires
+    on it; one that has learned what a fish looks like does not."""
+    from PIL import Image, ImageDraw
+
+    spec = FISH[_SHAPES[int(rng.integers(len(_SHAPES)))]]
+    L = max(8.0, length * rng.uniform(0.7, 1.2))
+    bh = L * rng.uniform(0.2, 0.45)
+    W, H = int(L) + 2, int(bh) + 4
+    img = Image.new("RGBA", (W, H), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    main, other = _colour(rng, spec["back"]), _colour(rng, spec["belly"])
+    kind = rng.integers(3)
+    cy = H / 2
+    if kind == 0:  # body and tail, all one colour band over another
+        d.polygon([(0.75 * L, cy), (L, cy - bh / 2), (L, cy + bh / 2)], fill=main)
+        d.ellipse([0, cy - bh / 2, 0.82 * L, cy + bh / 2], fill=other)
+        d.chord([0, cy - bh / 2, 0.82 * L, cy + bh / 2], 180, 360, fill=main)
+    elif kind == 1:  # a crate
+        d.rectangle([0, cy - bh / 2, L, cy + bh / 2], fill=main)
+        d.rectangle([0.1 * L, cy - bh / 4, 0.9 * L, cy + bh / 4], outline=other, width=max(1, int(0.04 * L)))
+    else:  # a tarpaulin: a rounded blob
+        d.rounded_rectangle([0, cy - bh / 2, L, cy + bh / 2], radius=bh / 2, fill=other)
+        d.line([(0.1 * L, cy), (0.9 * L, cy)], fill=main, width=max(1, int(bh * 0.3)))
+    return img
 
 
 def _render(job, style: Style, with_fish: bool = True) -> tuple[bytes, list[tuple]]:
@@ -528,6 +559,14 @@ def _render(job, style: Style, with_fish: bool = True) -> tuple[bytes, list[tupl
 
     bg = _background(seed, boat, w, h)
     pil = Image.fromarray(np.roll(bg, (int(dy), int(dx)), axis=(0, 1)) if (dx or dy) else bg)
+    if style.decoys:  # their own streams: the rest of the frame is drawn as without them
+        dv, df = np.random.default_rng([seed, _DECOY, video]), np.random.default_rng([seed, _DECOY, video, frame])
+        typical = 0.28 * w * style.fish_scale
+        for _ in range(style.decoys):
+            sprite = _draw_decoy(typical, np.random.default_rng(dv.integers(2**32)))
+            sprite = sprite.rotate(dv.uniform(0, 360), expand=True, resample=Image.BILINEAR)
+            cx, cy = dv.uniform([0.05 * w, 0.05 * h], [0.95 * w, 0.95 * h]) + df.normal(0, 0.004 * w, 2)
+            pil.paste(sprite, (int(cx - sprite.width / 2), int(cy - sprite.height / 2)), sprite)
     if gear:
         r = 0.04 * w
         ImageDraw.Draw(pil).ellipse([gear_xy[0] - r, gear_xy[1] - r * 0.6, gear_xy[0] + r, gear_xy[1] + r * 0.6],
@@ -691,7 +730,7 @@ def _sloth_files(jobs: list[tuple], fish_boxes: dict, sizes: dict, fish_classes:
 
 # --------------------------------------------------------------------------- API
 def _prepare(layout: str, n_train: int, n_test1: int, n_test2: int | None, boats: int, scale: float, seed: int,
-             nested_stg2: bool, n_classes: int | None, small_fish: bool) -> tuple:
+             nested_stg2: bool, n_classes: int | None, small_fish: bool, decoys: int = 0) -> tuple:
     """Check the settings; every image to draw and what they share: (classes, jobs, style, frame scale)."""
     spec = _layout(layout)
     weights = _class_weights(layout, n_classes)
@@ -709,6 +748,8 @@ def _prepare(layout: str, n_train: int, n_test1: int, n_test2: int | None, boats
         raise NcfmError(f"received n_test1={n_test1}, n_test2={n_test2}; each stage needs at least one image")
     if n_test1 < 1:
         raise NcfmError(f"received n_test1={n_test1}; the {layout} layout's test/ folder needs at least one image")
+    if decoys < 0:
+        raise NcfmError(f"received decoys={decoys}; the fish-like distractors per frame are 0 or more")
     if small_fish and spec.size == "32x32":
         raise NcfmError(f"received small_fish=True; the {layout} layout's images are always 32x32 (leave it out)")
     jobs = _plan(layout, weights, n_train, n_test1, n_test2 or 0, boats, seed, nested_stg2)
@@ -716,13 +757,14 @@ def _prepare(layout: str, n_train: int, n_test1: int, n_test2: int | None, boats
     frame_scale = scale * SMALL_FISH_FRAME if small_fish else scale
     style = Style(seed=seed, sizes={b: _image_size(spec, b, boats, frame_scale) for b in sorted({j[1] for j in jobs})},
                   looks=_looks(layout, classes), night_share=NIGHT_VIDEO_SHARE if layout == "ncfm" else 0.0,
-                  ext=spec.ext, fish_scale=SMALL_FISH_LENGTH / SMALL_FISH_FRAME if small_fish else 1.0)
+                  ext=spec.ext, fish_scale=SMALL_FISH_LENGTH / SMALL_FISH_FRAME if small_fish else 1.0,
+                  decoys=decoys)
     return classes, jobs, style, frame_scale
 
 
 def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int | None = None, boats: int = 12,
                    scale: float = 0.25, seed: int = 0, nested_stg2: bool = False, *, layout: str = "ncfm",
-                   n_classes: int | None = None, small_fish: bool = False, workers: int = 0,
+                   n_classes: int | None = None, small_fish: bool = False, decoys: int = 0, workers: int = 0,
                    progress: bool = False) -> dict:
     """Write the dataset into out_dir (created; existing files of the same names are overwritten).
 
@@ -749,7 +791,7 @@ def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int 
 
     started = time.perf_counter()
     classes, jobs, style, frame_scale = _prepare(layout, n_train, n_test1, n_test2, boats, scale, seed,
-                                                 nested_stg2, n_classes, small_fish)
+                                                 nested_stg2, n_classes, small_fish, decoys)
     spec = _layout(layout)
     out = Path(out_dir)
     folders = {os.path.dirname(j[0]) for j in jobs}
@@ -821,7 +863,7 @@ def main(args) -> int:
     summary = make_synthetic(out, n_train=args.n_train, n_test1=args.n_test1, n_test2=args.n_test2,
                              boats=args.boats, scale=args.scale, seed=args.seed, nested_stg2=args.nested_stg2,
                              layout=args.layout, n_classes=args.n_classes, small_fish=args.small_fish,
-                             progress=sys.stderr.isatty())
+                             decoys=args.decoys, progress=sys.stderr.isatty())
     counts = " ".join(f"{c}={n}" for c, n in summary["class_counts"].items())
     if summary["layout"] == "ncfm":
         print(f"wrote {summary['n_train']} train ({counts}), {summary['n_test1']} stage-1 and "

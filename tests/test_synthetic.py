@@ -85,6 +85,25 @@ def test_same_seed_is_byte_identical_and_another_seed_differs(tmp_path):
     assert tree_digest(tmp_path / "a") != tree_digest(tmp_path / "c")
 
 
+def test_decoys_change_every_frame_but_never_the_fish_or_their_boxes(tmp_path):
+    import numpy as np
+
+    kw = dict(n_train=40, n_test1=3, n_test2=3, boats=6, scale=0.1, seed=3, small_fish=True)
+    plain = make_synthetic(tmp_path / "plain", **kw)
+    decoys = make_synthetic(tmp_path / "decoys", decoys=3, **kw)
+    assert decoys["fish_boxes"] == plain["fish_boxes"]  # decoys are not fish: no box
+    assert (tmp_path / "plain" / "test_boxes.csv").read_text() == (tmp_path / "decoys" / "test_boxes.csv").read_text()
+    images = sorted(p.relative_to(tmp_path / "plain") for p in (tmp_path / "plain").rglob("*.jpg"))
+    nof = [p for p in images if "NoF" in str(p)]
+    assert nof, "the test's premise: empty frames to put decoys on"
+    for rel in images[:10] + nof[:3]:  # decoys on every kind of frame, empty ones included
+        a = np.asarray(Image.open(tmp_path / "plain" / rel), dtype=np.int16)
+        b = np.asarray(Image.open(tmp_path / "decoys" / rel), dtype=np.int16)
+        assert np.abs(a - b).max() > 60, rel
+    make_synthetic(tmp_path / "none", decoys=0, **kw)
+    assert tree_digest(tmp_path / "none") == tree_digest(tmp_path / "plain")
+
+
 def test_nested_stage2_folder_is_found(tmp_path):
     make_synthetic(tmp_path, n_train=40, n_test1=3, n_test2=4, boats=6, scale=0.05, nested_stg2=True)
     test2, _ = find_test_images(tmp_path, 2)
@@ -107,6 +126,7 @@ def test_cli_refuses_a_non_empty_folder_without_force(tmp_path, capsys):
     (dict(n_train=10), "n_train=10"),
     (dict(boats=2), "boats=2"),
     (dict(scale=0), "scale=0"),
+    (dict(decoys=-1), "decoys=-1"),
 ])
 def test_bad_settings_are_refused_with_the_value(tmp_path, kw, message):
     from ncfm import NcfmError
