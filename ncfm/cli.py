@@ -428,6 +428,9 @@ def _add_demo(sub):
                    help="also find the fish: small fish on large frames, `ncfm boxes`, a RetinaNet per fold "
                         "(`ncfm detect`), a classifier on its crops (`ncfm train --detector`), and the blend of "
                         "both paths; prints whole-image vs crop vs blend OOF log loss")
+    p.add_argument("--decoys", type=int, default=None,
+                   help="fish-like distractors drawn on every frame (make_synthetic --decoys; default 3 with "
+                        "--crops, else 0)")
     p.add_argument("--detector-size", type=int, default=128, help="with --crops: detector input size (default 128)")
     p.add_argument("--detector-epochs", type=int, default=12, help="with --crops: detector epochs (default 12)")
     p.add_argument("--force", action="store_true",

@@ -59,8 +59,13 @@ def main(args, run_command) -> int:
     crops = getattr(args, "crops", False)
     if crops and not ncfm_layout:
         raise NcfmError(f"--crops needs fish boxes, which only the ncfm layout draws; received --layout {args.layout}")
+    # with --crops, fish-like decoys on every frame: a detector that fires on anything fish-coloured
+    # and fish-sized meets them, as it meets crates and gear on real decks
+    decoys = getattr(args, "decoys", None)
+    decoys = (3 if crops else 0) if decoys is None else decoys
     step("make_synthetic", str(data), "--n-train", str(args.n_train), "--layout", args.layout,
-         *(["--scale", "0.25", "--small-fish"] if crops else ["--scale", "0.15"]))
+         *(["--scale", "0.25", "--small-fish"] if crops else ["--scale", "0.15"]),
+         *(["--decoys", str(decoys)] if decoys else []))
     # with --crops two folds: it trains three models per fold (whole images, detector, crops) on 2 cores
     folds = args.folds if args.folds is not None else 2 if crops else 3
     step("split_train_val", "--data-dir", str(data), "--folds", str(folds))
