@@ -188,6 +188,23 @@ def prior_margin(metric: str, labels, probs, shares) -> float:
     return float(2 * np.std(mine - priors, ddof=1) / np.sqrt(len(mine)))
 
 
+def shrink(probs, shares, weight: float) -> np.ndarray:
+    """weight * probs + (1 - weight) * the class shares: a model pulled towards the priors."""
+    return weight * np.asarray(probs, dtype=np.float64) + (1.0 - weight) * np.asarray(shares, dtype=np.float64)
+
+
+def fit_shrinkage(labels, probs, shares) -> float:
+    """The weight in [0, 1] of `probs` against the class priors `shares` that minimises the log loss of
+    shrink(probs, shares, weight) on `labels`: 1 for a model that beats the priors everywhere, near 0
+    for one that learned nothing. The loss is convex in the weight, so a bounded search finds it."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) == 0:
+        return 1.0
+    res = minimize_scalar(lambda w: kaggle_log_loss(labels, shrink(probs, shares, w)), bounds=(0.0, 1.0),
+                          method="bounded", options={"xatol": 1e-4})
+    return float(res.x)
+
+
 def no_better(metric: str, value: float, baseline: float, margin: float = 0.0) -> bool:
     """Whether `value` of `metric` is no better than `baseline`, or better by no more than `margin`
     (prior_margin): a log loss not lower by more, an accuracy or ROC AUC not higher by more. False

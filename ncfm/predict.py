@@ -11,8 +11,9 @@ images under the same N views (fold<K>/oof_tta<N>.csv), so an ensemble or a cali
 rebuilt without running a model again (a .json beside each records the model file, the views
 and the test images it was made from; when one changes it is predicted again). Each test image
 is decoded once (a uint8 cache shared by all folds and views); every batch runs all its views
-in a single forward pass. Every fold is checked before anything is written, and a fold no better
-than the class priors on its own held-out images is left out (leave_out_weak).
+in a single forward pass. Every fold is checked before anything is written; a fold no better
+than the class priors on its own held-out images is named, and kept, left out or shrunk towards
+the priors as --weak-folds says (leave_out_weak, shrink_folds).
 """
 
 from __future__ import annotations
@@ -93,16 +94,30 @@ def against_priors(fold: runs.Fold, comp: Competition) -> tuple[float, float, fl
             prior_margin(metric, labels, probs, shares))
 
 
-def leave_out_weak(run_dir: Path, folds: list[runs.Fold], comp: Competition, keep: bool, log) -> list[runs.Fold]:
-    """The folds to ensemble. A fold no better than the class priors on its own held-out images
-    (or better by less than twice the standard error of the difference: calibrate.prior_margin)
-    learned nothing, and averaged in with an equal weight it drags the ensemble towards uniform:
-    such folds are named and left out, unless `keep`. If every fold is such, leaving them all out
-    would predict nothing: all are kept, with a warning."""
+# What predict does with a fold that is no better than the class priors on its own held-out images
+# (--weak-folds): keep it (every fold averaged with an equal weight); priors: leave out a fold whose
+# OOF does not beat the priors at all; margin: also one that beats them by less than twice the
+# standard error (calibrate.prior_margin); shrink: keep every fold, each pulled towards the class
+# priors by a weight fitted on its own OOF (calibrate.fit_shrinkage). The default was chosen on
+# held-out test images of several data sets (docs/weak_folds.md), stage 2 first.
+WEAK_FOLD_RULES = ("keep", "priors", "margin", "shrink")
+DEFAULT_WEAK_FOLDS = "keep"
+
+
+def leave_out_weak(run_dir: Path, folds: list[runs.Fold], comp: Competition, rule: str, log) -> list[runs.Fold]:
+    """The folds to ensemble under `rule` (WEAK_FOLD_RULES). Every rule names the folds no better
+    than the class priors; "priors" and "margin" leave them out. If every fold is such, leaving them
+    all out would predict nothing: all are kept, with a warning."""
     from ncfm.calibrate import no_better
 
+    if rule not in WEAK_FOLD_RULES:
+        raise NcfmError(f"received --weak-folds {rule}; choose one of {', '.join(WEAK_FOLD_RULES)}")
     judged = {fold: against_priors(fold, comp) for fold in folds}
-    weak = [fold for fold, j in judged.items() if j is not None and no_better(comp.metric, *j)]
+
+    def weak_by(j) -> bool:
+        return no_better(comp.metric, j[0], j[1], j[2] if rule == "margin" else 0.0)
+
+    weak = [fold for fold, j in judged.items() if j is not None and weak_by(j)]
     if not weak:
         return folds
 
@@ -117,12 +132,38 @@ def leave_out_weak(run_dir: Path, folds: list[runs.Fold], comp: Competition, kee
             f"Keeping them all, but this run predicts no better than the class priors: train it again with more "
             f"epochs (--epochs), a higher learning rate (--lr) or pretrained weights (--weights)")
         return folds
-    if keep:
-        log(f"{run_dir}: keeping {named}, no better than the class priors on held-out images (--keep-weak-folds)")
+    if rule in ("keep", "shrink"):
+        log(f"{run_dir}: keeping {named}, no better than the class priors on held-out images (--weak-folds {rule})")
         return folds
-    log(f"{run_dir}: leaving out {named}, no better than the class priors on held-out images; ensembling "
-        f"{len(folds) - len(weak)} of {len(folds)} folds (--keep-weak-folds keeps every fold)")
+    log(f"{run_dir}: leaving out {named}, no better than the class priors on held-out images (--weak-folds "
+        f"{rule}); ensembling {len(folds) - len(weak)} of {len(folds)} folds (--weak-folds keep keeps every fold)")
     return [fold for fold in folds if fold not in weak]
+
+
+def shrink_folds(run_dir: Path, folds: list[runs.Fold], tests: list[np.ndarray], oofs: dict, comp: Competition,
+                 log) -> dict[str, float]:
+    """--weak-folds shrink: each fold's test and OOF probabilities (in place) become w * p + (1 - w) *
+    its training class shares, w in [0, 1] fitted on its own OOF rows (calibrate.fit_shrinkage).
+    Returns {fold folder: w}; a fold without OOF keeps w = 1."""
+    from ncfm.calibrate import class_shares, fit_shrinkage, shrink
+
+    if comp.metric != "log_loss" or not oofs:
+        return {}
+    classes = list(comp.classes)
+    pooled = pd.concat([df.assign(_fold=name) for name, df in oofs.items()], ignore_index=True)
+    weights = {}
+    for i, fold in enumerate(folds):
+        if fold.name not in oofs:
+            continue
+        oof = oofs[fold.name]
+        shares = class_shares(pooled.y[pooled._fold != fold.name], len(classes))
+        w = fit_shrinkage(oof.y.to_numpy(), oof[classes].to_numpy("float64"), shares)
+        tests[i] = shrink(tests[i], shares, w)
+        oofs[fold.name] = oof.assign(**dict(zip(classes, shrink(oof[classes].to_numpy("float64"), shares, w).T)))
+        weights[str(fold.dir)] = round(w, 4)
+    log(f"{run_dir}: each fold pulled towards its class priors by a weight fitted on its own OOF (--weak-folds "
+        f"shrink; 1 = unchanged): " + ", ".join(f"{Path(f).name} {w:.3f}" for f, w in weights.items()))
+    return weights
 
 
 def fold_classes(fold: runs.Fold, comp: Competition) -> list[str]:
@@ -392,7 +433,8 @@ def main(args) -> int:
     def log(message):
         print(message, flush=True)
 
-    kept = [leave_out_weak(run, folds, comp, args.keep_weak_folds, log) for run, folds in zip(run_dirs, run_folds)]
+    weak_rule = getattr(args, "weak_folds", None) or DEFAULT_WEAK_FOLDS
+    kept = [leave_out_weak(run, folds, comp, weak_rule, log) for run, folds in zip(run_dirs, run_folds)]
     left_out = [str(fold.dir) for folds, used in zip(run_folds, kept) for fold in folds if fold not in used]
     run_folds = kept
 
@@ -405,12 +447,14 @@ def main(args) -> int:
         log(devices_line)
     fill_rows: list[int] | None = [] if args.fill_unreadable else None
 
-    run_tests, run_oofs = [], []
+    run_tests, run_oofs, shrunk = [], [], {}
     with runtime.data_parallel(devices):  # every model is loaded and predicts inside
         for run, folds in zip(run_dirs, run_folds):
             predict = predict_crop_run if is_crop_run(folds) else predict_run
             tests, oofs = predict(run, folds, comp, data_dir, stage, test, views, batch_size=batch_size,
                                   force=args.recompute, log=log, fill_rows=fill_rows)
+            if weak_rule == "shrink":
+                shrunk.update(shrink_folds(run, folds, tests, oofs, comp, log))
             run_tests.append(average(tests, args.mean))
             run_oofs.append(pool_folds(oofs, comp.classes))
     probs = average(run_tests, args.mean)
@@ -461,7 +505,7 @@ def main(args) -> int:
     written = write_submission(build_submission(list(test.id), probs, comp), out, sample_ids, comp, force=args.force)
     runs.write_calibration(first, calibration | {
         "runs": [str(r) for r in run_dirs], "tta": len(views), "stage": stage, "mean": args.mean,
-        "left_out": left_out})
+        "weak_folds": weak_rule, "left_out": left_out, "shrink": shrunk})
     checked = ("validated" if sample is not None else
                "its form checked, but not its ids: no sample submission to check them against")
     log(f"wrote {written} ({len(test)} rows, {len(run_dirs)} run(s) x folds x {len(views)} views, {checked})")

@@ -220,3 +220,20 @@ def test_a_model_level_with_the_priors_by_chance_is_not_counted_as_better():
     assert prior_margin("accuracy", labels, level, shares) > 0
     assert prior_margin("roc_auc", labels, level, shares) == 0.0
     assert no_better("accuracy", 0.47, 0.45, margin=0.05) and not no_better("accuracy", 0.60, 0.45, margin=0.05)
+
+
+def test_shrinkage_is_near_zero_for_a_model_worse_than_the_priors_and_one_for_a_good_one():
+    from ncfm.calibrate import fit_shrinkage, shrink
+
+    rng = np.random.default_rng(0)
+    labels = rng.choice(3, size=300, p=[0.6, 0.3, 0.1])
+    shares = np.array([0.6, 0.3, 0.1])
+    wrong = np.full((300, 3), 0.05)
+    wrong[np.arange(300), (labels + 1) % 3] = 0.9  # confidently wrong
+    good = np.full((300, 3), 0.05)
+    good[np.arange(300), labels] = 0.9
+    assert fit_shrinkage(labels, wrong, shares) < 0.01
+    assert fit_shrinkage(labels, good, shares) > 0.99
+    half = fit_shrinkage(labels, np.where(np.arange(300)[:, None] % 2 == 0, good, wrong), shares)
+    assert 0.05 < half < 0.95
+    np.testing.assert_allclose(shrink(good, shares, 0.3).sum(axis=1), 1.0)

@@ -6,8 +6,8 @@ tests work on copies. Models are loaded only where the behaviour needs it: `pred
 models once per module and the option tests reuse its per-fold files.
 
 The session's folds trained for two epochs from scratch, and whether either beats the class
-priors is chance. The tests of ensembling keep every fold (--keep-weak-folds); those of leaving
-out folds no better than the priors decide which folds are so.
+priors is chance. The tests of ensembling keep every fold (--weak-folds keep); those of the other
+rules decide which folds are no better than the priors.
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ def copy_run(run: Path, dst: Path) -> Path:
 
 
 def predict(data: Path, run: Path | list[Path], out: Path, *flags: str, stage: int = 2, tta: int = TTA,
-            keep_weak: bool = True) -> int:
+            weak: str = "keep") -> int:
     runs = [run] if isinstance(run, Path) else run
     argv = ["predict", "--data-dir", str(data), "--stage", str(stage), "--tta", str(tta), "--out", str(out),
-            *(["--keep-weak-folds"] if keep_weak else [])]
+            "--weak-folds", weak]
     for r in runs:
         argv += ["--run", str(r)]
     return ncfm(argv + list(flags))
@@ -495,11 +495,11 @@ def test_predict_leaves_out_a_fold_no_better_than_the_class_priors_and_says_so(w
     real_load = keras.saving.load_model
     monkeypatch.setattr(keras.saving, "load_model", lambda *a, **k: loaded.append(str(a[0])) or real_load(*a, **k))
     out = tmp_path / "sub.csv"
-    assert predict(data, run, out, stage=1, tta=1, keep_weak=False) == 0
+    assert predict(data, run, out, stage=1, tta=1, weak="priors") == 0
     said = capsys.readouterr().out
     assert (f"{run}: leaving out fold0 (OOF log loss {state['oof_log_loss']:.4f}, class priors "
-            f"{state['prior_log_loss']:.4f}), no better than the class priors on held-out images; ensembling "
-            f"1 of 2 folds (--keep-weak-folds keeps every fold)") in said
+            f"{state['prior_log_loss']:.4f}), no better than the class priors on held-out images (--weak-folds "
+            f"priors); ensembling 1 of 2 folds (--weak-folds keep keeps every fold)") in said
     assert loaded == [str(run / "fold1" / "best.keras")]  # fold 0 is not even predicted
     assert f"{run} fold1: OOF log loss" in said and f"{run} fold0: OOF" not in said
     assert "OOF log loss, the folds kept: 0.5108" in said  # fold 1's `learned` OOF alone
@@ -511,9 +511,9 @@ def test_predict_leaves_out_a_fold_no_better_than_the_class_priors_and_says_so(w
     validate_file(out, NCFM, stage=1, data_dir=data)
 
     kept = tmp_path / "kept.csv"
-    assert predict(data, run, kept, stage=1, tta=1) == 0  # --keep-weak-folds
+    assert predict(data, run, kept, stage=1, tta=1) == 0  # --weak-folds keep
     said = capsys.readouterr().out
-    assert f"{run}: keeping fold0 (OOF log loss {state['oof_log_loss']:.4f}" in said and "(--keep-weak-folds)\n" in said
+    assert f"{run}: keeping fold0 (OOF log loss {state['oof_log_loss']:.4f}" in said and "(--weak-folds keep)\n" in said
     assert f"{run} fold0: OOF log loss" in said and "OOF log loss, all folds:" in said
     calibration = json.loads((run / "calibration.json").read_text())
     assert calibration["left_out"] == []
@@ -528,7 +528,7 @@ def test_when_every_fold_is_no_better_than_the_class_priors_predict_keeps_them_a
     for fold in (0, 1):
         judged_by_oof(run_copy, fold, uniform)
     out = tmp_path / "sub.csv"
-    assert predict(predicted["data"], run_copy, out, keep_weak=False) == 0
+    assert predict(predicted["data"], run_copy, out, weak="margin") == 0
     said = capsys.readouterr().out
     priors = [prior_log_loss(predicted["data"], k) for k in (0, 1)]
     assert (f"WARNING: {run_copy}: every fold is no better than predicting its training class shares: fold0 (OOF "
@@ -562,11 +562,42 @@ def test_a_fold_better_than_the_class_priors_only_by_chance_is_left_out(predicte
     value = kaggle_log_loss(oof.label.map(CLASSES.index), oof[list(CLASSES)].to_numpy())
     assert value < prior_log_loss(predicted["data"], 1)  # better than the priors, if only just
     out = tmp_path / "sub.csv"
-    assert predict(predicted["data"], run_copy, out, keep_weak=False) == 0
+    assert predict(predicted["data"], run_copy, out, weak="margin") == 0
     said = capsys.readouterr().out
     assert re.search(rf"{re.escape(str(run_copy))}: leaving out fold1 \(OOF log loss {value:.4f}, class priors "
                      rf"\d\.\d{{4}}, better by less than \d\.\d{{4}}, twice the standard error\)", said)
     assert json.loads((run_copy / "calibration.json").read_text())["left_out"] == [str(run_copy / "fold1")]
+
+
+def test_shrink_pulls_a_fold_that_learned_nothing_to_its_priors_and_leaves_one_that_learned(tmp_path):
+    from ncfm import runs
+    from ncfm.predict import shrink_folds
+
+    y = np.array([0] * 30 + [4] * 10 + list(range(8)) * 2)  # mostly ALB: the priors beat a uniform guess
+    oofs = {"fold0": pd.DataFrame(uniform(y), columns=list(CLASSES)).assign(y=y),
+            "fold1": pd.DataFrame(learned(y), columns=list(CLASSES)).assign(y=y)}
+    tests = [uniform(y[:5]), learned(y[:5])]
+    said = []
+    weights = shrink_folds(tmp_path, [runs.fold_of(tmp_path, 0), runs.fold_of(tmp_path, 1)], tests, oofs, NCFM,
+                           said.append)
+    assert weights[str(tmp_path / "fold0")] < 0.05 and weights[str(tmp_path / "fold1")] > 0.95
+    np.testing.assert_allclose(tests[0].sum(axis=1), 1.0)
+    shares = np.bincount(y, minlength=8) + 1.0
+    np.testing.assert_allclose(tests[0][0], shares / shares.sum(), atol=0.01)  # fold 0 now says the priors
+    assert kaggle_log_loss(y, oofs["fold0"][list(CLASSES)].to_numpy()) < kaggle_log_loss(y, uniform(y))
+    assert "--weak-folds shrink" in said[0]
+
+
+def test_predict_shrink_keeps_every_fold_and_records_the_weights(predicted, run_copy, tmp_path, capsys,
+                                                                 no_model_loading):
+    out = tmp_path / "sub.csv"
+    assert predict(predicted["data"], run_copy, out, weak="shrink") == 0
+    calibration = json.loads((run_copy / "calibration.json").read_text())
+    assert calibration["weak_folds"] == "shrink" and calibration["left_out"] == []
+    assert set(calibration["shrink"]) == {str(run_copy / "fold0"), str(run_copy / "fold1")}
+    assert all(0.0 <= w <= 1.0 for w in calibration["shrink"].values())
+    assert "pulled towards its class priors" in capsys.readouterr().out
+    validate_file(out, NCFM, stage=2, data_dir=predicted["data"])
 
 
 # ----------------------------------------------------------------------------- validate after predict
