@@ -288,11 +288,16 @@ def _add_predict(sub):
                    help="kinds of TTA views: any of flips,zoom,shift,crop (default flips,zoom,shift)")
     p.add_argument("--mean", choices=["arithmetic", "geometric"], default="arithmetic",
                    help="how models are averaged (default arithmetic)")
-    p.add_argument("--run-weights", "--member-weights", dest="run_weights", choices=["equal", "oof"], default="equal",
+    p.add_argument("--run-weights", "--member-weights", dest="run_weights", choices=["equal", "oof", "confidence"],
+                   default="equal",
                    help="how several --run, or the member groups (<config>-seed<S>/) of a run trained with "
-                        "`ncfm train --folds --seeds/--config`, are blended: equal weights, or non-negative weights "
-                        "summing to 1 fitted on their out-of-fold log loss and printed (e.g. a crop run and a "
-                        "whole-image run; members of one config share folds, so their OOF rows align)")
+                        "`ncfm train --folds --seeds/--config`, are blended: equal weights; oof = non-negative weights "
+                        "summing to 1 fitted on their out-of-fold log loss and printed (members of one config share "
+                        "folds, so their OOF rows align); confidence = a crop run and a whole-image run blended per "
+                        "image, the crops weighing more where the detector is sure of its box (fitted on OOF)")
+    p.add_argument("--crop-boxes", type=int, default=0,
+                   help="a crop run: combine the crops of only this many of the detector's best boxes per image "
+                        "(default 0: every box its crop set cut, `ncfm train --crop-top-boxes`)")
     p.add_argument("--calibrate", choices=["none", "temperature", "floor", "both"], default="temperature",
                    help="fit on the runs' out-of-fold predictions when the competition is scored by log "
                    "loss (default temperature)")

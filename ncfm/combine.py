@@ -11,6 +11,11 @@ the detector's out-of-fold images (fish images against empty ones): a score of 0
 detector trained with focal loss is not a 30% chance. `fit_weights` finds non-negative run
 weights summing to 1 that minimise the out-of-fold log loss of the weighted average (a crop
 run and a whole-image run, say).
+
+Several boxes per image (combine_boxes): each crop's class probabilities weighted by its box's
+score. A confidence blend of a crop run with a whole-image run (fit_confidence_blend): per image,
+w * crop + (1 - w) * whole with w = logistic(a * logit(best box score) + b), fitted on OOF, so
+where the detector found nothing it trusts (decks of decoys, night frames) the whole image speaks.
 """
 
 from __future__ import annotations
@@ -56,6 +61,51 @@ def combine(p_fish, crop_probs, classes, crop_classes, empty_classes) -> np.ndar
     empty = [list(classes).index(c) for c in empty_classes]
     out[:, empty] = (1.0 - p_fish) / len(empty)
     return out
+
+
+def combine_boxes(crop_probs, image_of, scores, n_images: int) -> np.ndarray:
+    """(n_images, C) probabilities from the crops of several boxes per image: each image's crops'
+    (N, C) probabilities averaged with their boxes' scores as weights (equal weights where every box of
+    the image scored 0, as a no-detection whole-image crop does). image_of: each crop's image,
+    0..n_images-1; every image needs at least one crop. Rows sum to one."""
+    crop = np.asarray(crop_probs, "float64")
+    crop = crop / crop.sum(axis=1, keepdims=True)
+    image_of = np.asarray(image_of, np.int64)
+    w = np.clip(np.nan_to_num(np.asarray(scores, "float64"), nan=0.0), 0.0, None)
+    total = np.bincount(image_of, weights=w, minlength=n_images)
+    w = np.where(total[image_of] > 0, w, 1.0)  # nothing scored: the crops count alike
+    if (np.bincount(image_of, minlength=n_images) == 0).any():
+        raise ValueError("combine_boxes: an image has no crop")
+    out = np.zeros((n_images, crop.shape[1]))
+    np.add.at(out, image_of, crop * w[:, None])
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def box_weight(scores, fit: dict) -> np.ndarray:
+    """The crop path's weight per image in a confidence blend: logistic(a * logit(best score) + b)."""
+    z = fit["a"] * _logit(scores)[:, 0] + fit["b"]
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def fit_confidence_blend(crop_probs, whole_probs, scores, y) -> dict:
+    """{"a", "b"} of box_weight minimising the log loss of w * crop + (1 - w) * whole on labels y:
+    the crop path counts for more where the detector is sure of its box, the whole image where it is
+    not. With a = 0 this is one weight for every image, so it never fits worse than that."""
+    from scipy.optimize import minimize
+
+    crop = np.asarray(crop_probs, "float64")
+    whole = np.asarray(whole_probs, "float64")
+    y = np.asarray(y, int)
+    rows = np.arange(len(y))
+    pc, pw, z = crop[rows, y], whole[rows, y], _logit(scores)[:, 0]
+
+    def loss(theta):
+        w = 1.0 / (1.0 + np.exp(-(theta[0] * z + theta[1])))
+        return -np.mean(np.log(np.clip(w * pc + (1 - w) * pw, 1e-15, None)))
+
+    best = min((minimize(loss, start, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-8})
+                for start in ([0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, -2.0])), key=lambda r: r.fun)
+    return {"a": float(best.x[0]), "b": float(best.x[1]), "oof_log_loss": float(best.fun)}
 
 
 def fit_weights(run_probs: list[np.ndarray], y) -> np.ndarray:

@@ -74,6 +74,9 @@ class TrainConfig:
                                "aspect, squashed), or pad (square, black beyond the image edge)")
     crop_jitters: int = setting(2, "with --detector: crops cut per true box for training, the first exact, "
                                 "the others shifted and scaled by up to 10% like a detector's boxes")
+    crop_top_boxes: int = setting(3, "with --detector: the detector's best boxes cut per image (held-out training "
+                                  "images and test images); predict combines their crops weighted by score")
+    crop_box_floor: float = setting(0.05, "with --detector: the score a box after the best needs to be cut")
     # execution
     seed: int = setting(2016, "seed of weights, augmentation, dropout and batch order")
     deterministic: bool = setting(False, "deterministic kernels (slower; TensorFlow and torch)")
@@ -110,7 +113,8 @@ class DetectConfig:
                             "(random initialisation only)")
     image_size: int = setting(512, "square detector input in pixels (whole frames are squashed to it)")
     epochs: int = setting(20, "training epochs")
-    batch_size: int = setting(8, "images per training step")
+    batch_size: int = setting(0, "images per training step; 0 = auto: 8 on a CPU, on an accelerator as many as "
+                              "its memory holds at the image size (8-64; 64 at 512 px on an 80 GB GPU)")
     lr: float = setting(0.0, "Adam learning rate; 0 = auto: 1e-4 with pretrained weights, 1e-3 from scratch")
     patience: int = setting(5, "stop after this many epochs without a lower val_loss, counted after the first "
                             "third of the epochs; 0 = never")

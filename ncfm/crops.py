@@ -11,8 +11,10 @@ Inputs (DataFrames; this module reads no box files):
     true_boxes   boxes.csv: image,x,y,width,height (more columns allowed), original pixels, top-left origin
     found_oof    {fold k: the boxes detector fold k found on the training images it held out}
     found_test   {(stage, fold k): the boxes detector fold k found on that stage's test images}
-                 found boxes: image,rank,x,y,width,height; only rank 0 (the best box) is used;
-                 NaN x,y,width,height = no detection = the whole image.
+                 found boxes: image,rank[,score],x,y,width,height; the best `top_boxes` are cut
+                 (rank 0 always, the others only when they score at least `box_floor`); a box
+                 thinner than MIN_CROP_SIDE pixels (clipped to a sliver at the frame's edge) is
+                 never cut; NaN x,y,width,height (or no usable box) = no detection = the whole image.
 
 A crop set is a folder, data/crops/<name>-<digest12>/ (crop_set_dir), keyed by a digest of
 everything its files depend on: the settings, the classes, the manifest, every box used, and
@@ -21,12 +23,18 @@ work; other boxes give another folder. Inside:
 
     true/<stem>_j<J>.png        J = 0..jitters-1 crops of each true box (j0 exact, j1.. jittered);
     true/<stem>_b<B>_j<J>.png   named by box B when the image has several boxes
-    oof/<stem>.png              the crop at the detector's best out-of-fold box, per fish image
-    test/stage<S>/fold<k>/<stem>.png   the crop at detector fold k's best box on a test image
-    fold<k>.csv                 image,label,fold,group,source: what `train_fold(..., fold=k)` reads.
-                                fold != k (training): true crops of the other folds' images and their
-                                oof crops; fold == k (validation): the oof crops of fold k's images,
-                                i.e. what the classifier will really see. `source` is the original image.
+    oof/<stem>[_r<R>].png       the crop at the detector's out-of-fold box of rank R (none: the best),
+                                per fish image
+    test/stage<S>/fold<k>/<stem>[_r<R>].png   the crop at detector fold k's box of rank R on a test image
+    fold<k>.csv                 image,label,fold,group,source,rank,score,iou: what `train_fold(..., fold=k)`
+                                reads. fold != k (training): true crops of the other folds' images and
+                                their oof crops that show the fish (IoU >= HIT_IOU with a true box, or
+                                the best box of an image without true boxes), so the classifier learns
+                                from the detector's own framing of real fish with their true labels;
+                                fold == k (validation): every oof crop of fold k's images, i.e. what the
+                                classifier will really see, misses included. `source` is the original
+                                image; rank and score the box's; iou its best overlap with a true box
+                                (NaN for true crops and for images without true boxes).
     crops.json                  settings, classes, digest, counts, test image ids per stage; written
                                 last, so a folder without it is an unfinished build and is rebuilt.
     cache/                      later: train_fold's decoded-pixel cache of these crops
@@ -69,7 +77,11 @@ from ncfm.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-CROP_VERSION = "crops-v1"  # the recipe (geometry, jitter draws, resize, file format); change it when they change
+CROP_VERSION = "crops-v2"  # the recipe (geometry, jitter draws, resize, file format); change it when they change
+# a found box narrower or lower than this (original pixels, after clipping to the frame) is never cut
+MIN_CROP_SIDE = 2.0
+# an out-of-fold crop whose box overlaps a true box this much shows the fish: it is trained on
+HIT_IOU = 0.3
 FORMAT = 1  # crops.json's layout
 ASPECTS = ("square", "keep", "pad")
 META = "crops.json"
@@ -155,7 +167,9 @@ def _cut(img, window, size: int):
 class CropSettings:
     """How crops are cut. size: the crops' side in pixels (train at the same image_size to skip a
     second resize); margin, aspect: see crop_window; jitters: crops per true box (j0 exact);
-    jitter_scale, jitter_shift: see jitter_boxes; seed: of the jitter draws."""
+    jitter_scale, jitter_shift: see jitter_boxes; seed: of the jitter draws; top_boxes: the
+    detector's best boxes cut per image (out-of-fold and test); box_floor: the score a box below
+    the best needs to be cut."""
 
     size: int = 299
     margin: float = 0.15
@@ -164,6 +178,8 @@ class CropSettings:
     jitter_scale: float = 0.1
     jitter_shift: float = 0.1
     seed: int = 0
+    top_boxes: int = 1
+    box_floor: float = 0.0
 
     def __post_init__(self):
         problems = [f"size={self.size} (a positive number of pixels)" if not self.size >= 1 else "",
@@ -171,7 +187,9 @@ class CropSettings:
                     f"aspect={self.aspect!r} (one of {', '.join(ASPECTS)})" if self.aspect not in ASPECTS else "",
                     f"jitters={self.jitters} (1 or more; 1 = the exact box only)" if not self.jitters >= 1 else "",
                     f"jitter_scale={self.jitter_scale} (in [0, 1))" if not 0 <= self.jitter_scale < 1 else "",
-                    f"jitter_shift={self.jitter_shift} (0 or more)" if not self.jitter_shift >= 0 else ""]
+                    f"jitter_shift={self.jitter_shift} (0 or more)" if not self.jitter_shift >= 0 else "",
+                    f"top_boxes={self.top_boxes} (1 or more)" if not self.top_boxes >= 1 else "",
+                    f"box_floor={self.box_floor} (in [0, 1])" if not 0 <= self.box_floor <= 1 else ""]
         problems = [p for p in problems if p]
         if problems:
             raise NcfmError(f"crop settings: received {'; '.join(problems)}")
@@ -191,6 +209,7 @@ class CropSet:
     counts: dict
     test_ids: dict  # stage -> tuple of source images (relative to the data folder), in order
     test_folds: dict  # stage -> tuple of detector folds with test crops
+    test_boxes: dict = dataclasses.field(default_factory=dict)  # (stage, fold) -> {image: scores of its crops, best first}
 
     def manifest(self, fold: int) -> Path:
         """The manifest train_fold reads for `fold` (fold<k>.csv)."""
@@ -204,15 +223,30 @@ class CropSet:
         rows = pd.read_csv(self.manifest(fold), dtype=str)
         return rows.set_index("image").source
 
+    def validation_crops(self, fold: int) -> pd.DataFrame:
+        """The crops `fold` validates on (its images' out-of-fold crops): image (the crop), source,
+        rank, score; the scores weigh an image's crops when they are combined (combine_boxes)."""
+        rows = pd.read_csv(self.manifest(fold), dtype={"image": str, "source": str})
+        rows = rows[rows.fold == fold]
+        if "score" not in rows:  # a set cut before scores were recorded: its one crop per image
+            rows = rows.assign(rank=0, score=1.0)
+        return rows[["image", "source", "rank", "score"]].reset_index(drop=True)
+
     def test_crops(self, stage: int, fold: int) -> pd.DataFrame:
         """Detector fold `fold`'s crops of stage `stage`'s test images: columns image (the source,
-        as the detector named it) and crop (relative to self.dir), in crops.json's order."""
+        as the detector named it), crop (relative to self.dir), rank and score, the images in
+        crops.json's order, each image's crops best first."""
         if fold not in self.test_folds.get(stage, ()):
             have = "; ".join(f"stage {s}: folds {', '.join(map(str, f))}" for s, f in sorted(self.test_folds.items()))
             raise NcfmError(f"received stage={stage}, fold={fold}: {self.dir} has no test crops for it "
                             f"(it has {have or 'none'}); re-run `ncfm crops` with that detector fold's test boxes")
-        ids = list(self.test_ids[stage])
-        return pd.DataFrame({"image": ids, "crop": [_test_name(stage, fold, _stem(i)) for i in ids]})
+        boxes = self.test_boxes.get((stage, fold))
+        if boxes is None:  # one crop per image
+            ids = list(self.test_ids[stage])
+            return pd.DataFrame({"image": ids, "crop": [_test_name(stage, fold, _stem(i)) for i in ids],
+                                 "rank": 0, "score": 1.0})
+        return pd.DataFrame([{"image": i, "crop": _test_name(stage, fold, _stem(i), r), "rank": r, "score": sc}
+                             for i in self.test_ids[stage] for r, sc in enumerate(boxes[i])])
 
     def competition(self, comp):
         """comp with the crop set's classes: what train_fold is given to train on these crops."""
@@ -240,12 +274,12 @@ def _true_name(stem: str, box: int, jitter: int, several: bool) -> str:
     return f"true/{stem}_b{box}_j{jitter}.png" if several else f"true/{stem}_j{jitter}.png"
 
 
-def _oof_name(stem: str) -> str:
-    return f"oof/{stem}.png"
+def _oof_name(stem: str, rank: int = 0) -> str:
+    return f"oof/{stem}_r{rank}.png" if rank else f"oof/{stem}.png"
 
 
-def _test_name(stage: int, fold: int, stem: str) -> str:
-    return f"test/stage{stage}/fold{fold}/{stem}.png"
+def _test_name(stage: int, fold: int, stem: str, rank: int = 0) -> str:
+    return f"test/stage{stage}/fold{fold}/{stem}_r{rank}.png" if rank else f"test/stage{stage}/fold{fold}/{stem}.png"
 
 
 # ----------------------------------------------------------------------------- planning (pure)
@@ -258,6 +292,7 @@ class _Plan:
     counts: dict
     classes: tuple  # the crop set's
     folds: list
+    test_boxes: dict  # (stage, fold) -> {image: scores of its crops, best first}
 
 
 def _columns(df: pd.DataFrame, needed: tuple, what: str, fix: str) -> pd.DataFrame:
@@ -267,15 +302,28 @@ def _columns(df: pd.DataFrame, needed: tuple, what: str, fix: str) -> pd.DataFra
     return df
 
 
-def _best_boxes(found: pd.DataFrame, what: str) -> pd.DataFrame:
-    """Rank-0 rows of a detector's boxes, one per image, indexed by image."""
+def _top_boxes(found: pd.DataFrame, what: str, top: int = 1, floor: float = 0.0) -> dict[str, list[tuple]]:
+    """{image: [(score, (x, y, w, h)), ...]} of a detector's found boxes, best first: boxes thinner
+    than MIN_CROP_SIDE dropped, then the best `top`, those after the first only when they score at
+    least `floor`. An image without a usable box gets [(0.0, NaN box)]: the whole image."""
     _columns(found, ("image", "rank", "x", "y", "width", "height"), what, "pass the detector's found boxes")
     best = found[found["rank"] == 0]
     twice = best.image[best.image.duplicated()]
     if len(twice):
         raise NcfmError(f"{what}: {len(twice)} image(s) have several rank-0 boxes (e.g. {twice.iloc[0]}); "
                         f"each image needs exactly one best box")
-    return best.set_index("image")[["x", "y", "width", "height"]].astype("float64")
+    found = found.assign(score=found["score"].astype("float64") if "score" in found else 1.0)
+    xywh = found[["x", "y", "width", "height"]].to_numpy("float64")
+    usable = np.isfinite(xywh).all(axis=1) & (xywh[:, 2] >= MIN_CROP_SIDE) & (xywh[:, 3] >= MIN_CROP_SIDE)
+    order = np.lexsort((found["rank"].to_numpy(), found["image"].to_numpy()))
+    out: dict[str, list[tuple]] = {}
+    for i in order:
+        picked = out.setdefault(found["image"].iat[i], [])
+        score = float(found["score"].iat[i])
+        if usable[i] and len(picked) < top and (not picked or score >= floor):
+            picked.append((score, tuple(float(v) for v in xywh[i])))
+    nothing = (0.0, (math.nan,) * 4)
+    return {image: picked or [nothing] for image, picked in out.items()}
 
 
 def _box(row) -> tuple:
@@ -311,15 +359,15 @@ def _plan(classes, manifest, true_boxes, found_oof, found_test, settings: CropSe
     _unique_stems(fish.image, "manifest")
 
     # the detector's folds must be the manifest's, or a fold would validate on crops its detector trained on
-    oof = {k: _best_boxes(found_oof[k], f"found_oof[{k}]") for k in folds}
+    oof = {k: _top_boxes(found_oof[k], f"found_oof[{k}]", settings.top_boxes, settings.box_floor) for k in folds}
     fold_of = dict(zip(fish.image, fish.fold.astype(int)))
     for k, best in oof.items():
-        strays = [i for i in best.index if i in fold_of and fold_of[i] != k]
+        strays = [i for i in best if i in fold_of and fold_of[i] != k]
         if strays:
             raise NcfmError(f"found_oof[{k}]: {strays[0]} is in fold {fold_of[strays[0]]} of the manifest, not {k} "
                             f"({len(strays)} such images): the detector was trained on other folds; train it on "
                             f"this folds.csv")
-        lacking = sorted(set(fish.image[fish.fold == k]) - set(best.index))
+        lacking = sorted(set(fish.image[fish.fold == k]) - set(best))
         if lacking:
             raise NcfmError(f"found_oof[{k}]: no box row for {len(lacking)} fish image(s) of fold {k} (e.g. "
                             f"{lacking[0]}); an image without a detection needs a rank-0 row with NaN box; "
@@ -328,9 +376,12 @@ def _plan(classes, manifest, true_boxes, found_oof, found_test, settings: CropSe
     true = true_boxes[true_boxes.image.isin(set(fish.image))]
     true_by_image = {i: df[["x", "y", "width", "height"]].astype("float64").to_numpy()
                      for i, df in true.groupby("image", sort=False)}
+    from ncfm.boxes import iou
+
     tasks: dict = {}
     rows = []
     group = "group" in manifest.columns
+    nan = float("nan")
     for r in fish.itertuples(index=False):
         stem, boxes = _stem(r.image), true_by_image.get(r.image, np.zeros((0, 4)))
         crops = tasks.setdefault(r.image, [])
@@ -339,38 +390,50 @@ def _plan(classes, manifest, true_boxes, found_oof, found_test, settings: CropSe
             for j in range(settings.jitters):
                 name = _true_name(stem, b, j, len(boxes) > 1)
                 crops.append((name, _box(box), (b, j) if j else None))
-                rows.append(dict(image=name, **base, kind="true"))
-        name = _oof_name(stem)
-        crops.append((name, _box(oof[int(r.fold)].loc[r.image]), None))
-        rows.append(dict(image=name, **base, kind="oof"))
+                rows.append(dict(image=name, **base, kind="true", rank=nan, score=nan, iou=nan))
+        for rank, (score, box) in enumerate(oof[int(r.fold)][r.image]):
+            name = _oof_name(stem, rank)
+            crops.append((name, box, None))
+            overlap = float(iou(np.asarray(box), boxes).max()) if len(boxes) else nan
+            rows.append(dict(image=name, **base, kind="oof", rank=rank, score=score, iou=overlap))
 
-    test_ids, test_folds = {}, {}
+    test_ids, test_folds, test_boxes = {}, {}, {}
     for stage, fold in sorted(found_test):
-        best = _best_boxes(found_test[stage, fold], f"found_test[{stage}, {fold}]")
+        best = _top_boxes(found_test[stage, fold], f"found_test[{stage}, {fold}]", settings.top_boxes,
+                          settings.box_floor)
         if stage not in test_ids:
-            test_ids[stage] = tuple(best.index)
+            test_ids[stage] = tuple(best)
             _unique_stems(test_ids[stage], f"found_test[{stage}, {fold}]")
-        elif set(best.index) != set(test_ids[stage]):
+        elif set(best) != set(test_ids[stage]):
             first = test_folds[stage][0]
             diff = sorted(set(best.index) ^ set(test_ids[stage]))
             raise NcfmError(f"found_test[{stage}, {fold}] and found_test[{stage}, {first}] name different test images "
                             f"(e.g. {diff[0]}, {len(diff)} in all); every detector fold must box the same images")
         test_folds.setdefault(stage, []).append(fold)
+        test_boxes[stage, fold] = {image: [score for score, _ in best[image]] for image in test_ids[stage]}
         for image in test_ids[stage]:
-            tasks.setdefault(image, []).append((_test_name(stage, fold, _stem(image)), _box(best.loc[image]), None))
+            for rank, (_, box) in enumerate(best[image]):
+                tasks.setdefault(image, []).append((_test_name(stage, fold, _stem(image), rank), box, None))
 
-    rows = pd.DataFrame(rows, columns=["image", "label", "fold", *(["group"] if group else []), "source", "kind"])
+    rows = pd.DataFrame(rows, columns=["image", "label", "fold", *(["group"] if group else []), "source", "kind",
+                                       "rank", "score", "iou"])
     with_boxes = set(true_by_image)
     counts = {"source_images": len(tasks), "fish_images": len(fish),
               "fish_images_without_true_boxes": int((~fish.image.isin(with_boxes)).sum()),
               "true": int((rows.kind == "true").sum()), "oof": int((rows.kind == "oof").sum()),
+              "oof_hits": int(((rows.kind == "oof") & (rows.iou >= HIT_IOU)).sum()),
               "test": {str(s): len(ids) for s, ids in test_ids.items()}}
-    return _Plan(tasks, rows, test_ids, {s: tuple(f) for s, f in test_folds.items()}, counts, crop_classes, folds)
+    return _Plan(tasks, rows, test_ids, {s: tuple(f) for s, f in test_folds.items()}, counts, crop_classes, folds,
+                 test_boxes)
 
 
 def _fold_manifest(rows: pd.DataFrame, fold: int) -> pd.DataFrame:
-    """fold != k: true crops of the other folds' images and their oof crops; fold == k: oof crops only."""
-    keep = (rows.kind == "oof") | (rows.fold != fold)
+    """fold != k: true crops of the other folds' images and their oof crops that show the fish (IoU
+    >= HIT_IOU with a true box; without true boxes, the best box); fold == k: every oof crop of its
+    images, misses included (what the classifier will see on test images)."""
+    oof = rows.kind == "oof"
+    shows_fish = (rows.iou >= HIT_IOU) | (rows.iou.isna() & (rows["rank"] == 0))
+    keep = (oof & (rows.fold == fold)) | ((rows.fold != fold) & (~oof | shows_fish))
     return rows[keep].drop(columns="kind")
 
 
@@ -418,14 +481,15 @@ def build_crop_set(data_dir, name: str, classes, manifest: pd.DataFrame, true_bo
     meta = {"format": FORMAT, "recipe": CROP_VERSION, "name": name, "digest": digest,
             "settings": dataclasses.asdict(settings), "classes": list(plan.classes),
             "without_boxes": list(without_boxes), "folds": plan.folds, "counts": plan.counts,
-            "test": {str(s): {"folds": list(plan.test_folds[s]), "images": list(ids)}
+            "test": {str(s): {"folds": list(plan.test_folds[s]), "images": list(ids),
+                              "scores": {str(k): [plan.test_boxes[s, k][i] for i in ids] for k in plan.test_folds[s]}}
                      for s, ids in plan.test_ids.items()}}
     atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")  # last: it marks the set finished
     if plan.counts["fish_images_without_true_boxes"]:
         log.warning("%d fish image(s) have no true box: they give oof crops only",
                     plan.counts["fish_images_without_true_boxes"])
     log.info("crop set written: %s (%d true, %d oof, %d test crops from %d images)", out, plan.counts["true"],
-             plan.counts["oof"], sum(len(ids) * len(plan.test_folds[s]) for s, ids in plan.test_ids.items()),
+             plan.counts["oof"], sum(len(sc) for b in plan.test_boxes.values() for sc in b.values()),
              plan.counts["source_images"])
     return read_crop_set(out)
 
@@ -521,7 +585,9 @@ def read_crop_set(path) -> CropSet:
             without_boxes=tuple(meta["without_boxes"]), folds=tuple(int(k) for k in meta["folds"]),
             counts=dict(meta["counts"]),
             test_ids={int(s): tuple(t["images"]) for s, t in meta["test"].items()},
-            test_folds={int(s): tuple(int(k) for k in t["folds"]) for s, t in meta["test"].items()})
+            test_folds={int(s): tuple(int(k) for k in t["folds"]) for s, t in meta["test"].items()},
+            test_boxes={(int(s), int(k)): dict(zip(t["images"], (list(map(float, sc)) for sc in scores)))
+                        for s, t in meta["test"].items() for k, scores in (t.get("scores") or {}).items()})
     except (ValueError, KeyError, TypeError, AttributeError, NcfmError) as e:
         raise NcfmError(f"{meta_path}: not a valid crop set record ({e}); {_FIX}") from None
     missing = [f"fold{k}.csv" for k in crops.folds if not (path / f"fold{k}.csv").is_file()]

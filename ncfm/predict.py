@@ -312,12 +312,15 @@ def is_crop_run(folds: list[runs.Fold]) -> bool:
 
 def predict_crop_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, data_dir: Path, stage: int,
                      test: pd.DataFrame, views, *, batch_size: int, force: bool, log,
-                     fill_rows=()) -> tuple[list[np.ndarray], dict]:
+                     fill_rows=(), crop_boxes: int = 0) -> tuple[list[np.ndarray], dict]:
     """Like predict_run, for a crop run: each fold's crop classifier on the crops of the same
-    detector fold's test boxes (per-fold files saved as for any run), then combined with the
-    detector's calibrated P(fish) into the competition's classes (ncfm.combine). The OOF frames
-    cover every training image: fish images through their out-of-fold crop, empty ones through
-    P(fish) alone (their log loss does not depend on the crop classifier)."""
+    detector fold's best boxes on the test images (per-fold files saved as for any run; an image's
+    crops combined by their boxes' scores, ncfm.combine.combine_boxes; `crop_boxes` > 0 uses only
+    the best that many), then combined with the detector's calibrated P(fish) into the
+    competition's classes (ncfm.combine.combine). The OOF frames cover every training image: fish
+    images through their out-of-fold crops, empty ones through P(fish) alone (their log loss does
+    not depend on the crop classifier). Both carry each image's best box score (column
+    BOX_SCORE; on the test images the mean over the detector's folds) for a confidence blend."""
     from ncfm import combine
     from ncfm.batches import read_manifest
     from ncfm.crops import read_crop_set
@@ -337,36 +340,59 @@ def predict_crop_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, d
     log(f"{detector}: P(fish) = logistic({fit['a']:.3f} * logit(best box score) + {fit['b']:.3f}), fitted on "
         f"{len(manifest)} out-of-fold images")
     p_fish_oof = pd.Series(combine.fish_probability(scores, fit), index=manifest.image)
+    score_oof = pd.Series(scores, index=manifest.image)
 
-    tests, oofs = [], {}
+    tests, oofs, test_scores = [], {}, []
     for fold in folds:
         crops = crop_set.test_crops(stage, fold.index)
-        where = pd.Index(crops.image).get_indexer(test.path)
-        if (where < 0).any():
-            raise NcfmError(f"{crop_set.dir}: no crop for {test.path.iloc[int(np.argmax(where < 0))]}; the test images "
-                            f"changed since the crops were cut: rerun `ncfm train --detector {detector} ...` to cut them")
-        fold_test = pd.DataFrame({"id": test.id.to_numpy(), "path": crops.crop.to_numpy()[where]})
+        if crop_boxes:
+            crops = crops[crops["rank"] < crop_boxes]
+        image_of = pd.Index(test.path).get_indexer(crops.image)
+        lacking = sorted(set(test.path) - set(crops.image))
+        if lacking or (image_of < 0).any():
+            raise NcfmError(f"{crop_set.dir}: no crop for {lacking[0] if lacking else crops.image.iloc[0]}; the test "
+                            f"images changed since the crops were cut: rerun `ncfm train --detector {detector} ...` "
+                            f"to cut them")
+        fold_test = pd.DataFrame({"id": crops.crop.to_numpy(), "path": crops.crop.to_numpy()})
         fold_tests, fold_oofs = predict_run(run_dir, [fold], crop_comp, crop_set.dir, stage, fold_test, views,
-                                            batch_size=batch_size, force=force, log=log, fill_rows=fill_rows)
+                                            batch_size=batch_size, force=force, log=log, fill_rows=None)
+        per_image = combine.combine_boxes(fold_tests[0], image_of, crops.score.to_numpy(), len(test))
         det_found = runs.read_found_boxes(det_folds[fold.index].test_boxes(stage))
-        test_scores = det_found.groupby("image").score.max().reindex(test.path).fillna(0.0).to_numpy()
-        tests.append(combine.combine(combine.fish_probability(test_scores, fit), fold_tests[0], comp.classes,
+        fold_scores = det_found.groupby("image").score.max().reindex(test.path).fillna(0.0).to_numpy()
+        test_scores.append(fold_scores)
+        tests.append(combine.combine(combine.fish_probability(fold_scores, fit), per_image, comp.classes,
                                      crop_set.classes, empty))
         if fold.name in fold_oofs:
             oofs[fold.name] = _combined_oof(fold_oofs[fold.name], crop_set, fold.index, manifest, p_fish_oof,
-                                            comp, empty)
-    return tests, oofs
+                                            comp, empty, crop_boxes).assign(
+                **{BOX_SCORE: lambda df: score_oof.reindex(df.image).to_numpy()})
+    test_score = np.mean(test_scores, axis=0)
+    return tests, oofs, test_score
+
+
+BOX_SCORE = "box_score"  # an OOF frame's column of each image's best box score (crop runs)
 
 
 def _combined_oof(crop_oof: pd.DataFrame, crop_set, fold: int, manifest: pd.DataFrame, p_fish: pd.Series,
-                  comp: Competition, empty) -> pd.DataFrame:
+                  comp: Competition, empty, crop_boxes: int = 0) -> pd.DataFrame:
     from ncfm import combine
 
-    crop_probs = crop_oof.assign(image=crop_oof.image.map(crop_set.sources(fold))).set_index("image")[list(crop_set.classes)]
-    images = manifest[manifest.fold == fold]
+    crops = crop_set.validation_crops(fold).set_index("image")
+    if crop_boxes:
+        crops = crops[crops["rank"] < crop_boxes]
+    crop_oof = crop_oof[crop_oof.image.isin(crops.index)]
+    images = manifest[manifest.fold == fold].reset_index(drop=True)
+    sources = crops.source.reindex(crop_oof.image).to_numpy()
+    row_of = pd.Index(images.image).get_indexer(sources)
+    boxed = row_of >= 0
     uniform = np.full(len(crop_set.classes), 1.0 / len(crop_set.classes))
-    probs = crop_probs.reindex(images.image).to_numpy("float64")
-    probs[np.isnan(probs).any(axis=1)] = uniform  # empty images: no crop, and no bearing on their loss
+    probs = np.tile(uniform, (len(images), 1))  # empty images: no crop, and no bearing on their loss
+    with_crops = np.unique(row_of[boxed])
+    if len(with_crops):
+        local = pd.Index(with_crops).get_indexer(row_of[boxed])
+        probs[with_crops] = combine.combine_boxes(crop_oof[list(crop_set.classes)].to_numpy("float64")[boxed], local,
+                                                  crops.score.reindex(crop_oof.image).to_numpy()[boxed],
+                                                  len(with_crops))
     combined = combine.combine(p_fish.reindex(images.image).to_numpy(), probs, comp.classes, crop_set.classes, empty)
     out = runs.probability_frame(images.image, combined, comp.classes)
     out.insert(1, "label", images.label.to_numpy())
@@ -429,6 +455,11 @@ def main(args) -> int:
         raise NcfmError(f"{out}: already exists; pass --force to overwrite it or choose another --out")
     # fail before any work if a run is missing, damaged, unfinished or made for other classes
     run_folds = [usable_folds(run, comp, args.allow_unfinished) for run in run_dirs]
+    crop_runs = [is_crop_run(folds) for folds in run_folds]
+    if args.run_weights == "confidence" and (len(run_dirs) != 2 or sum(crop_runs) != 1):
+        raise NcfmError(f"--run-weights confidence blends one crop run (`ncfm train --detector`) with one whole-image "
+                        f"run, per image by the detector's confidence; received {len(run_dirs)} run(s), "
+                        f"{sum(crop_runs)} of them crop runs: {', '.join(map(str, run_dirs))}")
 
     def log(message):
         print(message, flush=True)
@@ -447,12 +478,16 @@ def main(args) -> int:
         log(devices_line)
     fill_rows: list[int] | None = [] if args.fill_unreadable else None
 
-    run_tests, run_oofs, shrunk = [], [], {}
+    run_tests, run_oofs, shrunk, box_scores = [], [], {}, {}
     with runtime.data_parallel(devices):  # every model is loaded and predicts inside
-        for run, folds in zip(run_dirs, run_folds):
-            predict = predict_crop_run if is_crop_run(folds) else predict_run
-            tests, oofs = predict(run, folds, comp, data_dir, stage, test, views, batch_size=batch_size,
-                                  force=args.recompute, log=log, fill_rows=fill_rows)
+        for run, folds, crop_run in zip(run_dirs, run_folds, crop_runs):
+            if crop_run:
+                tests, oofs, box_scores[str(run)] = predict_crop_run(
+                    run, folds, comp, data_dir, stage, test, views, batch_size=batch_size, force=args.recompute,
+                    log=log, fill_rows=fill_rows, crop_boxes=getattr(args, "crop_boxes", 0) or 0)
+            else:
+                tests, oofs = predict_run(run, folds, comp, data_dir, stage, test, views, batch_size=batch_size,
+                                          force=args.recompute, log=log, fill_rows=fill_rows)
             if weak_rule == "shrink":
                 shrunk.update(shrink_folds(run, folds, tests, oofs, comp, log))
             run_tests.append(average(tests, args.mean))
@@ -474,6 +509,11 @@ def main(args) -> int:
         calibration["run_weights"] = dict(zip(map(str, run_dirs), weights.round(4).tolist()))
         log("run weights fitted on OOF: " + ", ".join(f"{r} {w:.3f}" for r, w in zip(run_dirs, weights))
             + f"; OOF {comp.metric_name} of the blend {_score(comp, pooled.y, pooled.probs):.4f}")
+    if args.run_weights == "confidence":
+        if pooled is None:
+            raise NcfmError("--run-weights confidence needs out-of-fold predictions from both runs; one has none")
+        probs, pooled, calibration["run_weights"] = _confidence_blend(run_dirs, crop_runs, run_tests, run_oofs, pooled,
+                                                                      box_scores, comp, log)
     if pooled is not None:
         calibration["oof_score"] = _score(comp, pooled.y, pooled.probs)
     if comp.metric != "log_loss":
@@ -510,6 +550,28 @@ def main(args) -> int:
                "its form checked, but not its ids: no sample submission to check them against")
     log(f"wrote {written} ({len(test)} rows, {len(run_dirs)} run(s) x folds x {len(views)} views, {checked})")
     return 0
+
+
+def _confidence_blend(run_dirs, crop_runs, run_tests, run_oofs, pooled, box_scores, comp: Competition, log):
+    """w * crop run + (1 - w) * whole-image run per image, w = logistic(a * logit(best box score) + b)
+    fitted on the pooled OOF (ncfm.combine.fit_confidence_blend). -> (test probs, pooled OOF, record)."""
+    from ncfm.combine import box_weight, fit_confidence_blend
+
+    c = crop_runs.index(True)
+    crop_run, whole = run_dirs[c], 1 - c
+    oof_scores = run_oofs[c].drop_duplicates("image").set_index("image")[BOX_SCORE].reindex(pooled.images).to_numpy()
+    fit = fit_confidence_blend(pooled.run_probs[c], pooled.run_probs[whole], oof_scores, pooled.y)
+    w_oof, w_test = box_weight(oof_scores, fit), box_weight(box_scores[str(crop_run)], fit)
+    probs = w_test[:, None] * run_tests[c] + (1 - w_test[:, None]) * run_tests[whole]
+    pooled = pooled._replace(probs=w_oof[:, None] * pooled.run_probs[c] + (1 - w_oof[:, None]) * pooled.run_probs[whole])
+    at = {s: float(box_weight(np.array([s]), fit)[0]) for s in (0.05, 0.5, 0.95)}
+    log(f"confidence blend fitted on OOF: the crops of {crop_run} weigh logistic({fit['a']:.3f} * logit(best box "
+        f"score) + {fit['b']:.3f}) against {run_dirs[whole]} (" + ", ".join(f"{w:.2f} at score {s:g}" for s, w in at.items())
+        + f"; {w_test.mean():.2f} on average over the test images); OOF {comp.metric_name} of the blend "
+        f"{_score(comp, pooled.y, pooled.probs):.4f}")
+    record = {"confidence": {k: round(v, 4) for k, v in fit.items()}, "crop_run": str(crop_run),
+              "whole_run": str(run_dirs[whole]), "mean_test_weight": round(float(w_test.mean()), 4)}
+    return probs, pooled, record
 
 
 def _score(comp: Competition, y, probs) -> float:

@@ -502,10 +502,15 @@ window.addEventListener('load', function () {
 """
 
 def _runs_used(cal: dict) -> str:
-    """The runs predict ensembled (calibration.json), and the folds it left out as no better than the priors."""
+    """The runs predict ensembled (calibration.json), the rule it applied to folds no better than the
+    priors (--weak-folds) and the folds that rule left out or the weights it shrank them by."""
     used = ", ".join(Path(str(r)).name for r in cal.get("runs") or []) or "?"
     if cal.get("left_out"):
         used += " without " + ", ".join("/".join(Path(str(f)).parts[-2:]) for f in cal["left_out"])
+    if cal.get("weak_folds"):
+        used += f"; --weak-folds {cal['weak_folds']}"
+    if cal.get("shrink"):
+        used += " (" + ", ".join(f"{'/'.join(Path(str(f)).parts[-2:])} x{w:.2f}" for f, w in cal["shrink"].items()) + ")"
     return used
 
 
@@ -537,6 +542,13 @@ def _calibration_rows(s: dict, slug: str, base) -> list[str]:
             rows.append(base(f"{file}: rejected fit T = {_fmt(rejected.get('temperature'), 3)}, floor = "
                              f"{_fmt(rejected.get('floor'), 4)} (better on the rows it was fitted on, worse held out: "
                              f"it fits noise)", _fmt(rejected.get("after"))))
+    blend = cal.get("run_weights") or {}
+    if isinstance(blend.get("confidence"), dict):
+        fit = blend["confidence"]
+        rows.append(base(f"{file}: {Path(str(blend.get('crop_run'))).name} blended with "
+                         f"{Path(str(blend.get('whole_run'))).name} per image by the detector's confidence "
+                         f"(weight logistic({_fmt(fit.get('a'), 3)} * logit(best box score) + {_fmt(fit.get('b'), 3)}); "
+                         f"{_fmt(blend.get('mean_test_weight'), 2)} on average over the test images)"))
     if cal.get("clip"):
         rows.append(base(f"{file}: manual floor --clip {cal['clip']:g} applied after calibration"))
     if o is not None and o["calibrated_log_loss"] is not None:

@@ -129,6 +129,32 @@ def probe_device() -> Device:
                   cpu_flags=flags, backend=backend())
 
 
+def accelerator_memory_gib() -> float | None:
+    """The first accelerator's memory in GiB on the current backend; None on a CPU or when it cannot
+    be told (never raises)."""
+    if accelerator() == "cpu":
+        return None
+    try:
+        name = backend()
+        if name == "jax":
+            import jax
+
+            stats = jax.devices()[0].memory_stats() or {}
+            if stats.get("bytes_limit"):
+                return stats["bytes_limit"] / 2**30
+        if name == "torch":
+            import torch
+
+            return torch.cuda.get_device_properties(0).total_memory / 2**30
+        import subprocess
+
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10)
+        return float(out.stdout.split()[0]) / 1024 if out.returncode == 0 and out.stdout.strip() else None
+    except Exception:  # a driver that does not answer: the caller keeps its CPU default
+        return None
+
+
 def _gpu_details() -> tuple[str, tuple[int, int] | None]:
     """(name, compute capability) of the first GPU on the current backend."""
     name = backend()

@@ -510,9 +510,11 @@ def main(args) -> int:
         size = resolve_config(cfg).image_size
         crop_set = crop_set_for_detector(data_dir, args.detector, comp, CropSettings(
             size=size, margin=cfg.crop_margin, aspect=cfg.crop_aspect, jitters=cfg.crop_jitters,
-            seed=cfg.seed), workers=cfg.workers)
-        print(f"crops: {crop_set.dir} ({crop_set.counts['true']} from true boxes, {crop_set.counts['oof']} "
-              f"from the detector's held-out boxes; {len(crop_set.classes)} classes)", flush=True)
+            seed=cfg.seed, top_boxes=cfg.crop_top_boxes, box_floor=cfg.crop_box_floor), workers=cfg.workers)
+        counts = crop_set.counts
+        print(f"crops: {crop_set.dir} ({counts['true']} from true boxes, {counts['oof']} from the detector's "
+              f"held-out boxes, {counts.get('oof_hits', '?')} of them on a fish; {len(crop_set.classes)} classes)",
+              flush=True)
         notes |= {"detector": str(args.detector), "crop_set": str(crop_set.dir), "crop_classes": list(crop_set.classes)}
         comp, data_dir, folds_csv = crop_set.competition(comp), crop_set.dir, crop_set.manifest(args.fold)
     train_fold(cfg, comp, data_dir, folds_csv, args.fold, Path(args.run), retrain=args.retrain,

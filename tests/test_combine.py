@@ -50,3 +50,36 @@ def test_run_weights_blend_two_runs_that_err_on_different_images():
     b = np.where(np.arange(100)[:, None] % 4 == 1, [[0.9, 0.1]], np.eye(2)[y] * 0.8 + 0.1)
     w = combine.fit_weights([a, b], y)
     assert 0.3 < w[0] < 0.7  # neither alone is best
+
+
+def test_crops_of_several_boxes_combine_by_score_and_sum_to_one():
+    from ncfm.combine import combine_boxes
+
+    crop = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.3, 0.7], [0.6, 0.4]])
+    image_of = np.array([0, 0, 1, 2, 2])
+    scores = np.array([0.6, 0.2, 0.0, 0.0, 0.0])  # image 2: nothing scored, its crops count alike
+    out = combine_boxes(crop, image_of, scores, 3)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0)
+    np.testing.assert_allclose(out[0], (0.6 * crop[0] + 0.2 * crop[1]) / 0.8)
+    np.testing.assert_allclose(out[1], crop[2])
+    np.testing.assert_allclose(out[2], (crop[3] + crop[4]) / 2)
+    with pytest.raises(ValueError, match="no crop"):
+        combine_boxes(crop, image_of, scores, 4)
+
+
+def test_the_confidence_blend_trusts_crops_where_the_detector_is_sure_and_never_fits_worse_than_one_weight():
+    from ncfm.combine import box_weight, fit_confidence_blend, fit_weights
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 2, n)
+    scores = rng.uniform(0.01, 0.99, n)
+    right = np.where(rng.random(n) < scores, y, 1 - y)  # crops right where the detector is sure
+    crop = np.where(right[:, None] == np.arange(2), 0.9, 0.1)
+    whole = np.full((n, 2), 0.5)
+    whole[np.arange(n), y] = 0.65
+    fit = fit_confidence_blend(crop, whole, scores, y)
+    assert fit["a"] > 0 and box_weight(np.array([0.95]), fit)[0] > box_weight(np.array([0.05]), fit)[0]
+    w = fit_weights([crop, whole], y)[0]
+    flat = -np.mean(np.log((w * crop + (1 - w) * whole)[np.arange(n), y]))
+    assert fit["oof_log_loss"] <= flat + 1e-6

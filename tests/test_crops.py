@@ -246,7 +246,7 @@ def test_jittered_crops_differ_from_the_exact_one(inputs):
 def test_fold_manifest_validates_on_the_folds_oof_crops_and_trains_on_the_other_folds(inputs, fold):
     crops = build(inputs)
     m = pd.read_csv(crops.manifest(fold))
-    assert list(m.columns) == ["image", "label", "fold", "group", "source"]
+    assert list(m.columns) == ["image", "label", "fold", "group", "source", "rank", "score", "iou"]
     fish = [(i, v) for i, v in IMAGES.items() if v[0] != "NoF"]
     val = m[m.fold == fold]
     assert sorted(val.image) == sorted(f"oof/{Path(i).stem}.png" for i, v in fish if v[1] == fold)
@@ -262,6 +262,75 @@ def test_fold_manifest_validates_on_the_folds_oof_crops_and_trains_on_the_other_
     assert set(m.fold) == {0, 1}
 
 
+def test_the_classifier_trains_on_the_detectors_own_crops_of_fish_with_their_true_labels(inputs):
+    # fold 0's detector box misses img_00003's fish (a box in the corner): validated on, never trained on
+    found = inputs["found_oof"][0]
+    found.loc[(found.image == "train/BET/img_00003.jpg") & (found["rank"] == 0), ["x", "y", "width", "height"]] = \
+        [0.0, 30.0, 12.0, 12.0]
+    crops = build(inputs)
+    train = pd.read_csv(crops.manifest(1))
+    train = train[train.fold != 1]
+    detector_crops = train[train.image.str.startswith("oof/")]
+    assert set(detector_crops.source) == {"train/ALB/img_00001.jpg"}  # the other fish of fold 0 were missed
+    assert (detector_crops.label == "ALB").all() and (detector_crops.iou >= 0.3).all()
+    missed = pd.read_csv(crops.manifest(0))
+    missed = missed[(missed.fold == 0) & (missed.source == "train/BET/img_00003.jpg")]
+    assert list(missed.image) == ["oof/img_00003.png"] and missed.iou.iloc[0] < 0.3  # validated on: test-like
+
+
+def with_a_sliver_first(found: pd.DataFrame) -> pd.DataFrame:
+    """The detector's boxes with a better-scored sliver in front of each image's: a box outside the
+    frame that clipping left 0 pixels wide."""
+    sliver = found[found["rank"] == 0].assign(rank=0, score=0.95, x=64.0, y=10.0, width=0.0, height=20.0)
+    return pd.concat([sliver, found.assign(rank=found["rank"] + 1)], ignore_index=True)
+
+
+def test_degenerate_boxes_never_reach_a_crop(inputs):
+    inputs["found_oof"] = {k: with_a_sliver_first(f) for k, f in inputs["found_oof"].items()}
+    inputs["found_test"] = {k: with_a_sliver_first(f) for k, f in inputs["found_test"].items()}
+    crops = build(inputs, settings=CropSettings(size=16, margin=0.1, jitters=2, top_boxes=3, box_floor=0.0))
+    m = pd.read_csv(crops.manifest(0))
+    assert not (m.score == 0.95).any(), "a sliver was cut"
+    assert set(crops.test_crops(stage=1, fold=1).score) == {0.9, 0.1}
+    centre = read_png(crops.dir / "test/stage1/fold1/img_00102.png")[8, 8].astype(int)
+    assert np.abs(centre - RED).max() < 40  # the best crop is the true box behind the sliver
+
+
+def test_an_image_whose_every_box_is_degenerate_is_cut_whole():
+    from ncfm.crops import _top_boxes
+
+    found = pd.DataFrame({"image": ["a.jpg", "a.jpg"], "rank": [0, 1], "score": [0.9, 0.5],
+                          "x": [10.0, 3.0], "y": [0.0, 4.0], "width": [0.0, 30.0], "height": [5.0, 1.0]})
+    (score, box), = _top_boxes(found, "found", top=2)["a.jpg"]
+    assert score == 0.0 and all(math.isnan(v) for v in box)
+
+
+def test_the_detector_drops_boxes_that_clip_to_slivers_before_ranking():
+    from ncfm.detect import rank_boxes
+
+    boxes = np.array([[120.0, 10, 30, 30], [10, 10, 20, 20], [0, 0, 0, 0], [40, 40, 10, 10]])
+    conf = np.array([0.9, 0.6, -1.0, 0.3])  # the first lies past the 128-px frame's right edge but 8 px
+    keep, clipped = rank_boxes(boxes, conf, size=128, max_boxes=5, min_score=0.01)
+    assert list(keep) == [0, 1, 3]
+    assert clipped[0].tolist() == [120.0, 10.0, 8.0, 30.0]
+    boxes[0, 0] = 127.5  # now half a pixel wide inside the frame
+    keep, _ = rank_boxes(boxes, conf, size=128, max_boxes=5, min_score=0.01)
+    assert list(keep) == [1, 3]
+
+
+def test_top_boxes_cuts_the_best_boxes_above_the_floor(inputs):
+    crops = build(inputs, settings=CropSettings(size=16, margin=0.1, jitters=2, top_boxes=2, box_floor=0.05))
+    listed = crops.test_crops(stage=1, fold=0)
+    assert list(listed.crop) == ["test/stage1/fold0/img_00101.png", "test/stage1/fold0/img_00101_r1.png",
+                                 "test/stage1/fold0/img_00102.png", "test/stage1/fold0/img_00102_r1.png"]
+    assert list(listed.score) == [0.9, 0.1, 0.9, 0.1]
+    assert (crops.dir / "oof/img_00001_r1.png").is_file()
+    val = crops.validation_crops(0)
+    assert set(val.source) == {i for i, v in IMAGES.items() if v[0] != "NoF" and v[1] == 0}
+    floored = build(inputs, settings=CropSettings(size=16, margin=0.1, jitters=2, top_boxes=2, box_floor=0.2))
+    assert list(floored.test_crops(stage=1, fold=0)["rank"]) == [0, 0]
+
+
 def test_fold_manifest_is_accepted_by_read_manifest(inputs):
     from ncfm.batches import read_manifest
 
@@ -275,10 +344,12 @@ def test_crops_json_records_settings_classes_counts_and_test_ids_in_order(inputs
     meta = json.loads((crops.dir / "crops.json").read_text())
     assert meta["settings"]["size"] == 16 and meta["settings"]["aspect"] == "square"
     assert meta["digest"] == crops.digest and crops.dir.name == f"t-{crops.digest[:12]}"
-    assert meta["test"] == {"1": {"folds": [0, 1], "images": list(TEST)}}
+    assert meta["test"] == {"1": {"folds": [0, 1], "images": list(TEST),
+                                  "scores": {"0": [[0.9], [0.9]], "1": [[0.9], [0.9]]}}}
     listed = crops.test_crops(stage=1, fold=1)
     assert list(listed.image) == list(TEST)
     assert list(listed.crop) == ["test/stage1/fold1/img_00101.png", "test/stage1/fold1/img_00102.png"]
+    assert list(listed["rank"]) == [0, 0] and list(listed.score) == [0.9, 0.9]
     assert read_crop_set(crops.dir) == crops
 
 

@@ -266,6 +266,18 @@ def test_the_crop_path_writes_validated_csvs_for_both_stages(detector_run, boxed
     assert sum(weights.values()) == pytest.approx(1.0, abs=1e-3) and min(weights.values()) >= 0
     # per-fold parts are saved before combining: the crop classifier's test file per fold and stage
     assert len(list((crop_run / "predictions").glob("stage2_fold*_tta1.csv"))) == 2
+    # per image, by the detector's confidence in its box
+    confident = tmp_path / "confident.csv"
+    assert ncfm(["predict", "--data-dir", str(boxed_data), "--run", str(crop_run), "--run", str(whole_run),
+                 "--run-weights", "confidence", "--stage", "2", "--tta", "1", "--out", str(confident),
+                 "--weak-folds", "keep"]) == 0
+    record = runs.read_calibration(crop_run)["run_weights"]
+    assert record["crop_run"] == str(crop_run) and 0.0 <= record["mean_test_weight"] <= 1.0
+    assert "confidence blend fitted on OOF" in capsys.readouterr().out
+    assert ncfm(["validate", str(confident), "--data-dir", str(boxed_data), "--stage", "2"]) == 0
+    assert ncfm(["predict", "--data-dir", str(boxed_data), "--run", str(whole_run), "--run-weights", "confidence",
+                 "--stage", "2", "--tta", "1", "--out", str(tmp_path / "no.csv")]) == 2
+    assert "blends one crop run" in capsys.readouterr().err
 
     # a crop classifier fold that learned nothing (uniform over the fish classes) is left out of the
     # crop run, judged as for a whole-image run: its oof.csv against its own crop manifest's priors
@@ -284,7 +296,7 @@ def test_the_crop_path_writes_validated_csvs_for_both_stages(detector_run, boxed
         (fold_dir / "state.json").write_text(json.dumps(older))
     without = tmp_path / "without_fold0.csv"
     assert ncfm(["predict", "--data-dir", str(boxed_data), "--run", str(crop_run), "--stage", "2", "--tta", "1",
-                 "--out", str(without)]) == 0
+                 "--out", str(without), "--weak-folds", "priors"]) == 0
     assert f"{crop_run}: leaving out fold0 (OOF log loss {np.log(len(fish)):.4f}" in capsys.readouterr().out
     assert runs.read_calibration(crop_run)["left_out"] == [str(crop_run / "fold0")]
     assert ncfm(["validate", str(without), "--data-dir", str(boxed_data), "--stage", "2"]) == 0
@@ -299,3 +311,14 @@ def test_predict_refuses_a_detector_run_and_says_what_to_do(tmp_path, capsys):
 
     with pytest.raises(NcfmError, match="a detector run"):
         usable_folds(tmp_path / "det", Competition(classes=("ALB", "NoF")))
+
+
+def test_the_auto_detector_batch_fills_an_accelerator_and_stays_8_on_a_cpu():
+    from ncfm.detect import auto_batch_size
+
+    assert auto_batch_size(None, 512) == 8  # a CPU
+    assert auto_batch_size(139.8, 512) == 64  # an H200: capped
+    assert auto_batch_size(15.0, 512) == 8  # a 16 GB T4 at 512 px
+    assert auto_batch_size(15.0, 256) == 32  # the same card at a quarter of the pixels
+    assert auto_batch_size(40.0, 512) == 32
+    assert auto_batch_size(2.0, 1024) == 8  # never below 8

@@ -477,8 +477,10 @@ def test_train_warns_about_a_fold_no_better_than_the_class_priors_and_records_it
     assert state["oof_log_loss"] >= state["prior_log_loss"]  # learned nothing
     assert state["no_better_than_priors"] is True
     assert state["stop_reason"] == "ran to its last epoch (1)"
+    held_out = len(pd.read_csv(fold_dir / "oof.csv"))
     warning = (f"WARNING: fold 0 is no better than the class priors: OOF log loss {state['oof_log_loss']:.4f} "
-               f"against {state['prior_log_loss']:.4f} for predicting its training class shares on the same 48 images")
+               f"against {state['prior_log_loss']:.4f} for predicting its training class shares on the same "
+               f"{held_out} images")
     for said in (weak_member["train_said"], (fold_dir / "train.log").read_text()):
         assert warning in said
         assert "leaves it out of the ensemble (--keep-weak-folds keeps it)" in said
