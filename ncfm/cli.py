@@ -272,7 +272,7 @@ def _add_predict(sub):
         help="TTA x folds x runs ensemble -> calibrated, validated Kaggle CSV",
         description="Predict the test set of a stage with every fold model of each run, averaging "
         "N test-time views per model, then across folds and runs; a fold no better than the class "
-        "priors on its held-out images is named (--weak-folds says whether it is kept). Per-fold predictions "
+        "priors on its held-out images is named and pulled towards the priors (--weak-folds). Per-fold predictions "
         "are saved in the run folder before averaging. The CSV is validated against the sample submission "
         "and written atomically.",
     )
@@ -310,8 +310,8 @@ def _add_predict(sub):
                    "named): keep it in the average; priors = leave out a fold whose OOF does not beat the priors; "
                    "margin = also one that beats them by less than twice the standard error; shrink = keep every "
                    "fold, each pulled towards the priors by a weight fitted on its own OOF. A run whose every fold "
-                   "is weak keeps them all. (default keep: the others lost to it on held-out test images, "
-                   "docs/weak_folds.md)")
+                   "is weak keeps them all. (default shrink: on held-out test images it was never worse than "
+                   "keep beyond noise, where leaving folds out was; docs/weak_folds.md)")
     p.add_argument("--keep-weak-folds", dest="weak_folds", action="store_const", const="keep",
                    help="the same as --weak-folds keep")
     p.add_argument("--fill-unreadable", action="store_true",

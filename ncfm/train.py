@@ -275,7 +275,8 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
         log(f"WARNING: fold {fold.index} is no better than the class priors: OOF {comp.metric_name} {mine:.4f} "
             f"against {priors:.4f} for predicting its training class shares on the same {len(labels)} images "
             f"(it must beat them by more than twice the standard error of the difference, {margin:.4f}). "
-            f"`ncfm predict` leaves it out of the ensemble (--keep-weak-folds keeps it). Give it more epochs "
+            f"`ncfm predict` pulls it towards the class priors by a weight fitted on its OOF (--weak-folds shrink; "
+            f"--weak-folds priors leaves it out). Give it more epochs "
             f"(--epochs), a higher learning rate (--lr){weights}: "
             f"add them to {fold.retrain_hint()}")
     return state

@@ -182,7 +182,7 @@ def test_a_class_with_fewer_images_than_folds_is_a_warning_naming_the_labels(fla
     (flat_layout / "train.csv").write_text("id,has_cactus\n" + "".join(f"c{i}.jpg,{int(i == 0)}\n" for i in range(6)))
     assert split(flat_layout) == 0
     err = capsys.readouterr().err
-    assert f"warning: {flat_layout / 'train.csv'}: fewer images than folds for 1 (1)" in err
+    assert f"WARNING: {flat_layout / 'train.csv'}: fewer images than folds for 1 (1)" in err
 
 
 def test_a_sample_whose_values_are_neither_labels_nor_probabilities_is_named(flat_layout, capsys):

@@ -483,7 +483,7 @@ def test_train_warns_about_a_fold_no_better_than_the_class_priors_and_records_it
                f"{held_out} images")
     for said in (weak_member["train_said"], (fold_dir / "train.log").read_text()):
         assert warning in said
-        assert "leaves it out of the ensemble (--keep-weak-folds keeps it)" in said
+        assert "pulls it towards the class priors by a weight fitted on its OOF (--weak-folds shrink" in said
         assert "--epochs" in said and "--lr" in said and "--weights" in said and "--retrain" in said
 
 
@@ -588,6 +588,27 @@ def test_shrink_pulls_a_fold_that_learned_nothing_to_its_priors_and_leaves_one_t
     np.testing.assert_allclose(tests[0][0], shares / shares.sum(), atol=0.01)  # fold 0 now says the priors
     assert kaggle_log_loss(y, oofs["fold0"][list(CLASSES)].to_numpy()) < kaggle_log_loss(y, uniform(y))
     assert "--weak-folds shrink" in said[0]
+
+
+def test_the_default_rule_keeps_a_fold_better_than_the_priors_and_reduces_one_worse_to_them(
+        predicted, run_copy, tmp_path, capsys):
+    judged_by_oof(run_copy, 0, uniform)  # worse than its training class shares
+    judged_by_oof(run_copy, 1, learned)
+    out = tmp_path / "sub.csv"
+    argv = ["predict", "--data-dir", str(predicted["data"]), "--run", str(run_copy), "--stage", "1", "--tta", "1",
+            "--out", str(out)]  # no --weak-folds: the default; one view, so oof.csv is what it judges
+    assert ncfm(argv) == 0
+    calibration = json.loads((run_copy / "calibration.json").read_text())
+    assert calibration["weak_folds"] == "shrink" and calibration["left_out"] == []
+    weights = calibration["shrink"]
+    assert weights[str(run_copy / "fold0")] < 0.05 and weights[str(run_copy / "fold1")] > 0.95
+    fold0 = probs_of(run_copy / "predictions" / "stage1_fold0_tta1.csv")
+    fold1 = probs_of(run_copy / "predictions" / "stage1_fold1_tta1.csv")
+    shares = training_shares(predicted["data"], 0)
+    w0, w1 = weights[str(run_copy / "fold0")], weights[str(run_copy / "fold1")]
+    expected = ((w0 * fold0 + (1 - w0) * shares) + (w1 * fold1 + (1 - w1) * training_shares(predicted["data"], 1))) / 2
+    expected = calibrate(expected.to_numpy(), calibration["temperature"], calibration["floor"])
+    np.testing.assert_allclose(probs_of(out).loc[fold0.index].to_numpy(), expected, atol=2e-3)  # weights rounded
 
 
 def test_predict_shrink_keeps_every_fold_and_records_the_weights(predicted, run_copy, tmp_path, capsys,
