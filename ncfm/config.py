@@ -74,9 +74,11 @@ class TrainConfig:
                                "aspect, squashed), or pad (square, black beyond the image edge)")
     crop_jitters: int = setting(2, "with --detector: crops cut per true box for training, the first exact, "
                                 "the others shifted and scaled by up to 10% like a detector's boxes")
-    crop_top_boxes: int = setting(3, "with --detector: the detector's best boxes cut per image (held-out training "
+    crop_top_boxes: int = setting(1, "with --detector: the detector's best boxes cut per image (held-out training "
                                   "images and test images); predict combines their crops weighted by score")
     crop_box_floor: float = setting(0.05, "with --detector: the score a box after the best needs to be cut")
+    crop_train_misses: bool = setting(True, "with --detector: also train on the detector's held-out crops that "
+                                      "miss the fish (with the image's label: they still show its boat)")
     # execution
     seed: int = setting(2016, "seed of weights, augmentation, dropout and batch order")
     deterministic: bool = setting(False, "deterministic kernels (slower; TensorFlow and torch)")

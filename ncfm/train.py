@@ -511,7 +511,8 @@ def main(args) -> int:
         size = resolve_config(cfg).image_size
         crop_set = crop_set_for_detector(data_dir, args.detector, comp, CropSettings(
             size=size, margin=cfg.crop_margin, aspect=cfg.crop_aspect, jitters=cfg.crop_jitters,
-            seed=cfg.seed, top_boxes=cfg.crop_top_boxes, box_floor=cfg.crop_box_floor), workers=cfg.workers)
+            seed=cfg.seed, top_boxes=cfg.crop_top_boxes, box_floor=cfg.crop_box_floor,
+            train_misses=cfg.crop_train_misses), workers=cfg.workers)
         counts = crop_set.counts
         print(f"crops: {crop_set.dir} ({counts['true']} from true boxes, {counts['oof']} from the detector's "
               f"held-out boxes, {counts.get('oof_hits', '?')} of them on a fish; {len(crop_set.classes)} classes)",
