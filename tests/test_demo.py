@@ -29,10 +29,12 @@ def test_demo_runs_end_to_end_to_a_validated_stage2_submission(tmp_path, capsys)
     assert checked.rows > 0
     run = root / "runs" / "demo"
     assert list(runs.read_members_table(run).fold) == [0, 1]  # every fold from one `train --folds all`
-    left_out = runs.read_calibration(run)["left_out"]  # folds no better than the class priors, named
-    assert len(left_out) < 2
+    calibration = runs.read_calibration(run)
+    # the default weak-fold rule keeps every fold, each shrunk towards the priors by a weight of its own
+    assert calibration["weak_folds"] == "shrink" and calibration["left_out"] == []
+    assert set(calibration["shrink"]) == {str(run / "fold0"), str(run / "fold1")}
     for k in (0, 1):  # every fold ensembled wrote its own predictions first
-        assert (run / "predictions" / f"stage2_fold{k}_tta2.csv").is_file() or str(run / f"fold{k}") in left_out
+        assert (run / "predictions" / f"stage2_fold{k}_tta2.csv").is_file()
 
     loss = re.search(r"cross-validated OOF log loss: (\d+\.\d+), (?:after calibration (\d+\.\d+)|calibration "
                      r"not applied \(no gain on held-out folds\))\s+"
