@@ -83,8 +83,9 @@ def combine_boxes(crop_probs, image_of, scores, n_images: int) -> np.ndarray:
 
 def box_weight(scores, fit: dict) -> np.ndarray:
     """The crop path's weight per image in a confidence blend: logistic(a * logit(best score) + b)."""
-    z = fit["a"] * _logit(scores)[:, 0] + fit["b"]
-    return 1.0 / (1.0 + np.exp(-z))
+    from scipy.special import expit  # logistic without overflow for large |z|
+
+    return expit(fit["a"] * _logit(scores)[:, 0] + fit["b"])
 
 
 def fit_confidence_blend(crop_probs, whole_probs, scores, y) -> dict:
@@ -92,6 +93,7 @@ def fit_confidence_blend(crop_probs, whole_probs, scores, y) -> dict:
     the crop path counts for more where the detector is sure of its box, the whole image where it is
     not. With a = 0 this is one weight for every image, so it never fits worse than that."""
     from scipy.optimize import minimize
+    from scipy.special import expit
 
     crop = np.asarray(crop_probs, "float64")
     whole = np.asarray(whole_probs, "float64")
@@ -100,7 +102,7 @@ def fit_confidence_blend(crop_probs, whole_probs, scores, y) -> dict:
     pc, pw, z = crop[rows, y], whole[rows, y], _logit(scores)[:, 0]
 
     def loss(theta):
-        w = 1.0 / (1.0 + np.exp(-(theta[0] * z + theta[1])))
+        w = expit(theta[0] * z + theta[1])
         return -np.mean(np.log(np.clip(w * pc + (1 - w) * pw, 1e-15, None)))
 
     best = min((minimize(loss, start, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-8})

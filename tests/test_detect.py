@@ -112,11 +112,12 @@ def test_the_detector_finds_boxes_under_mixed_precision(policy):
 # ----------------------------------------------------------------------------- a detector run
 @pytest.fixture(scope="session")
 def boxed_data(tmp_path_factory) -> Path:
-    """A small synthetic NCFM (two stages) with its fish boxes imported, split in 2 folds."""
+    """A small synthetic NCFM (two stages) with its fish boxes imported, split in 2 folds; two fish-like
+    decoys on every frame, so the crop path meets boxes that miss the fish."""
     from ncfm.synthetic import make_synthetic
 
     data = tmp_path_factory.mktemp("boxed") / "data"
-    make_synthetic(data, n_train=72, n_test1=8, n_test2=8, scale=0.1, seed=3)
+    make_synthetic(data, n_train=72, n_test1=8, n_test2=8, scale=0.1, seed=3, decoys=2)
     assert ncfm(["split_train_val", "--data-dir", str(data), "--folds", "2"]) == 0
     assert ncfm(["boxes", "--data-dir", str(data)]) == 0
     return data
