@@ -313,15 +313,16 @@ def is_crop_run(folds: list[runs.Fold]) -> bool:
 
 def predict_crop_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, data_dir: Path, stage: int,
                      test: pd.DataFrame, views, *, batch_size: int, force: bool, log,
-                     fill_rows=(), crop_boxes: int = 0) -> tuple[list[np.ndarray], dict]:
+                     fill_rows=(), crop_boxes: int = 0) -> tuple[list[np.ndarray], dict, np.ndarray]:
     """Like predict_run, for a crop run: each fold's crop classifier on the crops of the same
     detector fold's best boxes on the test images (per-fold files saved as for any run; an image's
     crops combined by their boxes' scores, ncfm.combine.combine_boxes; `crop_boxes` > 0 uses only
     the best that many), then combined with the detector's calibrated P(fish) into the
     competition's classes (ncfm.combine.combine). The OOF frames cover every training image: fish
     images through their out-of-fold crops, empty ones through P(fish) alone (their log loss does
-    not depend on the crop classifier). Both carry each image's best box score (column
-    BOX_SCORE; on the test images the mean over the detector's folds) for a confidence blend."""
+    not depend on the crop classifier). The OOF frames carry each image's best box score (column
+    BOX_SCORE), and the third value is the test images' (the mean over the detector's folds), for a
+    confidence blend."""
     from ncfm import combine
     from ncfm.batches import read_manifest
     from ncfm.crops import read_crop_set
