@@ -10,7 +10,7 @@
 It writes a markdown report (table + ratios + machine + the exact command) and a JSON file with
 every figure. Results are saved after every benchmark, so a run cut short keeps what it did.
 
-GPU machine (no TensorFlow; keras carried as wheels in .whl, see shared/GPU.md), one call of
+GPU machine (no TensorFlow; keras carried as wheels in a git-ignored .whl/), one call of
 about 8 minutes (--budget-s skips what would start too late; results are saved as it goes):
 
     python3 -m pip install -q --no-index --no-deps --target .site .whl/*.whl && \\

@@ -6,7 +6,7 @@
   with TTA [-> boxes -> one detector fold, with --detector-epochs]
 
 Each step's wall time (compilation included) goes to a JSON file as soon as it finishes, so a
-run cut short keeps what it measured. On the GPU machine (see shared/GPU.md for the set-up):
+run cut short keeps what it measured. On the GPU machine (after its set-up lines, as in scripts/bench.py):
 
     python3 scripts/full_job.py --work /tmp/ncfm_job --out $OUT/full_job.json --batch-size 128
 

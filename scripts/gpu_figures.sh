@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU figures of one lease, in two calls of at most ~10 minutes each (see shared/GPU.md for
-# the set-up lines that come first; results go to $OUT, the job's files stay in $WORK between
+# The GPU figures of one lease, in two calls of at most ~10 minutes each (after the machine's
+# set-up lines, which install the Keras wheels carried in .whl/; results go to $OUT, the job's files stay in $WORK between
 # calls on the same warm machine):
 #
 #   bash scripts/gpu_figures.sh rate  # the training rate beside the PyTorch peer, nothing else
