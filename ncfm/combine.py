@@ -42,10 +42,16 @@ def fit_fish_probability(scores, is_fish) -> dict:
     return {"a": float(model.coef_[0, 0]), "b": float(model.intercept_[0])}
 
 
+def _logistic_of_score(scores, fit: dict) -> np.ndarray:
+    """logistic(a * logit(score) + b) for the {"a", "b"} of a fit, without overflow for large |z|."""
+    from scipy.special import expit
+
+    return expit(fit["a"] * _logit(scores)[:, 0] + fit["b"])
+
+
 def fish_probability(scores, fit: dict, clip: float = 0.0) -> np.ndarray:
     """P(fish) for best scores (NaN or 0 = nothing found), by a fit of fit_fish_probability."""
-    z = fit["a"] * _logit(scores)[:, 0] + fit["b"]
-    p = 1.0 / (1.0 + np.exp(-z))
+    p = _logistic_of_score(scores, fit)
     return np.clip(p, clip, 1 - clip) if clip else p
 
 
@@ -83,9 +89,7 @@ def combine_boxes(crop_probs, image_of, scores, n_images: int) -> np.ndarray:
 
 def box_weight(scores, fit: dict) -> np.ndarray:
     """The crop path's weight per image in a confidence blend: logistic(a * logit(best score) + b)."""
-    from scipy.special import expit  # logistic without overflow for large |z|
-
-    return expit(fit["a"] * _logit(scores)[:, 0] + fit["b"])
+    return _logistic_of_score(scores, fit)
 
 
 def fit_confidence_blend(crop_probs, whole_probs, scores, y) -> dict:

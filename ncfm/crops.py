@@ -223,11 +223,6 @@ class CropSet:
                             f"{', '.join(map(str, self.folds))}")
         return self.dir / f"fold{fold}.csv"
 
-    def sources(self, fold: int) -> pd.Series:
-        """The original image of each crop in `fold`'s manifest (crop file -> source image)."""
-        rows = pd.read_csv(self.manifest(fold), dtype=str)
-        return rows.set_index("image").source
-
     def validation_crops(self, fold: int) -> pd.DataFrame:
         """The crops `fold` validates on (its images' out-of-fold crops): image (the crop), source,
         rank, score; the scores weigh an image's crops when they are combined (combine_boxes)."""

@@ -249,7 +249,8 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: s
     """df (image, label[, width, height, thumb]) plus `group` and `fold` (0..n_folds-1), sorted by image.
 
     groups="auto" decides between boat groups and none (choose_groups); the result's
-    attrs["groups"] and attrs["why"] say what was used and why. Warns (UserWarning) when a class
+    attrs["groups"] and attrs["why"] say what was used and why, attrs["largest_share_gap"] the
+    (gap, fold, class) of share_drift. Warns (UserWarning) when a class
     has fewer groups than folds (some folds then hold no validation image of that class) and when
     a fold's class share is further than SHARE_TOLERANCE from the whole's.
     """
@@ -317,8 +318,8 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: s
         first = np.unique(group_ids, return_index=True)[1]
         fold = balance_groups(counts, fold[first], n_folds)[group_ids]
     out["fold"] = fold
-    out.attrs.update(groups=groups, why=why)
     gap, k, label, share, whole = share_drift(out)
+    out.attrs.update(groups=groups, why=why, largest_share_gap=(gap, k, label))
     if gap > SHARE_TOLERANCE and groups != "none":  # without groups the split is as even as the counts allow
         warnings.warn(
             f"the groups unbalance the folds: fold {k} is {share:.0%} {label} against {whole:.0%} of all images "
@@ -386,7 +387,7 @@ def main(args) -> int:
         print(f"WARNING: {labels_from}: {w.message}", file=sys.stderr)
 
     text = folds[["image", "label", "fold", "group"]].to_csv(index=False, lineterminator="\n")
-    gap, worst_fold, worst_class, _, _ = share_drift(folds)
+    gap, worst_fold, worst_class = folds.attrs["largest_share_gap"]
     meta = {
         "n_folds": args.folds, "seed": args.seed, "groups": used, "groups_asked": args.groups,
         "groups_why": folds.attrs["why"],

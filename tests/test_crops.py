@@ -444,6 +444,10 @@ def test_unknown_test_fold_is_an_error_naming_what_there_is(inputs):
 def test_bad_settings_are_refused_naming_the_value():
     with pytest.raises(NcfmError, match="jitters=0"):
         CropSettings(jitters=0)
+    with pytest.raises(NcfmError, match=r"top_boxes=0 \(1 or more\)"):
+        CropSettings(top_boxes=0)
+    with pytest.raises(NcfmError, match=r"box_floor=1.5 \(in \[0, 1\]\)"):
+        CropSettings(box_floor=1.5)
 
 
 # ----------------------------------------------------------------------------- training on it
