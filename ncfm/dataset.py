@@ -564,7 +564,9 @@ def check_images(paths: list, workers: int = 0, progress: bool = True) -> pd.Dat
 
     Columns: path (as given), ok, error ('' when ok), width, height (the file's own size),
     thumb (a uint8 RGB array of shape (18, 32, 3), the whole image squashed to 32x18; None
-    when not ok). workers=0 uses every core; 1 decodes in this process.
+    when not ok). workers=0 uses every core; 1 decodes in this process. Results stream in: only
+    the thumbnails are kept, in one (N, 18, 32, 3) array whose rows the thumb column shows, so
+    memory grows by 1.7 KB an image (200,000 images: 350 MB).
     """
     from tqdm import tqdm
 
@@ -573,12 +575,23 @@ def check_images(paths: list, workers: int = 0, progress: bool = True) -> pd.Dat
     workers = min(workers, max(1, len(paths) // 16))  # a pool is not worth it for a handful
     bar = dict(total=len(paths), desc="checking images", unit="img",
                disable=not progress or not sys.stderr.isatty())
+    thumbs = np.zeros((len(paths), THUMB_SIZE[1], THUMB_SIZE[0], 3), dtype=np.uint8)
+    ok = np.zeros(len(paths), dtype=bool)
+    errors, widths, heights = [""] * len(paths), np.zeros(len(paths), np.int64), np.zeros(len(paths), np.int64)
+
+    def keep(results):
+        for i, (fine, error, width, height, thumb) in enumerate(tqdm(results, **bar)):
+            ok[i], errors[i], widths[i], heights[i] = fine, error, width, height
+            if fine:
+                thumbs[i] = thumb
+
     if workers == 1:
-        results = [_check_one(p) for p in tqdm(paths, **bar)]
+        keep(_check_one(p) for p in paths)
     else:
         chunksize = max(1, min(64, len(paths) // (workers * 8)))
         with process_pool(workers) as pool:
-            results = list(tqdm(pool.map(_check_one, paths, chunksize=chunksize), **bar))
-    df = pd.DataFrame(results, columns=["ok", "error", "width", "height", "thumb"])
+            keep(pool.map(_check_one, paths, chunksize=chunksize))
+    df = pd.DataFrame({"ok": ok, "error": errors, "width": widths, "height": heights,
+                       "thumb": [thumbs[i] if fine else None for i, fine in enumerate(ok)]})
     df.insert(0, "path", paths)
     return df

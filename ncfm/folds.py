@@ -64,13 +64,33 @@ FRAME_DISTANCE = 0.3
 # not hide the deck. Frames of one synthetic deck stay below ~0.36; other decks sit above ~0.6.
 BOAT_DISTANCE = 0.45
 TRIM_KEEP = 0.7
+# Scale (boat_groups): a size bucket of up to SAMPLE images is clustered over every pair (SAMPLE^2 / 2
+# distances: 67 MB); a bigger one in rounds of SAMPLE images that place the rest by mean correlation.
+# A round placing under ROUND_FLOOR of the images it tried ends the rounds (the rest have no
+# look-alikes). Beyond SAMPLE // 2 pieces, stage 2 joins the largest exactly and compares each other
+# piece with the CANDIDATES of them whose medians correlate best with its own.
+SAMPLE = 4096
+ROUND_FLOOR = 0.05
+CANDIDATES = 8
 
 
-def _luminance(thumbs) -> np.ndarray:
-    x = np.stack([np.asarray(t, dtype=np.float32) for t in thumbs])
-    if x.ndim == 4:  # (N, H, W, 3) RGB -> luminance
-        x = x @ np.array([0.299, 0.587, 0.114], np.float32)
-    return x.reshape(len(x), -1)
+def _luminance(thumbs, chunk: int = 8192) -> np.ndarray:
+    """(N, pixels) float32 luminance of N thumbnails ((H, W, 3) RGB, (H, W) grey, or flat rows),
+    converted a chunk at a time so that no float copy of every RGB thumbnail is ever held."""
+    n = len(thumbs)
+    if n == 0:
+        return np.zeros((0, 0), np.float32)
+    out = None
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    for start in range(0, n, chunk):
+        x = np.stack([np.asarray(t, dtype=np.float32) for t in thumbs[start:start + chunk]])
+        if x.ndim == 4:  # (n, H, W, 3) RGB -> luminance
+            x = x @ weights
+        x = x.reshape(len(x), -1)
+        if out is None:
+            out = np.empty((n, x.shape[1]), np.float32)
+        out[start:start + len(x)] = x
+    return out
 
 
 def _unit_centred(x: np.ndarray) -> np.ndarray:
@@ -86,54 +106,181 @@ def _robust_z(x: np.ndarray) -> np.ndarray:
     return (x - med) / (1.4826 * mad + 1)
 
 
+def _trimmed(a: np.ndarray, b: np.ndarray, keep: float = TRIM_KEEP) -> np.ndarray:
+    """Row-wise trimmed RMS distance between a and b (same shape, or b broadcast against a)."""
+    sq = (a - b) ** 2
+    k = max(1, int(sq.shape[-1] * keep))
+    return np.sqrt(np.partition(sq, k - 1, axis=-1)[..., :k].mean(axis=-1))
+
+
 def _trimmed_distances(p: np.ndarray, keep: float = TRIM_KEEP) -> np.ndarray:
     """Condensed (scipy pdist order) trimmed RMS distances between the rows of p."""
-    k = max(1, int(p.shape[1] * keep))
-    out = []
-    for i in range(len(p) - 1):
-        sq = (p[i + 1:] - p[i]) ** 2
-        out.append(np.sqrt(np.partition(sq, k - 1, axis=1)[:, :k].mean(axis=1)))
-    return np.concatenate(out)
+    return np.concatenate([_trimmed(p[i + 1:], p[i], keep) for i in range(len(p) - 1)])
 
 
-def boat_groups(df: pd.DataFrame, features=None, distance: float = BOAT_DISTANCE) -> np.ndarray:
+def _spread(n: int, k: int) -> np.ndarray:
+    """k indices spread evenly over range(n) (all of them when n <= k): in image-sorted order, a
+    sample that visits every stretch of the files, so every boat's videos are in it."""
+    if n <= k:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+def _average_linkage(x, metric, t: float) -> np.ndarray:
+    """Average-linkage clusters of the rows of x (or of a condensed distance list when metric is
+    None) cut at distance t: labels 0..K-1 in the order of scipy's cluster numbers."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    if len(x) == 1 and metric is not None:
+        return np.zeros(1, np.int64)
+    tree = linkage(x, method="average", metric=metric) if metric else linkage(x, method="average")
+    return np.unique(fcluster(tree, t=t, criterion="distance"), return_inverse=True)[1].astype(np.int64)
+
+
+def _frame_pieces(lum: np.ndarray, sample: int, bar, chunk: int = 4096) -> np.ndarray:
+    """Stage 1: a piece id per row of lum (one size bucket), pieces of videos.
+
+    Up to `sample` rows: average linkage on correlation distance cut at FRAME_DISTANCE, over every
+    pair. More rows go in rounds: the linkage clusters an evenly spread sample of the rows not yet
+    placed, then every other row joins the sample's piece it correlates with best on average,
+    when that average distance is within FRAME_DISTANCE; this is the test average linkage applies
+    when it merges one frame into a cluster, and costs rows x pieces, not rows squared. Rows that
+    joined nothing start the next round. A round that places under ROUND_FLOOR of the rows it tried
+    ends the rounds: what is left has no look-alike in a sample of its own kind, and each of its
+    rows is a piece of its own. Flat thumbnails (one grey level: no layout to correlate) are one piece.
+    """
+    n = len(lum)
+    piece = np.full(n, -1, dtype=np.int64)
+    flat = lum.max(axis=1) == lum.min(axis=1)
+    next_id = 0
+    if flat.any():
+        piece[flat], next_id = 0, 1
+        bar.update(int(flat.sum()))
+    rest = np.flatnonzero(~flat)
+    while len(rest):
+        chosen = rest[_spread(len(rest), sample)]
+        unit = _unit_centred(lum[chosen])
+        labels = _average_linkage(unit, "correlation", FRAME_DISTANCE)
+        piece[chosen] = labels + next_id
+        bar.update(len(chosen))
+        others = np.setdiff1d(rest, chosen, assume_unique=True)
+        n_pieces = int(labels.max()) + 1
+        if not len(others):
+            break
+        means = np.zeros((n_pieces, lum.shape[1]), np.float32)
+        np.add.at(means, labels, unit)
+        means /= np.bincount(labels, minlength=n_pieces)[:, None]
+        joined = np.full(len(others), -1, dtype=np.int64)
+        for start in range(0, len(others), chunk):
+            corr = _unit_centred(lum[others[start:start + chunk]]) @ means.T  # mean correlation per piece
+            best = corr.argmax(axis=1)
+            close = corr[np.arange(len(best)), best] >= 1 - FRAME_DISTANCE
+            joined[start:start + chunk] = np.where(close, best, -1)
+        placed = joined >= 0
+        piece[others[placed]] = joined[placed] + next_id
+        bar.update(int(placed.sum()))
+        next_id += n_pieces
+        rest = others[~placed]
+        if placed.mean() < ROUND_FLOOR:
+            piece[rest] = next_id + np.arange(len(rest))
+            bar.update(len(rest))
+            break
+    return piece
+
+
+def _piece_medians(lum: np.ndarray, piece: np.ndarray, sample: int) -> np.ndarray:
+    """The pixelwise median of each piece's robust z-scored thumbnails (of `sample` members spread
+    over a larger piece); (pieces, pixels)."""
+    order = np.argsort(piece, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(piece[order])) + 1]
+    ends = np.r_[starts[1:], len(order)]
+    medians = np.empty((len(starts), lum.shape[1]), np.float32)
+    singles = np.flatnonzero(ends - starts == 1)
+    for a in range(0, len(singles), 8192):  # a piece of one frame is its own median
+        some = singles[a:a + 8192]
+        medians[some] = _robust_z(lum[order[starts[some]]])
+    for p in np.flatnonzero(ends - starts > 1):
+        rows = order[starts[p]:ends[p]]
+        rows = rows[_spread(len(rows), sample)]
+        medians[p] = np.median(_robust_z(lum[rows]), axis=0)
+    return medians
+
+
+def _join_pieces(medians: np.ndarray, sizes: np.ndarray, distance: float, sample: int, chunk: int = 256) -> np.ndarray:
+    """Stage 2: a boat id per piece. Up to `sample` pieces: average linkage on trimmed distances
+    between their medians, cut at `distance`, over every pair. More pieces: the `sample` largest are
+    joined that way, and each other piece joins the boat of the nearest of them (trimmed distance
+    within `distance`) among the CANDIDATES whose medians correlate best with its own; else it is a
+    boat of its own."""
+    n = len(medians)
+    if n == 1:
+        return np.zeros(1, np.int64)
+    if n <= sample:
+        return _average_linkage(_trimmed_distances(medians), None, distance)
+    chosen = np.sort(np.argsort(-sizes, kind="stable")[:sample])
+    boat = np.full(n, -1, dtype=np.int64)
+    boat[chosen] = _average_linkage(_trimmed_distances(medians[chosen]), None, distance)
+    next_id = int(boat.max()) + 1
+    unit = _unit_centred(medians[chosen])
+    others = np.setdiff1d(np.arange(n), chosen, assume_unique=True)
+    k = min(CANDIDATES, len(chosen))
+    for start in range(0, len(others), chunk):
+        part = others[start:start + chunk]
+        corr = _unit_centred(medians[part]) @ unit.T
+        near = np.argpartition(-corr, k - 1, axis=1)[:, :k]  # (part, k) candidates
+        dist = _trimmed(medians[part][:, None, :], medians[chosen[near]])
+        best = dist.argmin(axis=1)
+        close = dist[np.arange(len(part)), best] <= distance
+        boat[part[close]] = boat[chosen[near[close, best[close]]]]
+        boat[part[~close]] = next_id + np.arange(int((~close).sum()))
+        next_id += int((~close).sum())
+    return boat
+
+
+def boat_groups(df: pd.DataFrame, features=None, distance: float = BOAT_DISTANCE, sample: int | None = None,
+                progress: bool = False) -> np.ndarray:
     """A boat id per row: same image size and the same-looking deck.
 
     df needs width and height; features is one thumbnail per row (an (H, W, 3) or (H, W)
     array, or already a flat luminance vector), default df["thumb"] as check_images makes it.
-    Within each size: stage 1 clusters frames by correlation (FRAME_DISTANCE), stage 2 joins
-    clusters whose median thumbnails match on most pixels (`distance`). Ids are 0..G-1 in
-    order of first appearance in df; the result depends only on df's order and contents.
-    """
-    from scipy.cluster.hierarchy import fcluster, linkage
+    Within each size: stage 1 clusters frames into pieces of videos by correlation (FRAME_DISTANCE;
+    _frame_pieces), stage 2 joins pieces whose median thumbnails match on most pixels (`distance`;
+    _join_pieces). Ids are 0..G-1 in order of first appearance in df; the result depends only on
+    df's order and contents.
 
+    Cost: a size bucket of up to `sample` images (and up to `sample` // 2 pieces) is clustered over
+    every pair, as before 2026-12-05: for NCFM (3,777 images, at most about 2,000 of one size) the
+    groups are the same. `sample` (default SAMPLE) is read when called. A bigger bucket is clustered in rounds of `sample` images, each of which
+    places the rest by their mean correlation with its pieces (the test average linkage itself
+    applies), so time and memory grow with images x pieces, and memory is bounded by the
+    thumbnails (float32 luminance, 2.3 KB an image) plus one sample's pairs (`sample` = 4,096:
+    67 MB). progress shows a bar of images placed.
+    """
     if features is None:
         if "thumb" not in df.columns:
             raise ValueError("boat_groups needs thumbnails: pass features= or a df with a 'thumb' column")
         features = df["thumb"].tolist()
     if len(features) != len(df):
         raise ValueError(f"received {len(features)} features for {len(df)} images")
+    from tqdm import tqdm
+
+    sample = SAMPLE if sample is None else sample
+    if sample < 2:
+        raise ValueError(f"received sample={sample}; rounds need at least 2 images")
     lum = _luminance(features)
-    unit, robust = _unit_centred(lum), _robust_z(lum)
-    sizes = list(zip(df["width"].to_numpy().tolist(), df["height"].to_numpy().tolist()))
-    labels = np.empty(len(df), dtype=object)
-    for size in sorted(set(sizes)):
-        rows = np.flatnonzero([s == size for s in sizes])
-        if len(rows) == 1:
-            labels[rows] = [(size, 0)]
-            continue
-        pieces = fcluster(linkage(unit[rows], method="average", metric="correlation"),
-                          t=FRAME_DISTANCE, criterion="distance")
-        ids = np.unique(pieces)
-        if len(ids) > 1:
-            medians = np.stack([np.median(robust[rows[pieces == i]], axis=0) for i in ids])
-            joined = fcluster(linkage(_trimmed_distances(medians), method="average"),
-                              t=distance, criterion="distance")
-            boat_of_piece = dict(zip(ids.tolist(), joined.tolist()))
-        else:
-            boat_of_piece = {int(ids[0]): 1}
-        labels[rows] = [(size, boat_of_piece[int(p)]) for p in pieces]
-    return _number_by_first_appearance(labels)
+    frame_sizes = np.stack([df["width"].to_numpy(np.int64), df["height"].to_numpy(np.int64)], axis=1)
+    buckets, bucket_of = np.unique(frame_sizes, axis=0, return_inverse=True)
+    bucket_of = bucket_of.reshape(-1)
+    boat = np.empty(len(df), dtype=np.int64)
+    with tqdm(total=len(df), desc="grouping", unit="img", disable=not progress) as bar:
+        for b in range(len(buckets)):
+            rows = np.flatnonzero(bucket_of == b)
+            part = lum if len(rows) == len(lum) else lum[rows]
+            pieces = _frame_pieces(part, sample, bar)
+            sizes_of_piece = np.bincount(pieces)
+            joined = _join_pieces(_piece_medians(part, pieces, sample), sizes_of_piece, distance, sample // 2)
+            boat[rows] = joined[pieces] + b * len(df)  # distinct across buckets
+    return _number_by_first_appearance(boat)
 
 
 def _number_by_first_appearance(keys) -> np.ndarray:
@@ -141,9 +288,9 @@ def _number_by_first_appearance(keys) -> np.ndarray:
     return np.array([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
 
 
-def make_groups(df: pd.DataFrame, groups: str = "boat", features=None) -> np.ndarray:
+def make_groups(df: pd.DataFrame, groups: str = "boat", features=None, progress: bool = False) -> np.ndarray:
     if groups == "boat":
-        return boat_groups(df, features)
+        return boat_groups(df, features, progress=progress)
     if groups == "size":
         return _number_by_first_appearance(zip(df["width"], df["height"]))
     if groups == "none":
@@ -165,11 +312,12 @@ def near_duplicate_share(groups) -> float:
     return float(sizes[sizes > 1].sum() / max(1, len(groups)))
 
 
-def choose_groups(df: pd.DataFrame, features=None, known_near_duplicates: str = "") -> tuple[np.ndarray, str, str]:
+def choose_groups(df: pd.DataFrame, features=None, known_near_duplicates: str = "",
+                  progress: bool = False) -> tuple[np.ndarray, str, str]:
     """`--groups auto`: (group ids, the grouping used, why). Boat groups when the images have
     near-duplicates and the groups do not follow the classes, or when the competition is known for
     its near-duplicates (`known_near_duplicates` says what they are); else none."""
-    boats = boat_groups(df, features)
+    boats = boat_groups(df, features, progress=progress)
     shared, follows = near_duplicate_share(boats), class_following(df["label"], boats)
     found = (f"{len(np.unique(boats))} look-alike groups hold {shared:.0%} of the images; class-following "
              f"{follows:.2f}, the adjusted mutual information of group and label")
@@ -245,7 +393,7 @@ def share_drift(folds: pd.DataFrame) -> tuple[float, int, str, float, float]:
 
 
 def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: str = "auto",
-                 features=None, known_near_duplicates: str = "") -> pd.DataFrame:
+                 features=None, known_near_duplicates: str = "", progress: bool = False) -> pd.DataFrame:
     """df (image, label[, width, height, thumb]) plus `group` and `fold` (0..n_folds-1), sorted by image.
 
     groups="auto" decides between boat groups and none (choose_groups); the result's
@@ -266,9 +414,9 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: s
         features = [features[i] for i in order]
     out = df.copy()
     if groups == "auto":
-        out["group"], groups, why = choose_groups(df, features, known_near_duplicates)
+        out["group"], groups, why = choose_groups(df, features, known_near_duplicates, progress)
     else:
-        out["group"], why = make_groups(df, groups, features), f"--groups {groups}"
+        out["group"], why = make_groups(df, groups, features, progress), f"--groups {groups}"
         if groups == "boat" and (follows := class_following(out["label"], out["group"])) > CLASS_FOLLOWING:
             warnings.warn(
                 f"the boat groups follow the classes (class-following {follows:.2f}, above {CLASS_FOLLOWING}): "
@@ -379,7 +527,8 @@ def main(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         folds = assign_folds(df, n_folds=args.folds, seed=args.seed, groups=args.groups,
-                             known_near_duplicates=competition.KNOWN_NEAR_DUPLICATES.get(comp.slug, ""))
+                             known_near_duplicates=competition.KNOWN_NEAR_DUPLICATES.get(comp.slug, ""),
+                             progress=sys.stderr.isatty())
     used = folds.attrs["groups"]
     print(f"--groups {args.groups}: {folds.attrs['why']}")
     labels_from = data_dir / comp.train.get("csv", comp.train["dir"])

@@ -230,3 +230,64 @@ def test_a_different_split_over_an_existing_manifest_needs_force(synthetic_copy,
 def test_one_fold_exits_2(synthetic_copy, capsys):
     assert split_cli(synthetic_copy, "--folds", "1") == 2
     assert "received --folds 1" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- big competitions
+def scenes(n_scenes=30, per_scene=150, n_unique=1500, side=256, seed=0):
+    """Flat luminance vectors of one image size: n_scenes cameras, each seen per_scene times with
+    noise (frames), plus n_unique images like no other; (features, scene of each or -1)."""
+    rng = np.random.default_rng(seed)
+    pictures = rng.uniform(0, 255, (n_scenes, side))
+    scene = np.r_[np.repeat(np.arange(n_scenes), per_scene), np.full(n_unique, -1)]
+    x = np.where(scene[:, None] >= 0, pictures[np.maximum(scene, 0)], rng.uniform(0, 255, (len(scene), side)))
+    x = x + rng.normal(0, 10, x.shape)
+    order = rng.permutation(len(scene))
+    return x[order].astype(np.float32), scene[order]
+
+
+def test_grouping_in_rounds_keeps_each_synthetic_boat_in_one_group(checked):
+    exact = boat_groups(checked)
+    in_rounds = boat_groups(checked, sample=8)  # every size bucket (up to 46 frames) goes in rounds of 8
+    assert (in_rounds == exact).all(), "rounds changed the groups of the synthetic boats"
+    assert (checked["boat"].groupby(in_rounds).nunique() == 1).all()
+
+
+def test_grouping_in_rounds_gives_the_same_folds(checked, monkeypatch):
+    import ncfm.folds
+
+    exact = split(checked, n_folds=5, groups="boat")
+    monkeypatch.setattr(ncfm.folds, "SAMPLE", 8)
+    in_rounds = split(checked, n_folds=5, groups="boat")
+    pd.testing.assert_frame_equal(exact[["image", "fold", "group"]], in_rounds[["image", "fold", "group"]])
+
+
+def test_grouping_memory_grows_with_the_images_not_their_pairs():
+    import tracemalloc
+
+    x, scene = scenes()  # 6,000 images: every pair of them would be 18 million distances, 144 MB
+    df = pd.DataFrame({"width": np.full(len(x), 16), "height": np.full(len(x), 16)})
+    boat_groups(df[:300], x[:300], sample=256)  # imports done before measuring
+    tracemalloc.start()
+    try:
+        groups = boat_groups(df, x, sample=256)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 2 ** 20, f"grouping 6,000 images peaked at {peak / 2 ** 20:.1f} MB"  # 15 MB on 2026-12-05
+    framed = scene >= 0
+    assert (pd.Series(groups[framed]).groupby(scene[framed]).nunique() == 1).all(), "a camera split in two"
+    assert (pd.Series(scene[framed]).groupby(groups[framed]).nunique() == 1).all(), "two cameras joined"
+    assert len(np.unique(groups[~framed])) > 0.9 * (~framed).sum(), "images like no other were grouped"
+
+
+def test_blank_frames_are_grouped_not_fatal():
+    rng = np.random.default_rng(2)
+    thumbs = [rng.uniform(0, 255, (18, 32)) for _ in range(6)] + [np.zeros((18, 32))] * 3
+    df = pd.DataFrame({"width": np.full(9, 64), "height": np.full(9, 64)})
+    groups = boat_groups(df, thumbs)
+    assert len(set(groups[6:])) == 1 and len(set(groups[:6])) == 6
+
+
+def test_grouping_shows_progress_when_asked(checked, capsys):
+    boat_groups(checked, progress=True)
+    assert "grouping" in capsys.readouterr().err
