@@ -17,7 +17,9 @@ far better than the leaderboard. Each group stays inside one fold. Grouping (--g
 - boat: a boat/camera proxy. Images of one size (the camera's resolution) are
   clustered by their downscaled luminance thumbnails (32x18) in two stages: frames that
   correlate strongly (pieces of videos), then pieces whose median thumbnails match on most
-  pixels (see boat_groups). Standardised luminance compares the scene's layout, so
+  pixels (see boat_groups). Beyond 4,096 images of one size the clustering goes in rounds of a
+  sample each, so time and memory grow with the images, not their pairs (200,000 images: 38 s
+  and 1.2 GB on 2 cores). Standardised luminance compares the scene's layout, so
   night-vision frames of a deck join its day frames, and a large fish does not split a deck.
 - size: the image size (width x height) alone.
 - none: plain StratifiedKFold; every image is its own group (group = its row number).
@@ -248,13 +250,14 @@ def boat_groups(df: pd.DataFrame, features=None, distance: float = BOAT_DISTANCE
     _join_pieces). Ids are 0..G-1 in order of first appearance in df; the result depends only on
     df's order and contents.
 
-    Cost: a size bucket of up to `sample` images (and up to `sample` // 2 pieces) is clustered over
-    every pair, as before 2026-12-05: for NCFM (3,777 images, at most about 2,000 of one size) the
-    groups are the same. `sample` (default SAMPLE) is read when called. A bigger bucket is clustered in rounds of `sample` images, each of which
-    places the rest by their mean correlation with its pieces (the test average linkage itself
-    applies), so time and memory grow with images x pieces, and memory is bounded by the
-    thumbnails (float32 luminance, 2.3 KB an image) plus one sample's pairs (`sample` = 4,096:
-    67 MB). progress shows a bar of images placed.
+    Cost: a size bucket of up to `sample` images (default SAMPLE, read when called) and up to
+    `sample` // 2 pieces is clustered over every pair, as before 2026-12-05: for NCFM (3,777 images,
+    at most about 2,000 of one size) the groups are the same. A bigger bucket is clustered in rounds
+    of `sample` images, each placing the rest by their mean correlation with its pieces (the test
+    average linkage itself applies), so time grows with images x pieces, and memory is the
+    thumbnails' float32 luminance (2.3 KB an image) plus one sample's pairs (4,096: 67 MB), where
+    every pair of 50,000 images took 20 GB. docs/folds.md compares the groups with the old ones.
+    progress shows a bar of images placed.
     """
     if features is None:
         if "thumb" not in df.columns:

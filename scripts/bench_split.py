@@ -130,7 +130,7 @@ def time_split(data: Path, groups: str, folds: int) -> dict:
     meta = json.loads(out.with_suffix(".json").read_text())
     return {"images": meta["n_images"], "groups_asked": groups, "groups": meta["groups"],
             "n_groups": meta["n_groups"], "wall_s": round(wall, 1),
-            "peak_rss_gb": round(usage.ru_maxrss / 1024 ** 2, 2), "log": str(log)}
+            "peak_rss_gb": round(usage.ru_maxrss / 1024 ** 2, 2)}
 
 
 def table(rows: list[dict]) -> str:
