@@ -205,18 +205,25 @@ def _cmd_train(args) -> int:
     if args.folds is not None:
         from ncfm import members
 
-        code = members.main(args, draw_report=lambda: _draw_report([args.run]))
+        code = members.main(args, _train_one, draw_report=lambda: _draw_report([args.run]))
     else:
-        from ncfm import train
-
         if args.seeds or len(args.config or []) > 1:
             raise UserError(f"--seeds and several --config train many members: pass --folds {args.fold} "
                             f"(or --folds all) instead of --fold {args.fold}")
         args.config = args.config[0] if args.config else None
-        code = train.main(args)
+        code = _train_one(args)
     if not args.no_report:
         _draw_report([args.run])
     return code
+
+
+def _train_one(args) -> int:
+    """`ncfm train --fold K`: one classifier fold; with --detector, on the crops of that detector run's
+    boxes (the detector family finds them, the classifier family cuts and trains on them)."""
+    from ncfm import train
+    from ncfm.detect import run_boxes
+
+    return train.main(args, detector_boxes=run_boxes)
 
 
 # --------------------------------------------------------------------------- detect
@@ -480,7 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ncfm import progress
+
     args = build_parser().parse_args(argv)
+    progress.configure()  # every stage's milestones on the console, a fold's also in its train.log
     try:
         return int(args.handler(args) or 0)
     except UserError as e:

@@ -1,7 +1,9 @@
-"""One source of defaults: the training settings dataclass, config files, resolved JSON.
+"""One source of defaults: each family's settings dataclass (TrainConfig for `ncfm train`,
+DetectConfig for `ncfm detect`), config files, resolved JSON.
 
 Precedence: dataclass defaults < config file (TOML, or YAML when PyYAML is installed)
-< command-line flags. The resolved values (after `resolve`) are written next to outputs.
+< command-line flags. Each family resolves its 'auto' values (train.resolve_config,
+detect.resolve_config) and writes the result to the fold's config.json.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ import difflib
 import json
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 from ncfm import NcfmError
-from ncfm.fileio import atomic_write_text
 
 
 def setting(default, help: str):
-    """A TrainConfig field with the sentence `ncfm train --help` shows for its flag."""
+    """A settings field with the sentence `--help` shows for its flag."""
     return field(default=default, metadata={"help": help})
 
 
@@ -95,13 +97,13 @@ class TrainConfig:
     checkpoint_seconds: float = setting(30.0, "save last.keras/best.keras at most this often (and at "
                                         "each phase's end); an interrupted fold resumes from there")
 
+    # settings that may change between an interrupted fold and its resumption (ncfm.fold)
+    EXECUTION: ClassVar[frozenset] = frozenset({"workers", "cache_dir", "tensorboard", "jit_compile", "patience",
+                                                "checkpoint_seconds", "devices", "data_on_device"})
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
-
-    def to_json(self, path: os.PathLike | str, **extra) -> None:
-        data = dataclasses.asdict(self) | extra
-        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 @dataclass
@@ -132,6 +134,9 @@ class DetectConfig:
     cache_dir: str = setting("", "where decoded images are cached; empty = <data-dir>/cache")
     workers: int = setting(0, "processes decoding images into the cache; 0 = all cores")
     checkpoint_seconds: float = setting(30.0, "save last.keras/best.keras at most this often (and at the end)")
+
+    # settings that may change between an interrupted fold and its resumption (ncfm.fold)
+    EXECUTION: ClassVar[frozenset] = frozenset({"workers", "cache_dir", "patience", "checkpoint_seconds"})
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -89,7 +89,7 @@ FORMAT = 1  # crops.json's layout
 ASPECTS = ("square", "keep", "pad")
 META = "crops.json"
 _CHUNK = 8  # source images per task
-_FIX = "re-run `ncfm crops` to build it again"
+_FIX = "rerun `ncfm train --detector RUN` (it cuts the crop set again)"
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -239,7 +239,8 @@ class CropSet:
         if fold not in self.test_folds.get(stage, ()):
             have = "; ".join(f"stage {s}: folds {', '.join(map(str, f))}" for s, f in sorted(self.test_folds.items()))
             raise NcfmError(f"received stage={stage}, fold={fold}: {self.dir} has no test crops for it "
-                            f"(it has {have or 'none'}); re-run `ncfm crops` with that detector fold's test boxes")
+                            f"(it has {have or 'none'}); rerun `ncfm train --detector RUN` after `ncfm detect --test` wrote that "
+                            f"detector fold's test boxes")
         boxes = self.test_boxes.get((stage, fold))
         if boxes is None:  # one crop per image
             ids = list(self.test_ids[stage])
@@ -534,7 +535,7 @@ def _cut_all(data_dir: Path, out: Path, tasks: dict, settings: CropSettings, wor
     if failures:
         lines = [f"{data_dir / image}: {error}" for image, error in sorted(failures)]
         raise NcfmError(f"{len(lines)} unreadable image(s); replace them, or leave them out of the manifest and "
-                        f"the boxes, then re-run `ncfm crops`:\n  " + "\n  ".join(lines))
+                        f"the boxes, then rerun `ncfm train --detector RUN`:\n  " + "\n  ".join(lines))
 
 
 def _cut_images(jobs: list, data_dir: str, out: str, settings: dict) -> list[tuple[str, str]]:
@@ -595,37 +596,3 @@ def read_crop_set(path) -> CropSet:
     if missing:
         raise NcfmError(f"{path}: {', '.join(missing)} missing beside {META}; {_FIX}")
     return crops
-
-
-# ----------------------------------------------------------------------------- from a detector run
-def crop_set_for_detector(data_dir, detector_run, comp, settings: CropSettings, workers: int = 0) -> CropSet:
-    """The crop set of a finished detector run: true boxes from boxes.csv, every detector fold's
-    out-of-fold boxes, and its boxes on each test stage (found now when not yet written).
-    Named after the run; built once per distinct input (see build_crop_set)."""
-    from ncfm import runs
-    from ncfm.batches import read_manifest
-    from ncfm.boxes import boxes_path, read_boxes
-    from ncfm.detect import find_test_boxes
-
-    detector_run = Path(detector_run)
-    folds = runs.all_folds(detector_run)
-    configs = [runs.read_config(f) for f in folds]
-    if not folds or any(c is None or c.get("kind") != runs.DETECTOR for c in configs):
-        raise NcfmError(f"{detector_run}: not a detector run (no fold<K>/config.json of `ncfm detect`); "
-                        f"train one with `ncfm detect --fold K --run {detector_run}`")
-    folds_csv = Path(configs[0]["folds_csv"])
-    manifest, n_folds = read_manifest(folds_csv, classes=comp.classes)
-    unfinished = [f.name for f in folds if not runs.is_finished(f)]
-    missing = sorted(set(range(n_folds)) - {f.index for f in folds})
-    if unfinished or missing:
-        todo = [int(n[4:]) for n in unfinished] + missing
-        raise NcfmError(f"{detector_run}: crops need every detector fold finished; still to train: fold(s) "
-                        f"{', '.join(map(str, sorted(todo)))} (`ncfm detect --fold K --run {detector_run}`)")
-    found_oof = {f.index: runs.read_found_boxes(f.oof_boxes) for f in folds}
-    found_test = {}
-    for stage in comp.stages or [None]:
-        for f in folds:
-            _, found = find_test_boxes(detector_run, f.index, Path(data_dir), comp, stage)
-            found_test[(stage if stage is not None else 1, f.index)] = found
-    return build_crop_set(data_dir, detector_run.name, comp.classes, manifest, read_boxes(boxes_path(folds_csv)),
-                          found_oof, found_test, settings, without_boxes=configs[0]["empty_classes"], workers=workers)

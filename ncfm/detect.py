@@ -37,7 +37,8 @@ from ncfm import NcfmError, runs
 from ncfm.boxes import detection_quality
 from ncfm.competition import Competition
 from ncfm.config import DetectConfig
-from ncfm.train import FoldCheckpoint, precision_hint
+from ncfm.fold import FoldCheckpoint, checked, open_fold, resuming_line, split_digest, to_fold_log
+from ncfm.progress import say
 
 FISH = 0  # the detector's one class
 BOX_FORMAT = "xywh"  # the Sloth annotations' form: top-left corner, width, height
@@ -54,7 +55,6 @@ SMALL_BACKBONES = {  # random-init ResNets with basic blocks (keras-hub needs 64
 def resolve_config(cfg: DetectConfig) -> DetectConfig:
     """Fill every 'auto' value so config.json says exactly what ran; refuse what cannot run."""
     from ncfm import runtime
-    from ncfm.train import _checked
 
     pretrained = cfg.weights != "none"
     if cfg.backbone not in ("resnet50", *SMALL_BACKBONES):
@@ -73,7 +73,7 @@ def resolve_config(cfg: DetectConfig) -> DetectConfig:
     return dataclasses.replace(cfg, lr=cfg.lr or (1e-4 if pretrained else 1e-3),
                                batch_size=cfg.batch_size or auto_batch_size(runtime.accelerator_memory_gib(),
                                                                             cfg.image_size),
-                               mixed_precision=_checked(runtime.resolve_precision, cfg.mixed_precision))
+                               mixed_precision=checked(runtime.resolve_precision, cfg.mixed_precision))
 
 
 # auto batch: about this much accelerator memory per training image at 512 px (ResNet-50 FPN, with
@@ -378,97 +378,96 @@ def detect_fold(cfg: DetectConfig, comp: Competition, data_dir: Path, folds_csv:
 def _detect_fold(cfg, comp, data_dir, folds_csv, fold: runs.Fold, boxes_csv, empty_class) -> dict:
     from ncfm import runtime
     from ncfm.cache import load_images
-    from ncfm.train import _logger, split_digest
 
+    # Everything that can be refused is refused before a file is written.
     data = read_detect_data(comp, folds_csv, fold.index, boxes_csv, empty_class)
-    requested_precision = cfg.mixed_precision
-    cfg = resolve_config(cfg)
+    requested_precision, cfg = cfg.mixed_precision, resolve_config(cfg)
     precision_reason = runtime.choose_precision(requested_precision)[1]  # config.json says why
-    state, history = runs.read_progress(fold)
-    saved = runs.read_config(fold)
-    manifest = data.manifest
+    manifest, images = data.manifest, list(data.manifest.image)
     split = split_digest(manifest)
-    if saved is not None and saved.get("kind") != runs.DETECTOR:
-        raise NcfmError(f"{fold.dir}: a classifier fold, not a detector; pass another --run")
+    state, history = open_fold(fold, cfg, runs.DETECTOR, split, folds_csv)
     if state["finished"]:
-        _logger(fold.log)(f"detector fold {fold.index} already trained (best epoch {state['best_epoch']}, "
-                          f"val_loss {state['best_val_loss']:.4f}); pass --retrain to train it again")
         return state
-    if state["epoch"] > 0 and saved is not None:
-        changed = [k for k, v in dataclasses.asdict(cfg).items()
-                   if k not in ("workers", "cache_dir", "checkpoint_seconds") and saved.get(k) != v]
-        if changed or saved.get("split") != split:
-            what = "; ".join(f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in changed) or f"{folds_csv} changed"
-            raise NcfmError(f"{fold.dir}: started with other settings ({what}); rerun with the same ones to "
-                            f"resume{precision_hint(saved, cfg.mixed_precision)}, or pass --retrain to start "
-                            f"it again")
-
-    fold.dir.mkdir(parents=True, exist_ok=True)
-    log = _logger(fold.log)
-    runtime.setup(cfg.seed + fold.index, cfg.mixed_precision, False)
-    images = list(manifest.image)
     wh = image_sizes(data_dir, images)
+    targets, labels, anchor_size = _training_targets(data, images, wh, cfg)
+    train_rows, val_rows, held_out = _detector_rows(data, fold.index, folds_csv)
+
+    with to_fold_log(fold):
+        runtime.setup(cfg.seed + fold.index, cfg.mixed_precision, False)
+        runs.write_config(fold, dataclasses.asdict(cfg) | dict(
+            kind=runs.DETECTOR, fold=fold.index, n_folds=data.n_folds, folds_csv=str(folds_csv), split=split,
+            data_dir=str(data_dir), classes=list(comp.classes), empty_classes=data.empty_classes,
+            anchor_size_used=anchor_size, competition=comp.slug, backend=runtime.backend(),
+            accelerator=runtime.accelerator(), precision_reason=precision_reason))
+        say(f"detector fold {fold.index}/{data.n_folds}: {len(train_rows)} train, {len(val_rows)} validation images "
+            f"({len(data.fish_images(manifest.iloc[train_rows]))} with fish boxes, "
+            f"{len(data.empty_images(manifest.iloc[train_rows]))} {'/'.join(data.empty_classes)} in training); "
+            f"RetinaNet {cfg.backbone} at {cfg.image_size}px, weights={cfg.weights}, anchors {anchor_size:.2f}; "
+            f"{runtime.describe()}; {cfg.mixed_precision}: {precision_reason}")
+
+        pixels = load_images(data_dir, images, cfg.image_size, cache_dir=cfg.cache_dir or None, workers=cfg.workers)
+        batch = min(cfg.batch_size, len(train_rows))
+        keras.utils.set_random_seed(cfg.seed + fold.index)
+        model, scale, offset = build_detector(cfg, anchor_size, steps=len(train_rows) // batch)
+        if state["epoch"] > 0:
+            say(resuming_line(state))
+            # the same model again, then last.keras' weights and optimizer state (keras-hub's compile
+            # is custom, so keras.saving.load_model would not restore the optimizer)
+            model.optimizer.build(model.trainable_variables)
+            runs.check_checkpoint(fold.last, f"`ncfm detect --fold {fold.index} --run {fold.run} --retrain` starts it again")
+            model.load_weights(fold.last)
+        runs.write_config(fold, runs.read_config(fold) | dict(pixel_scale=scale, pixel_offset=offset))
+        checkpoint = DetectorCheckpoint(fold, state, history, cfg)
+        started = time.time()
+        if state["epoch"] < cfg.epochs and not state.get("stopped_early"):
+            train_data = make_batches(pixels, train_rows, targets[train_rows], labels[train_rows], batch, scale, offset,
+                                      train=True, seed=cfg.seed * 1000 + fold.index, hflip=cfg.hflip,
+                                      vflip=cfg.vflip, start_epoch=state["epoch"])
+            val_data = make_batches(pixels, val_rows, targets[val_rows], labels[val_rows], batch, scale, offset)
+            # keras.Model's own fit: keras-hub's wraps inputs in tf.data (TensorFlow only, no PyDataset);
+            # there is no keras-hub preprocessor here to run (pixels are scaled by the batches)
+            keras.Model.fit(model, train_data, epochs=cfg.epochs, initial_epoch=state["epoch"],
+                            validation_data=val_data, callbacks=[checkpoint], verbose=1 if sys.stdout.isatty() else 2)
+        return _score_detector(cfg, data, fold, state, pixels, images, wh, held_out, scale, offset, started)
+
+
+def _training_targets(data: DetectData, images: list, wh: np.ndarray, cfg: DetectConfig):
+    """Every image's true boxes in input pixels, padded: (targets, labels, the anchor size used)."""
     truth_rows = {name: g[["x", "y", "width", "height"]].to_numpy("float64") for name, g in data.truth.groupby("image")}
     boxes_in = [to_input(truth_rows.get(name, np.zeros((0, 4))), wh[i], cfg.image_size) for i, name in enumerate(images)]
     anchor_size = cfg.anchor_size or auto_anchor_size(
         np.concatenate([np.sqrt(b[:, 2] * b[:, 3]) for b in boxes_in if len(b)]))
-    n_max = max(1, max(len(b) for b in boxes_in))
-    targets, labels = padded_targets(boxes_in, n_max)
+    targets, labels = padded_targets(boxes_in, max(1, max(len(b) for b in boxes_in)))
+    return targets, labels, anchor_size
 
+
+def _detector_rows(data: DetectData, fold: int, folds_csv: Path):
+    """(training rows, validation rows, held-out rows) of the manifest: boxed or empty images train and
+    validate; every held-out image gets found boxes."""
+    manifest = data.manifest
     empty = set(data.empty_images(manifest))
-    usable = np.array([name in data.boxed or name in empty for name in images])
-    in_fold = (manifest.fold == fold.index).to_numpy()
+    usable = np.array([name in data.boxed or name in empty for name in manifest.image])
+    in_fold = (manifest.fold == fold).to_numpy()
     train_rows, val_rows = np.flatnonzero(usable & ~in_fold), np.flatnonzero(usable & in_fold)
-    held_out = np.flatnonzero(in_fold)
     if not len(val_rows) or not len(train_rows):
-        raise NcfmError(f"{folds_csv}: fold {fold.index} leaves no boxed or empty images to "
+        raise NcfmError(f"{folds_csv}: fold {fold} leaves no boxed or empty images to "
                         f"{'validate' if not len(val_rows) else 'train'} on; check `ncfm boxes`' report")
-    runs.write_config(fold, dataclasses.asdict(cfg) | dict(
-        kind=runs.DETECTOR, fold=fold.index, n_folds=data.n_folds, folds_csv=str(folds_csv), split=split,
-        data_dir=str(data_dir), classes=list(comp.classes), empty_classes=data.empty_classes,
-        anchor_size_used=anchor_size, competition=comp.slug, backend=runtime.backend(),
-        accelerator=runtime.accelerator(), precision_reason=precision_reason))
-    log(f"detector fold {fold.index}/{data.n_folds}: {len(train_rows)} train, {len(val_rows)} validation images "
-        f"({len(data.fish_images(manifest.iloc[train_rows]))} with fish boxes, "
-        f"{len(data.empty_images(manifest.iloc[train_rows]))} {'/'.join(data.empty_classes)} in training); "
-        f"RetinaNet {cfg.backbone} at {cfg.image_size}px, weights={cfg.weights}, anchors {anchor_size:.2f}; "
-        f"{runtime.describe()}; {cfg.mixed_precision}: {precision_reason}")
+    return train_rows, val_rows, np.flatnonzero(in_fold)
 
-    pixels = load_images(data_dir, images, cfg.image_size, cache_dir=cfg.cache_dir or None, workers=cfg.workers)
-    batch = min(cfg.batch_size, len(train_rows))
-    keras.utils.set_random_seed(cfg.seed + fold.index)
-    model, scale, offset = build_detector(cfg, anchor_size, steps=len(train_rows) // batch)
-    if state["epoch"] > 0:
-        log(f"resuming after epoch {state['epoch']} (best {state['best_epoch']}, val_loss {state['best_val_loss']:.4f})")
-        # the same model again, then last.keras' weights and optimizer state (keras-hub's compile
-        # is custom, so keras.saving.load_model would not restore the optimizer)
-        model.optimizer.build(model.trainable_variables)
-        runs.check_checkpoint(fold.last, f"`ncfm detect --fold {fold.index} --run {fold.run} --retrain` starts it again")
-        model.load_weights(fold.last)
-    config = runs.read_config(fold)
-    runs.write_config(fold, config | dict(pixel_scale=scale, pixel_offset=offset))
-    checkpoint = DetectorCheckpoint(fold, state, history, cfg, log)
-    started = time.time()
-    if state["epoch"] < cfg.epochs and not state.get("stopped_early"):
-        train_data = make_batches(pixels, train_rows, targets[train_rows], labels[train_rows], batch, scale, offset,
-                                  train=True, seed=cfg.seed * 1000 + fold.index, hflip=cfg.hflip,
-                                  vflip=cfg.vflip, start_epoch=state["epoch"])
-        val_data = make_batches(pixels, val_rows, targets[val_rows], labels[val_rows], batch, scale, offset)
-        # keras.Model's own fit: keras-hub's wraps inputs in tf.data (TensorFlow only, no PyDataset);
-        # there is no keras-hub preprocessor here to run (pixels are scaled by the batches)
-        keras.Model.fit(model, train_data, epochs=cfg.epochs, initial_epoch=state["epoch"],
-                        validation_data=val_data, callbacks=[checkpoint], verbose=1 if sys.stdout.isatty() else 2)
 
+def _score_detector(cfg, data: DetectData, fold: runs.Fold, state: dict, pixels, images, wh, held_out, scale,
+                    offset, started: float) -> dict:
+    """best.keras on the held-out images: oof_boxes.csv and the detection quality in state.json."""
     best = load_detector(fold)
     found = find_boxes(best, _rows(pixels, held_out), [images[i] for i in held_out], wh[held_out], cfg, scale, offset)
     runs.write_found_boxes(fold.oof_boxes, found)
-    val_df = manifest.iloc[held_out]
+    val_df = data.manifest.iloc[held_out]
     quality = detection_quality(found, data.truth[data.truth.image.isin(set(val_df.image))],
                                 data.fish_images(val_df), data.empty_images(val_df))
     state.update(finished=True, train_seconds=round(time.time() - started + state.get("train_seconds", 0), 1),
                  **{f"oof_{k}": v for k, v in quality.items()})
     runs.write_state(fold, state)
-    log(f"detector fold {fold.index} done: best epoch {state['best_epoch']}, val_loss {state['best_val_loss']:.4f}; "
+    say(f"detector fold {fold.index} done: best epoch {state['best_epoch']}, val_loss {state['best_val_loss']:.4f}; "
         f"OOF {describe_quality(quality)} -> {fold.oof_boxes}")
     return state
 
@@ -512,7 +511,7 @@ def find_test_boxes(run_dir: Path, fold: int, data_dir: Path, comp: Competition,
 
     target = runs.fold_of(run_dir, fold)
     config = runs.read_config(target)
-    if config is None or config.get("kind") != runs.DETECTOR or not runs.is_finished(target):
+    if config is None or runs.kind_of(config) != runs.DETECTOR or not runs.is_finished(target):
         raise NcfmError(f"{target.dir}: not a finished detector fold; run `ncfm detect --fold {fold} --run {run_dir}`")
     stage = stage if stage is not None else comp.default_stage
     path = target.test_boxes(stage)
@@ -531,18 +530,55 @@ def find_test_boxes(run_dir: Path, fold: int, data_dir: Path, comp: Competition,
     return path, found
 
 
+@dataclass
+class RunBoxes:
+    """What a finished detector run hands the crop classifier (ncfm.crops.build_crop_set)."""
+
+    manifest: pd.DataFrame   # the folds the detector was trained on
+    truth: pd.DataFrame      # the true boxes (boxes.csv)
+    found_oof: dict          # fold -> its boxes on its held-out training images
+    found_test: dict         # (stage, fold) -> its boxes on the stage's test images
+    empty_classes: list      # classes without fish (NoF)
+
+
+def run_boxes(detector_run: Path, data_dir: Path, comp: Competition) -> RunBoxes:
+    """The boxes of a finished detector run: every fold's out-of-fold boxes and its boxes on each test
+    stage (found now when not yet written), with the true boxes and the folds they belong to."""
+    from ncfm.batches import read_manifest
+    from ncfm.boxes import boxes_path, read_boxes
+
+    detector_run = Path(detector_run)
+    folds = runs.all_folds(detector_run)
+    configs = [runs.read_config(f) for f in folds]
+    if not folds or any(c is None or runs.kind_of(c) != runs.DETECTOR for c in configs):
+        raise NcfmError(f"{detector_run}: not a detector run (no fold<K>/config.json of `ncfm detect`); "
+                        f"train one with `ncfm detect --fold K --run {detector_run}`")
+    folds_csv = Path(configs[0]["folds_csv"])
+    manifest, n_folds = read_manifest(folds_csv, classes=comp.classes)
+    unfinished = [f.name for f in folds if not runs.is_finished(f)]
+    missing = sorted(set(range(n_folds)) - {f.index for f in folds})
+    if unfinished or missing:
+        todo = [int(n[4:]) for n in unfinished] + missing
+        raise NcfmError(f"{detector_run}: crops need every detector fold finished; still to train: fold(s) "
+                        f"{', '.join(map(str, sorted(todo)))} (`ncfm detect --fold K --run {detector_run}`)")
+    found_oof = {f.index: runs.read_found_boxes(f.oof_boxes) for f in folds}
+    found_test = {}
+    for stage in comp.stages or [None]:
+        for f in folds:
+            _, found = find_test_boxes(detector_run, f.index, Path(data_dir), comp, stage)
+            found_test[(stage if stage is not None else 1, f.index)] = found
+    return RunBoxes(manifest, read_boxes(boxes_path(folds_csv)), found_oof, found_test, configs[0]["empty_classes"])
+
+
 # ----------------------------------------------------------------------------- per epoch
 class DetectorCheckpoint(FoldCheckpoint):
-    """ncfm.train's per-epoch bookkeeping (history, best on val_loss, early stopping, NaN stop,
+    """ncfm.fold's per-epoch bookkeeping (history, best on val_loss, early stopping, NaN stop,
     atomic best/last flushed at most every checkpoint_seconds) for a detector: one phase, no
     accuracy, best.keras the detector itself; no patience counted in the first third of the
     epochs (from scratch the loss swings up before it falls)."""
 
     history_columns = runs.DETECT_HISTORY_COLUMNS
     lr_flags = "--lr"
-
-    def __init__(self, fold, state, history, cfg, log):
-        super().__init__(fold, state, history, cfg, classes=None, log=log)
 
     def history_row(self, epoch: int, logs: dict, seconds: float) -> dict:
         return dict(epoch=epoch + 1, loss=float(logs.get("loss", np.nan)), val_loss=float(logs.get("val_loss", np.nan)),
@@ -574,5 +610,5 @@ def main(args) -> int:
     if args.test:
         for stage in comp.stages or [None]:
             path, found = find_test_boxes(Path(args.run), args.fold, data_dir, comp, stage)
-            print(f"test boxes{'' if stage is None else f' (stage {stage})'}: {found.image.nunique()} images -> {path}")
+            say(f"test boxes{'' if stage is None else f' (stage {stage})'}: {found.image.nunique()} images -> {path}")
     return 0

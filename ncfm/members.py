@@ -45,6 +45,7 @@ import pandas as pd
 
 from ncfm import NcfmError, runs
 from ncfm.config import TrainConfig, make_config
+from ncfm.progress import say
 
 RAY_HINT = "pip install 'ncfm[ray]'"
 FORWARDED_ENV = ("KERAS_BACKEND",)  # every member trains on the backend the command was started with
@@ -316,11 +317,10 @@ def _signal_name(number: int) -> str:
 
 
 # ----------------------------------------------------------------------------- here, one after another
-def run_here(outcomes: list[Outcome], args, log, finished=lambda: None) -> None:
-    """Each member in this process, one after another (no Ray, or --no-ray)."""
+def run_here(outcomes: list[Outcome], args, log, finished=lambda: None, train_one=None) -> None:
+    """Each member in this process, one after another (no Ray, or --no-ray); `train_one(args)` trains one
+    fold (the command layer's `ncfm train --fold`)."""
     import keras
-
-    from ncfm import train
 
     for o in outcomes:
         m = o.member
@@ -331,7 +331,7 @@ def run_here(outcomes: list[Outcome], args, log, finished=lambda: None) -> None:
         started = time.time()
         outcome, reason = "finished", ""
         try:
-            train.main(member_args)
+            train_one(member_args)
         except NcfmError as e:
             outcome, reason = "refused", str(e)
             print(f"ncfm train: error: {e}", file=sys.stderr)
@@ -555,13 +555,13 @@ def _at_most_every(seconds: float, action):
     return maybe
 
 
-def main(args, draw_report=lambda: None) -> int:
-    """`ncfm train --folds`; `draw_report` draws the run's report, when a member finishes (at most
-    every REPORT_SECONDS: the command that called this draws it once more at the end)."""
+def main(args, train_one, draw_report=lambda: None) -> int:
+    """`ncfm train --folds`; `train_one(args)` trains one fold here (`ncfm train --fold`, handed down by
+    the command layer), `draw_report` draws the run's report when a member finishes (at most every
+    REPORT_SECONDS: the command that called this draws it once more at the end)."""
     from ncfm.batches import read_manifest
 
-    def log(message: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+    log = say
 
     if args.jobs is not None and args.jobs < 1 or args.retries < 0:
         raise NcfmError(f"need --jobs >= 1 and --retries >= 0; received --jobs {args.jobs}, --retries {args.retries}")
@@ -586,7 +586,7 @@ def main(args, draw_report=lambda: None) -> int:
         f"fold(s) -> {args.run}; {len(outcomes) - len(todo)} already finished, {resume} to resume, "
         f"{len(todo) - resume} to train{' from scratch (--retrain)' if args.retrain else ''}")
     try:
-        _run(todo, args, data_dir, folds_csv, configs, log, draw_report)
+        _run(todo, args, data_dir, folds_csv, configs, log, draw_report, train_one)
     finally:  # also after Ctrl-C or a crash: what finished and what did not (nothing when none started)
         if any(o.attempts for o in outcomes) or not todo:
             table = members_table(outcomes)
@@ -601,7 +601,7 @@ def main(args, draw_report=lambda: None) -> int:
     return 0
 
 
-def _run(todo: list[Outcome], args, data_dir: Path, folds_csv: Path, configs, log, draw_report) -> None:
+def _run(todo: list[Outcome], args, data_dir: Path, folds_csv: Path, configs, log, draw_report, train_one) -> None:
     """On Ray when it is installed (and not --no-ray), else here."""
     from ncfm.cache import cache_folder
 
@@ -620,6 +620,6 @@ def _run(todo: list[Outcome], args, data_dir: Path, folds_csv: Path, configs, lo
                 log(f"Ray is not installed: the members train one after another in this process ({RAY_HINT} "
                     f"trains one per GPU at once, each in a process of its own)")
         if ray is None:
-            run_here(todo, args, log, _at_most_every(REPORT_SECONDS, draw_report))
+            run_here(todo, args, log, _at_most_every(REPORT_SECONDS, draw_report), train_one)
         else:
             run_on_ray(todo, args, storage, log, _at_most_every(REPORT_SECONDS, draw_report))

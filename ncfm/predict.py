@@ -27,6 +27,7 @@ import pandas as pd
 from ncfm import NcfmError, runs
 from ncfm.competition import Competition
 from ncfm.ensemble import average, ensemble_oof, pool_folds
+from ncfm.progress import say
 
 
 # ----------------------------------------------------------------------------- checks
@@ -463,8 +464,7 @@ def main(args) -> int:
                         f"run, per image by the detector's confidence; received {len(run_dirs)} run(s), "
                         f"{sum(crop_runs)} of them crop runs: {', '.join(map(str, run_dirs))}")
 
-    def log(message):
-        print(message, flush=True)
+    log = say
 
     weak_rule = getattr(args, "weak_folds", None) or DEFAULT_WEAK_FOLDS
     kept = [leave_out_weak(run, folds, comp, weak_rule, log) for run, folds in zip(run_dirs, run_folds)]

@@ -65,6 +65,7 @@ from ncfm.fileio import atomic_write_text, fsync_dir, fsync_file
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
 DETECT_HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "learning_rate", "seconds"]
 FOUND_BOX_COLUMNS = ["image", "rank", "score", "x", "y", "width", "height"]
+CLASSIFIER = "classifier"  # config.json "kind" of a classifier fold (folds before 2026-12-05 have no "kind")
 DETECTOR = "detector"  # config.json "kind" of a detector fold
 RECORD = "ncfm/record.json"  # inside a .keras file: the fold's progress when it was saved
 FOLD_NAME = re.compile(r"fold(\d+)")
@@ -445,13 +446,28 @@ def read_predictions(path: Path, ids, classes, key: dict) -> np.ndarray | None:
     return probs
 
 
-def is_detector(run_dir: os.PathLike | str) -> bool:
-    """Whether a run's folds are detector folds (their config.json says so)."""
+def kind_of(config: dict) -> str:
+    """A fold's family, from its config.json: CLASSIFIER or DETECTOR."""
+    return config.get("kind") or CLASSIFIER
+
+
+def fold_title(kind: str) -> str:
+    """How progress lines name a fold of this family: 'fold', 'detector fold'."""
+    return "fold" if kind == CLASSIFIER else f"{kind} fold"
+
+
+def run_kind(run_dir: os.PathLike | str) -> str | None:
+    """The family of a run's folds (the first config.json that says), None for a run without one."""
     for fold in all_folds(run_dir):
         config = read_config(fold)
         if config is not None:
-            return config.get("kind") == DETECTOR
-    return False
+            return kind_of(config)
+    return None
+
+
+def is_detector(run_dir: os.PathLike | str) -> bool:
+    """Whether a run's folds are detector folds (their config.json says so)."""
+    return run_kind(run_dir) == DETECTOR
 
 
 def write_found_boxes(path: Path, df: pd.DataFrame) -> None:

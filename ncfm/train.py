@@ -15,7 +15,6 @@ optimizer state, data order and augmentation stream.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -27,11 +26,8 @@ import pandas as pd
 from ncfm import NcfmError, runs
 from ncfm.competition import Competition
 from ncfm.config import TrainConfig, make_config
-
-# settings that may change between an interrupted run and its resumption
-EXECUTION_FIELDS = {"workers", "cache_dir", "tensorboard", "jit_compile", "patience", "checkpoint_seconds", "devices",
-                    "data_on_device"}
-
+from ncfm.fold import FoldCheckpoint, checked, open_fold, resuming_line, split_digest, to_fold_log
+from ncfm.progress import say
 
 # ----------------------------------------------------------------------------- settings
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
@@ -68,8 +64,8 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         lr=cfg.lr or (1e-4 if pretrained else fresh_lr),
         bn_momentum=cfg.bn_momentum or (0.99 if pretrained else 0.9),
         freeze_bn=str(cfg.freeze_bn if cfg.freeze_bn != "auto" else pretrained).lower(),
-        mixed_precision=_checked(runtime.resolve_precision, cfg.mixed_precision),
-        jit_compile="on" if _checked(runtime.resolve_jit, cfg.jit_compile, devices) else "off",
+        mixed_precision=checked(runtime.resolve_precision, cfg.mixed_precision),
+        jit_compile="on" if checked(runtime.resolve_jit, cfg.jit_compile, devices) else "off",
         devices=str(devices),
     )
 
@@ -83,39 +79,13 @@ def resolve_devices(cfg: TrainConfig) -> list[str]:
     cannot split evenly: it is the global batch, each step gives every device the same share."""
     from ncfm import runtime
 
-    devices = _checked(runtime.resolve_devices, cfg.devices)
+    devices = checked(runtime.resolve_devices, cfg.devices)
     n = len(devices)
     if cfg.batch_size % n:
         raise NcfmError(f"--batch-size {cfg.batch_size} is the global batch, split evenly across --devices "
                         f"{cfg.devices} ({n} devices); pass a multiple of {n}, e.g. --batch-size "
                         f"{max(n, cfg.batch_size - cfg.batch_size % n)}")
     return devices
-
-
-def _checked(resolve, *values):
-    try:
-        return resolve(*values)
-    except ValueError as e:
-        raise NcfmError(str(e)) from None
-
-
-def split_digest(manifest: pd.DataFrame, max_train_images: int = 0) -> str:
-    """What a fold's training and validation sets depend on: every image, label and fold."""
-    text = manifest[["image", "label", "fold"]].to_csv(index=False) + f"max_train_images={max_train_images}\n"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _changed_settings(saved: dict, cfg: TrainConfig) -> list[str]:
-    """Training settings that differ from those the fold was started with ('lr: 0.001 -> 0.01')."""
-    return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in dataclasses.asdict(cfg).items()
-            if k not in EXECUTION_FIELDS and k in saved and saved[k] != v]
-
-
-def _check_same_settings(saved: dict, cfg: TrainConfig, fold_dir: Path) -> None:
-    changed = _changed_settings(saved, cfg)
-    if changed:
-        raise NcfmError(f"{fold_dir} was started with other settings ({'; '.join(changed)}); "
-                        f"resume with the same settings, pass --retrain to start over, or use a new --run")
 
 
 # ----------------------------------------------------------------------------- the fold
@@ -138,86 +108,76 @@ def train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: P
 def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: Path, fold: runs.Fold,
                 max_train_images: int, notes: dict) -> dict:
     from ncfm import runtime
-    from ncfm.batches import make_batches, one_hot, read_manifest
+    from ncfm.batches import one_hot, read_manifest
     from ncfm.cache import load_images
-    from ncfm.model import build_model, freeze_backbone, unfreeze_backbone
 
     # Everything that can be refused is refused before a file is written.
     manifest, n_folds = read_manifest(folds_csv, fold.index, comp.classes)
     devices_setting, requested_precision, cfg = cfg.devices, cfg.mixed_precision, resolve_config(cfg)
     devices = resolve_devices(cfg)
-    smallest = _smallest_training_split(manifest, max_train_images)
-    if smallest == 0:
-        raise NcfmError(f"{folds_csv}: a fold has no training images (one fold holds every image); "
-                        f"rerun `ncfm split_train_val --force` with --folds 2 or more")
-    if smallest < len(devices):
-        raise NcfmError(f"{folds_csv}: the smallest fold's training split has {smallest} image"
-                        f"{'s' * (smallest != 1)}, fewer than the {len(devices)} devices (--devices "
-                        f"{devices_setting}) that each need one per step; pass --devices {smallest}, "
-                        f"or add training images")
+    smallest = _smallest_training_split(manifest, max_train_images, folds_csv, devices, devices_setting)
     precision_reason = runtime.choose_precision(requested_precision)[1]  # config.json says why
-    state, history = runs.read_progress(fold)
-    saved = runs.read_config(fold)
     split = split_digest(manifest, max_train_images)
+    state, history = open_fold(fold, cfg, runs.CLASSIFIER, split, folds_csv)
     if state["finished"]:
-        changed = _changed_settings(saved or {}, cfg)
-        other = f" with other settings ({'; '.join(changed)})" if changed else ""
-        _logger(fold.log)(f"fold {fold.index} already trained{other} (best epoch {state['best_epoch']}, "
-                          f"val_loss {state['best_val_loss']:.4f}); pass --retrain to train it again"
-                          f"{' with these' if changed else ''}")
         return state
-    if state["epoch"] > 0 or saved is not None:
-        _check_resumable(saved, cfg, split, folds_csv, fold)
 
-    fold.dir.mkdir(parents=True, exist_ok=True)
-    log = _logger(fold.log)
-    runtime.setup(cfg.seed + fold.index, cfg.mixed_precision, cfg.deterministic)
-    runs.write_config(fold, dataclasses.asdict(cfg) | dict(
-        fold=fold.index, n_folds=n_folds, folds_csv=str(folds_csv), split=split, data_dir=str(data_dir),
-        classes=list(comp.classes), competition=comp.slug, backend=runtime.backend(),
-        accelerator=runtime.accelerator(), device_names=devices, keras=keras.__version__,
-        precision_reason=precision_reason) | notes)
-    train_df, val_df = manifest[manifest.fold != fold.index], manifest[manifest.fold == fold.index]
-    if max_train_images:  # for quick experiments and the benchmark
-        train_df = train_df.iloc[:max_train_images]
-    log(f"fold {fold.index}/{n_folds}: {len(train_df)} train, {len(val_df)} validation images, "
-        f"{comp.num_classes} classes; {cfg.backbone} at {cfg.image_size}px, weights={cfg.weights}; "
-        f"{runtime.describe()}, XLA {cfg.jit_compile}; {cfg.mixed_precision}: {precision_reason}")
-    if devices_line := runtime.describe_devices(devices, devices_setting):
-        log(devices_line)
+    with to_fold_log(fold):
+        runtime.setup(cfg.seed + fold.index, cfg.mixed_precision, cfg.deterministic)
+        runs.write_config(fold, dataclasses.asdict(cfg) | dict(
+            kind=runs.CLASSIFIER, fold=fold.index, n_folds=n_folds, folds_csv=str(folds_csv), split=split,
+            data_dir=str(data_dir), classes=list(comp.classes), competition=comp.slug, backend=runtime.backend(),
+            accelerator=runtime.accelerator(), device_names=devices, keras=keras.__version__,
+            precision_reason=precision_reason) | notes)
+        train_df, val_df = manifest[manifest.fold != fold.index], manifest[manifest.fold == fold.index]
+        if max_train_images:  # for quick experiments and the benchmark
+            train_df = train_df.iloc[:max_train_images]
+        say(f"fold {fold.index}/{n_folds}: {len(train_df)} train, {len(val_df)} validation images, "
+            f"{comp.num_classes} classes; {cfg.backbone} at {cfg.image_size}px, weights={cfg.weights}; "
+            f"{runtime.describe()}, XLA {cfg.jit_compile}; {cfg.mixed_precision}: {precision_reason}")
+        if devices_line := runtime.describe_devices(devices, devices_setting):
+            say(devices_line)
 
-    # decode once: one uint8 cache of the whole manifest, shared by every fold, epoch and view
-    images = load_images(data_dir, list(manifest.image), cfg.image_size,
-                         cache_dir=cfg.cache_dir or None, workers=cfg.workers)
-    if cfg.data_on_device:
-        from ncfm.batches import to_device
+        # decode once: one uint8 cache of the whole manifest, shared by every fold, epoch and view
+        images = load_images(data_dir, list(manifest.image), cfg.image_size,
+                             cache_dir=cfg.cache_dir or None, workers=cfg.workers)
+        if cfg.data_on_device:
+            from ncfm.batches import to_device
 
-        images = _checked(to_device, images)
-        log(f"image cache on the device: {images.nbytes / 2**20:,.0f} MiB; batches are gathered there")
-    train_rows = manifest.index.get_indexer(train_df.index)
-    val_rows = manifest.index.get_indexer(val_df.index)
-    y_train, y_val = one_hot(train_df.label, comp.classes), one_hot(val_df.label, comp.classes)
+            images = checked(to_device, images)
+            say(f"image cache on the device: {images.nbytes / 2**20:,.0f} MiB; batches are gathered there")
+        rows = (manifest.index.get_indexer(train_df.index), manifest.index.get_indexer(val_df.index))
+        targets = (one_hot(train_df.label, comp.classes), one_hot(val_df.label, comp.classes))
+        # Every fold takes the same number of steps per epoch (that of the smallest training split;
+        # each epoch is a fresh random subset, so no image is left out for good). Identical step
+        # counts give identical learning-rate schedules and so identical XLA programs: with JAX's
+        # persistent compilation cache, folds 1..k-1 reuse fold 0's compilation.
+        batch = min(cfg.batch_size, smallest - smallest % len(devices))  # every device gets as many images
+        started = time.time()
+        val_batch = _fit(cfg, comp, fold, state, history, images, rows, targets, batch, smallest // batch,
+                         len(devices))
+        return _score_fold(cfg, comp, fold, state, images, rows, targets, val_df, val_batch, started)
 
-    # Every fold takes the same number of steps per epoch (that of the smallest training split;
-    # each epoch is a fresh random subset, so no image is left out for good). Identical step
-    # counts give identical learning-rate schedules and so identical XLA programs: with JAX's
-    # persistent compilation cache, folds 1..k-1 reuse fold 0's compilation.
-    batch = min(cfg.batch_size, smallest - smallest % len(devices))  # every device gets as many images
-    steps = smallest // batch
+
+def _fit(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, history: list, images, rows, targets,
+         batch: int, steps: int, n_devices: int) -> int:
+    """Both phases from where the fold stands (a new model, or last.keras); returns the validation batch."""
+    from ncfm.batches import make_batches
+    from ncfm.model import build_model, freeze_backbone, unfreeze_backbone
+
+    (train_rows, val_rows), (y_train, y_val) = rows, targets
     head_epochs = min(cfg.head_epochs, cfg.epochs)
     if state["epoch"] > 0:
-        log(f"resuming after epoch {state['epoch']} (best {state['best_epoch']}, "
-            f"val_loss {state['best_val_loss']:.4f})")
+        say(resuming_line(state))
         model = runs.load_last(fold)
     else:
         model = build_model(cfg.backbone, cfg.weights, cfg.image_size, cfg.dropout, augment_settings(cfg),
                             seed=cfg.seed + fold.index, num_classes=comp.num_classes)
-    checkpoint = FoldCheckpoint(fold, state, history, cfg, comp.classes, log)
+    checkpoint = ClassifierCheckpoint(fold, state, history, cfg, comp.classes)
     # several devices split every batch evenly, so the last validation batch is padded (weighted 0)
-    val_batch = max(batch, 64 - 64 % len(devices))
-    val_data = make_batches(images, val_rows, y_val, batch_size=val_batch, pad=len(devices) > 1)
+    val_batch = max(batch, 64 - 64 % n_devices)
+    val_data = make_batches(images, val_rows, y_val, batch_size=val_batch, pad=n_devices > 1)
     extra_callbacks = _tensorboard(fold) if cfg.tensorboard else []
-    started = time.time()
 
     def run_phase(phase, first_epoch, last_epoch):
         start = max(state["epoch"], first_epoch)  # later than first_epoch when resumed mid-phase
@@ -231,7 +191,7 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
             optimizer = make_optimizer(cfg, cfg.head_lr, steps * (last_epoch - first_epoch))
         else:
             n = unfreeze_backbone(model, cfg.unfreeze_from, cfg.freeze_bn == "true", cfg.bn_momentum)
-            log(f"phase 2: backbone unfrozen ({n} trainable tensors), lr {cfg.lr:g}")
+            say(f"phase 2: backbone unfrozen ({n} trainable tensors), lr {cfg.lr:g}")
             optimizer = make_optimizer(cfg, cfg.lr, steps * (last_epoch - first_epoch),
                                        int(cfg.warmup_epochs * steps))
         compile_model(model, cfg, optimizer)
@@ -243,9 +203,16 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
 
     run_phase(1, 0, head_epochs)
     run_phase(2, head_epochs, cfg.epochs)
+    return val_batch
 
+
+def _score_fold(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, images, rows, targets,
+                val_df: pd.DataFrame, val_batch: int, started: float) -> dict:
+    """best.keras on the held-out images: oof.csv, the scores and the class priors' in state.json."""
+    from ncfm.batches import make_batches
     from ncfm.calibrate import class_shares, no_better, prior_margin, prior_score, score
 
+    (_, val_rows), (y_train, y_val) = rows, targets
     best = runs.load_best(fold)
     oof = best.predict(make_batches(images, val_rows, None, batch_size=val_batch, pad=True), verbose=0)
     oof = np.asarray(oof, dtype="float64")[: len(val_rows)]
@@ -267,12 +234,12 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     state["prior_margin"] = margin = prior_margin(comp.metric, labels, oof, shares)
     state["no_better_than_priors"] = no_better(comp.metric, mine, priors, margin)
     runs.write_state(fold, state)
-    log(f"fold {fold.index} done ({state['stop_reason']}): best epoch {state['best_epoch']}, OOF log loss "
+    say(f"fold {fold.index} done ({state['stop_reason']}): best epoch {state['best_epoch']}, OOF log loss "
         f"{state['oof_log_loss']:.4f} (class priors {state['prior_log_loss']:.4f}), accuracy "
         f"{state['oof_accuracy']:.3f}{also} -> {fold.dir}")
     if state["no_better_than_priors"]:
         weights = "" if is_pretrained(cfg.weights) else " or pretrained weights (--weights)"
-        log(f"WARNING: fold {fold.index} is no better than the class priors: OOF {comp.metric_name} {mine:.4f} "
+        say(f"WARNING: fold {fold.index} is no better than the class priors: OOF {comp.metric_name} {mine:.4f} "
             f"against {priors:.4f} for predicting its training class shares on the same {len(labels)} images "
             f"(it must beat them by more than twice the standard error of the difference, {margin:.4f}). "
             f"`ncfm predict` pulls it towards the class priors by a weight fitted on its OOF (--weak-folds shrink; "
@@ -282,11 +249,22 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
     return state
 
 
-def _smallest_training_split(manifest: pd.DataFrame, max_train_images: int = 0) -> int:
+def _smallest_training_split(manifest: pd.DataFrame, max_train_images: int, folds_csv: Path, devices: list,
+                             devices_setting: str) -> int:
     """The fewest training images any fold has (after --max-train-images): every fold's epoch takes
-    that many images' worth of steps."""
+    that many images' worth of steps. Refuses a split that leaves a fold nothing to train on, or
+    fewer images than devices."""
     smallest = int(min((manifest.fold != k).sum() for k in manifest.fold.unique()))
-    return min(smallest, max_train_images) if max_train_images else smallest
+    smallest = min(smallest, max_train_images) if max_train_images else smallest
+    if smallest == 0:
+        raise NcfmError(f"{folds_csv}: a fold has no training images (one fold holds every image); "
+                        f"rerun `ncfm split_train_val --force` with --folds 2 or more")
+    if smallest < len(devices):
+        raise NcfmError(f"{folds_csv}: the smallest fold's training split has {smallest} image"
+                        f"{'s' * (smallest != 1)}, fewer than the {len(devices)} devices (--devices "
+                        f"{devices_setting}) that each need one per step; pass --devices {smallest}, "
+                        f"or add training images")
+    return smallest
 
 
 def _why_it_ended(cfg: TrainConfig, state: dict) -> str:
@@ -300,32 +278,6 @@ def _why_it_ended(cfg: TrainConfig, state: dict) -> str:
     return why
 
 
-def _check_resumable(saved: dict | None, cfg: TrainConfig, split: str, folds_csv: Path, fold: runs.Fold) -> None:
-    """Going on with a fold that was started needs the settings and the split it was started with."""
-    if saved is None:
-        raise NcfmError(f"{fold.config}: missing beside {fold.last}, so the settings it was started with are "
-                        f"unknown; {fold.retrain_hint()} starts the fold again")
-    changed = _changed_settings(saved, cfg)
-    if changed:
-        raise NcfmError(f"{fold.dir} was started with other settings ({'; '.join(changed)}); resume with the "
-                        f"same settings{precision_hint(saved, cfg.mixed_precision)}, pass --retrain to start "
-                        f"over, or use a new --run")
-    if saved.get("split", split) != split:
-        raise NcfmError(f"{folds_csv} is not the split {fold.dir} started with (its images, labels or folds "
-                        f"changed, or --max-train-images did): resuming would validate on images the model "
-                        f"trained on. Put the old manifest back, pass --retrain to start over, or use a new --run")
-
-
-def precision_hint(saved: dict, precision: str) -> str:
-    """The flag that resumes a fold in the precision it started with, when `auto` chose another
-    here (a fold started on a T4 in float16, resumed on an A100), else ''."""
-    started = saved.get("mixed_precision")
-    if started in (None, precision):
-        return ""
-    flag = {"float32": "off", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(started, started)
-    return f" (--mixed-precision {flag} resumes it in the precision it started with)"
-
-
 def _tensorboard(fold: runs.Fold) -> list:
     try:
         import tensorboard  # noqa: F401
@@ -335,42 +287,17 @@ def _tensorboard(fold: runs.Fold) -> list:
     return [keras.callbacks.TensorBoard(fold.logs, write_graph=False)]
 
 
-def _logger(path: Path):
-    def log(message: str) -> None:
-        line = f"[{time.strftime('%H:%M:%S')}] {message}"
-        print(line, flush=True)
-        with open(path, "a") as f:
-            f.write(line + "\n")
-
-    return log
-
-
 # ----------------------------------------------------------------------------- per epoch
-class FoldCheckpoint(keras.callbacks.Callback):
-    """Per epoch: a history row, the best weights on val_loss, early stopping in phase 2, a raise
-    on NaN. Checkpoints are flushed to disk at most every `checkpoint_seconds` and at the end of
-    each phase: best.keras (if a better epoch came since), then last.keras, the commit point
-    resume trusts (it carries its epoch's state and history), then history.csv and state.json.
-    On a GPU an epoch of NCFM takes about as long as saving InceptionV3 with its optimizer, so
-    saving every epoch would nearly double a fold's time (docs/gpu/full_job.log).
-    """
-
-    def __init__(self, fold: runs.Fold, state: dict, history: list, cfg: TrainConfig, classes, log):
-        super().__init__()
-        self.fold, self.state, self.history, self.cfg, self.classes, self.log = fold, state, history, cfg, classes, log
-        self.phase = 1
-
-    def on_train_begin(self, logs=None):
-        self.flushed_at, self.flushed_epoch = time.time(), self.state["epoch"]
-        self.best_weights = None  # host copy of the best epoch not yet written to disk
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.time()
-        self.lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))  # the epoch's first step
-        reseed_random_layers(self.model, epoch)
+class ClassifierCheckpoint(FoldCheckpoint):
+    """ncfm.fold's per-epoch bookkeeping for a classifier: two phases, accuracy in the history,
+    best.keras the inference model with the class names inside."""
 
     history_columns = runs.HISTORY_COLUMNS
     lr_flags = "--lr/--head-lr"
+
+    def __init__(self, fold: runs.Fold, state: dict, history: list, cfg: TrainConfig, classes):
+        super().__init__(fold, state, history, cfg)
+        self.classes = classes
 
     def history_row(self, epoch: int, logs: dict, seconds: float) -> dict:
         return dict(epoch=epoch + 1, phase=self.phase, loss=float(logs.get("loss", np.nan)),
@@ -394,56 +321,12 @@ class FoldCheckpoint(keras.callbacks.Callback):
         last.keras' record carries, so a resumed fold decides as an uninterrupted one."""
         return self.phase == 2 and self.state["best_epoch"] > self.cfg.head_epochs
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs, state, phase = dict(logs or {}), self.state, self.phase
-        row = self.history_row(epoch, logs, time.time() - self.started)
-        loss, val_loss = row["loss"], row["val_loss"]
-        if not (np.isfinite(loss) and np.isfinite(val_loss)):
-            raise FloatingPointError(
-                f"epoch {epoch + 1}: loss={loss}, val_loss={val_loss}; stopped. The last saved epoch is "
-                f"kept in {self.fold.last}: lower the learning rate ({self.lr_flags}) and rerun the same "
-                f"command to resume from it")
-        self.history.append(row)
-        improved = val_loss < state["best_val_loss"]
-        if improved:
-            self.best_weights = [np.array(keras.ops.convert_to_numpy(w)) for w in self.model.weights]
-            state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0)
-        elif self.counts_patience(epoch) and epoch + 1 > state["best_epoch"]:
-            # (epochs replayed after a resume that adopted a later best.keras do not count)
-            state["wait"] += 1
-        state.update(epoch=epoch + 1, phase=phase)
-        self.log(self.progress_line(row) + ("  *best" if improved else ""))
-        if self.counts_patience(epoch) and self.cfg.patience and state["wait"] >= self.cfg.patience:
-            state["stopped_early"] = True
-            state["stop_reason"] = (f"early stopping after epoch {epoch + 1}: val_loss has not improved on epoch "
-                                    f"{state['best_epoch']}'s for {self.cfg.patience} epochs (--patience)")
-            self.log(state["stop_reason"])
-            self.model.stop_training = True
-        if time.time() - self.flushed_at >= self.cfg.checkpoint_seconds:
-            self.flush()
-
-    def on_train_end(self, logs=None):
-        if self.history and self.history[-1]["epoch"] == self.state["epoch"] != self.flushed_epoch:
-            self.flush()
-
     def save_best(self, record: dict) -> None:
         """best.keras, while the model holds the best weights: the inference model (it shares the
         training model's layers; no augmentation, no optimizer slots) with the class names."""
         from ncfm.model import inference_model
 
         runs.save_model(inference_model(self.model), self.fold.best, classes=self.classes, record=record)
-
-    def flush(self):
-        if self.best_weights is not None:  # set the best weights, save, put the current ones back
-            current = self.model.get_weights()
-            self.model.set_weights(self.best_weights)
-            self.save_best({"best_epoch": self.state["best_epoch"], "best_val_loss": self.state["best_val_loss"]})
-            self.model.set_weights(current)
-            self.best_weights = None
-        runs.save_model(self.model, self.fold.last, {"state": self.state, "history": self.history})
-        runs.write_history(self.fold, self.history, self.history_columns)
-        runs.write_state(self.fold, self.state)
-        self.flushed_at, self.flushed_epoch = time.time(), self.state["epoch"]
 
 
 # ----------------------------------------------------------------------------- model and optimizer
@@ -475,25 +358,12 @@ def augment_settings(cfg: TrainConfig) -> dict:
                                           "brightness", "contrast")}
 
 
-SEED_STRIDE = 2**20  # random draws one epoch may make before its stream meets the next epoch's
-
-
-def reseed_random_layers(model, epoch: int) -> None:
-    """Start every random stream of the model (augmentation, dropout) at a point fixed by the epoch.
-
-    A SeedGenerator's state (seed, counter) is a variable that model.save does not store, so a
-    model loaded from last.keras restarts every counter at 0 and a resumed run would replay
-    epoch 1's augmentations and dropout masks. Setting the counter to epoch * SEED_STRIDE at the
-    start of each epoch makes what an epoch draws depend only on the seed and the epoch number.
-    """
-    for v in model.variables:
-        if v.name == "seed_generator_state":
-            seed = int(np.asarray(v.numpy())[0])
-            v.assign(np.array([seed, epoch * SEED_STRIDE], dtype=v.dtype))
-
-
 # ----------------------------------------------------------------------------- command
-def main(args) -> int:
+def main(args, detector_boxes=None) -> int:
+    """`ncfm train --fold K`. With --detector RUN, `detector_boxes(RUN, data_dir, comp)` gives that
+    detector run's boxes (ncfm.detect.run_boxes, handed down by the command layer) and the fold
+    trains on their crops."""
+    from ncfm import runtime
     from ncfm.dataset import competition_for
 
     overrides = {name: getattr(args, name) for name in TrainConfig.field_names()}
@@ -501,24 +371,28 @@ def main(args) -> int:
     data_dir = Path(args.data_dir)
     folds_csv = Path(args.folds_csv) if args.folds_csv else data_dir / "folds.csv"
     comp = competition_for(data_dir, folds_csv)
-    from ncfm import runtime
-
     # which GPU(s) this process was given (Ray sets it per member of `ncfm train --folds`)
     notes = {"cuda_visible_devices": runtime.visible_devices()}
     if args.detector:  # a crop classifier: train on the crops of the detector's boxes
-        from ncfm.crops import CropSettings, crop_set_for_detector
-
-        size = resolve_config(cfg).image_size
-        crop_set = crop_set_for_detector(data_dir, args.detector, comp, CropSettings(
-            size=size, margin=cfg.crop_margin, aspect=cfg.crop_aspect, jitters=cfg.crop_jitters,
-            seed=cfg.seed, top_boxes=cfg.crop_top_boxes, box_floor=cfg.crop_box_floor,
-            train_misses=cfg.crop_train_misses), workers=cfg.workers)
-        counts = crop_set.counts
-        print(f"crops: {crop_set.dir} ({counts['true']} from true boxes, {counts['oof']} from the detector's "
-              f"held-out boxes, {counts.get('oof_hits', '?')} of them on a fish; {len(crop_set.classes)} classes)",
-              flush=True)
+        crop_set = _crop_set(cfg, comp, data_dir, detector_boxes(Path(args.detector), data_dir, comp), args.detector)
         notes |= {"detector": str(args.detector), "crop_set": str(crop_set.dir), "crop_classes": list(crop_set.classes)}
         comp, data_dir, folds_csv = crop_set.competition(comp), crop_set.dir, crop_set.manifest(args.fold)
     train_fold(cfg, comp, data_dir, folds_csv, args.fold, Path(args.run), retrain=args.retrain,
                max_train_images=args.max_train_images, notes=notes)
     return 0
+
+
+def _crop_set(cfg: TrainConfig, comp: Competition, data_dir: Path, boxes, detector_run):
+    """The crop set of a detector run's boxes (ncfm.detect.RunBoxes), cut as cfg's crop settings say."""
+    from ncfm.crops import CropSettings, build_crop_set
+
+    settings = CropSettings(size=resolve_config(cfg).image_size, margin=cfg.crop_margin, aspect=cfg.crop_aspect,
+                            jitters=cfg.crop_jitters, seed=cfg.seed, top_boxes=cfg.crop_top_boxes,
+                            box_floor=cfg.crop_box_floor, train_misses=cfg.crop_train_misses)
+    crop_set = build_crop_set(data_dir, Path(detector_run).name, comp.classes, boxes.manifest, boxes.truth,
+                              boxes.found_oof, boxes.found_test, settings, without_boxes=boxes.empty_classes,
+                              workers=cfg.workers)
+    counts = crop_set.counts
+    say(f"crops: {crop_set.dir} ({counts['true']} from true boxes, {counts['oof']} from the detector's "
+        f"held-out boxes, {counts.get('oof_hits', '?')} of them on a fish; {len(crop_set.classes)} classes)")
+    return crop_set

@@ -382,7 +382,7 @@ def test_an_interrupted_build_is_rebuilt(inputs):
     crops = build(inputs)
     (crops.dir / "crops.json").unlink()
     (crops.dir / "oof/img_00003.png").unlink()
-    with pytest.raises(NcfmError, match=r"crops\.json: not found.*ncfm crops"):
+    with pytest.raises(NcfmError, match=r"crops\.json: not found.*ncfm train --detector"):
         read_crop_set(crops.dir)
     again = build(inputs)
     assert again.dir == crops.dir
@@ -392,7 +392,7 @@ def test_an_interrupted_build_is_rebuilt(inputs):
 def test_a_damaged_record_is_an_error_naming_it_and_is_rebuilt(inputs):
     crops = build(inputs)
     (crops.dir / "crops.json").write_text("{")
-    with pytest.raises(NcfmError, match=r"crops\.json: not a valid crop set record.*ncfm crops"):
+    with pytest.raises(NcfmError, match=r"crops\.json: not a valid crop set record.*ncfm train --detector"):
         read_crop_set(crops.dir)
     assert build(inputs) == crops
 

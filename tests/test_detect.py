@@ -230,6 +230,40 @@ def test_a_killed_detector_fold_resumes_from_its_last_checkpoint(boxed_data, tmp
     assert json.loads(state_path.read_text())["finished"]
 
 
+def _started_copy(detector_run: Path, tmp_path: Path) -> Path:
+    """Detector fold 0 as a kill after its last epoch leaves it: last.keras and best.keras, no state.json."""
+    import shutil
+
+    run = tmp_path / "det"
+    shutil.copytree(detector_run / "fold0", run / "fold0", ignore=shutil.ignore_patterns("state.json", "*.lock"))
+    return run
+
+
+def test_a_detector_fold_resumes_with_another_patience(detector_run, boxed_data, tmp_path, capsys):
+    run = _started_copy(detector_run, tmp_path)
+    assert ncfm(["detect", "--data-dir", str(boxed_data), "--fold", "0", "--run", str(run), *DETECT,
+                 "--epochs", "4", "--patience", "9"]) == 0  # patience is an execution setting, as for a classifier
+    assert runs.read_state(runs.fold_of(run, 0))["finished"]
+    assert "resuming after epoch 4" in capsys.readouterr().out
+
+
+def test_a_detector_checkpoint_without_its_config_is_refused(detector_run, boxed_data, tmp_path, capsys):
+    run = _started_copy(detector_run, tmp_path)
+    (run / "fold0" / "config.json").unlink()
+    assert ncfm(["detect", "--data-dir", str(boxed_data), "--fold", "0", "--run", str(run), *DETECT,
+                 "--epochs", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json: missing beside" in err and "--retrain" in err
+    assert not (run / "fold0" / "config.json").exists(), "the settings it started with must not be guessed"
+
+
+def test_a_detector_run_is_not_resumed_as_a_classifier(detector_run, boxed_data, tmp_path, capsys):
+    run = _started_copy(detector_run, tmp_path)
+    assert ncfm(["train", "--data-dir", str(boxed_data), "--fold", "0", "--run", str(run), "--weights", "none",
+                 "--image-size", "75", "--no-report"]) == 2
+    assert "a detector fold, not a classifier" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_a_detector_run_trains_under_jax(boxed_data, tmp_path):
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",

@@ -466,23 +466,22 @@ def test_resuming_after_the_split_changed_is_refused(trained_run, tmp_path, caps
 
 # ----------------------------------------------------------------------------- early stopping
 def scripted_checkpoint(tmp_path, state: dict | None = None, **settings):
-    """A FoldCheckpoint on a stand-in model, to be driven with scripted val_losses (no training).
-    Returns (callback, model, the lines it logged)."""
+    """A classifier's FoldCheckpoint on a stand-in model, to be driven with scripted val_losses (no
+    training). Returns (callback, model); its lines go to the console (ncfm.progress)."""
     from types import SimpleNamespace
 
     from ncfm.config import make_config
     from ncfm.runs import fold_of, new_state
-    from ncfm.train import FoldCheckpoint, resolve_config
+    from ncfm.train import ClassifierCheckpoint, resolve_config
 
     cfg = resolve_config(make_config(None, weights="none", image_size=75, checkpoint_seconds=1e9, **settings))
-    lines: list[str] = []
-    callback = FoldCheckpoint(fold_of(tmp_path, 0), new_state() if state is None else state, [], cfg,
-                              classes=CLASSES, log=lines.append)
+    callback = ClassifierCheckpoint(fold_of(tmp_path, 0), new_state() if state is None else state, [], cfg,
+                                    classes=CLASSES)
     model = SimpleNamespace(stop_training=False, weights=[])
     callback.set_model(model)
     callback.on_train_begin()
     callback.lr = 1e-3
-    return callback, model, lines
+    return callback, model
 
 
 def run_epochs(callback, model, val_losses, first: int = 0) -> dict:
@@ -506,7 +505,7 @@ HEAD_BEST_THEN_SLOWER = [2.0794, 2.31, 2.24, 2.19, 2.26, 2.15, 2.12, 2.20, 2.09,
 def test_a_phase_2_that_has_not_yet_beaten_the_head_epochs_is_not_stopped_early(tmp_path):
     from ncfm.train import _why_it_ended
 
-    callback, model, _ = scripted_checkpoint(tmp_path, epochs=10, head_epochs=1, patience=6)
+    callback, model = scripted_checkpoint(tmp_path, epochs=10, head_epochs=1, patience=6)
     state = run_epochs(callback, model, HEAD_BEST_THEN_SLOWER)
     assert not model.stop_training and state["epoch"] == 10
     assert (state["best_epoch"], state["wait"]) == (1, 0) and not state.get("stopped_early")
@@ -515,16 +514,16 @@ def test_a_phase_2_that_has_not_yet_beaten_the_head_epochs_is_not_stopped_early(
         "stopping never counted and best.keras is that head epoch")
 
 
-def test_after_phase_2_beats_the_head_epochs_patience_epochs_without_a_new_best_stop_it(tmp_path):
+def test_after_phase_2_beats_the_head_epochs_patience_epochs_without_a_new_best_stop_it(tmp_path, capsys):
     from ncfm.train import _why_it_ended
 
-    callback, model, lines = scripted_checkpoint(tmp_path, epochs=15, head_epochs=1, patience=6)
+    callback, model = scripted_checkpoint(tmp_path, epochs=15, head_epochs=1, patience=6)
     # epoch 3 is phase 2's first best; 4-9 are not better
     state = run_epochs(callback, model, [2.0794, 2.31, 1.95, 2.0, 2.1, 1.96, 2.2, 2.05, 1.99, 1.80, 1.85])
     assert model.stop_training and state["stopped_early"]
     assert (state["epoch"], state["best_epoch"], state["wait"]) == (9, 3, 6)
     reason = "early stopping after epoch 9: val_loss has not improved on epoch 3's for 6 epochs (--patience)"
-    assert state["stop_reason"] == reason and reason in lines
+    assert state["stop_reason"] == reason and reason in capsys.readouterr().out
     assert _why_it_ended(callback.cfg, state) == reason
 
 
@@ -532,12 +531,12 @@ def test_a_fold_resumed_after_any_epoch_stops_where_an_uninterrupted_one_does(tm
     """Early stopping reads only the fold's state, which last.keras' record carries."""
     val_losses = [*HEAD_BEST_THEN_SLOWER[:7], 1.98, 2.05, 2.1, 2.0, 2.2, 2.3, 2.01, 2.4, 1.5]
     settings = dict(epochs=len(val_losses), head_epochs=1, patience=6)
-    whole = run_epochs(*scripted_checkpoint(tmp_path, **settings)[:2], val_losses)
+    whole = run_epochs(*scripted_checkpoint(tmp_path, **settings), val_losses)
     assert (whole["epoch"], whole["best_epoch"], whole["stopped_early"]) == (14, 8, True)
     for killed_after in range(1, 14):
-        callback, model, _ = scripted_checkpoint(tmp_path, **settings)
+        callback, model = scripted_checkpoint(tmp_path, **settings)
         record = json.loads(json.dumps(run_epochs(callback, model, val_losses[:killed_after])))
-        callback, model, _ = scripted_checkpoint(tmp_path, state=record, **settings)
+        callback, model = scripted_checkpoint(tmp_path, state=record, **settings)
         assert run_epochs(callback, model, val_losses[killed_after:], first=killed_after) == whole, killed_after
 
 
@@ -545,7 +544,7 @@ def test_epochs_replayed_before_an_adopted_best_do_not_count_towards_early_stopp
     """Resumed from last.keras at epoch 3 with best.keras (epoch 10) adopted: epochs 4-10 are
     replayed, cannot beat epoch 10, and must not stop the fold before it gets past epoch 10."""
     state = dict(epoch=3, phase=2, best_epoch=10, best_val_loss=0.5, wait=0, finished=False)
-    callback, model, _ = scripted_checkpoint(tmp_path, state, patience=3, head_epochs=3)
+    callback, model = scripted_checkpoint(tmp_path, state, patience=3, head_epochs=3)
     run_epochs(callback, model, [0.9] * 16, first=3)  # epochs 4.., never better than epoch 10's 0.5
     assert (state["epoch"], state["wait"]) == (13, 3)  # patience counted from epoch 11
 
@@ -671,7 +670,7 @@ def test_training_under_jax_writes_the_same_outputs(trained_run, tmp_path):
 def test_a_reloaded_model_draws_the_same_augmentations_and_dropout_per_epoch(tmp_path):
     """SeedGenerator states are not saved in .keras files; train reseeds them per epoch."""
     from ncfm.augment import RandomAugment
-    from ncfm.train import reseed_random_layers
+    from ncfm.fold import reseed_random_layers
 
     inp = keras.Input((16, 16, 3), dtype="uint8")
     x = RandomAugment(seed=3, name="augment")(inp)
