@@ -1,10 +1,9 @@
-"""Rows of the manifest and batches of the image cache: what train and predict both read.
+"""Batches of the image cache: what train and predict both read.
 
-    manifest, n_folds = read_manifest(Path("data/folds.csv"), fold=0, classes=comp.classes)
     batches = make_batches(images, rows, one_hot(labels, comp.classes), batch_size=32, train=True)
 
-The manifest (folds.csv, written by split_train_val) names every training image, its label
-and its fold; the image cache (ncfm.cache) holds their pixels. A batch is a slice of cache
+The manifest (folds.csv: ncfm.folds writes it and reads it, read_manifest) names every training
+image, its label and its fold; the image cache (ncfm.cache) holds their pixels. A batch is a slice of cache
 rows: training batches follow a seeded permutation per epoch, so a resumed run sees exactly
 the batches an uninterrupted one would; prediction batches keep the rows' order.
 """
@@ -19,31 +18,6 @@ import numpy as np
 import pandas as pd
 
 from ncfm import NcfmError
-
-
-def read_manifest(folds_csv: Path, fold: int | None = None, classes=None) -> tuple[pd.DataFrame, int]:
-    """folds.csv as a table (labels as strings) and its number of folds; with `classes`, every
-    label must be one of them."""
-    if not folds_csv.is_file():
-        raise NcfmError(f"{folds_csv}: folds manifest not found; run `ncfm split_train_val` first "
-                        f"(or pass --folds-csv)")
-    try:
-        df = pd.read_csv(folds_csv, dtype={"image": str, "label": str}, keep_default_na=False)
-    except Exception as e:  # pandas raises many types for unreadable CSVs
-        raise NcfmError(f"{folds_csv}: cannot read it as CSV ({e}); rerun `ncfm split_train_val --force`") from None
-    missing = {"image", "label", "fold"} - set(df.columns)
-    if missing:
-        raise NcfmError(f"{folds_csv}: missing columns {sorted(missing)}; expected image,label,fold[,group]")
-    if not pd.api.types.is_integer_dtype(df.fold):
-        raise NcfmError(f"{folds_csv}: the fold column must hold whole numbers; rerun `ncfm split_train_val --force`")
-    unknown = sorted(set(df.label) - set(classes)) if classes is not None else []
-    if unknown:
-        raise NcfmError(f"{folds_csv}: unknown labels {unknown[:10]}; the competition's classes are "
-                        f"{', '.join(classes)}; rerun `ncfm split_train_val --force`")
-    folds = sorted(df.fold.unique())
-    if fold is not None and fold not in folds:
-        raise NcfmError(f"received fold={fold}, but {folds_csv} has folds {folds[0]}..{folds[-1]}")
-    return df.reset_index(drop=True), len(folds)
 
 
 def one_hot(labels, classes) -> np.ndarray:

@@ -332,11 +332,11 @@ def read_boxes(path: os.PathLike | str, classes=None) -> pd.DataFrame:
 # --------------------------------------------------------------------------- command
 def main(args) -> int:
     """`ncfm boxes`: the Sloth files -> boxes.csv beside folds.csv; prints the report."""
-    from ncfm.batches import read_manifest
+    from ncfm.folds import folds_csv_path, read_manifest
     from ncfm.dataset import competition_for
 
     data_dir = Path(args.data_dir)
-    folds_csv = Path(args.folds_csv) if args.folds_csv else data_dir / "folds.csv"
+    folds_csv = folds_csv_path(data_dir, args.folds_csv)
     if not folds_csv.is_file():
         raise NcfmError(f"{folds_csv}: folds manifest not found; boxes are matched to its training images: run "
                         f"`ncfm split_train_val --data-dir {data_dir}` first (or pass --folds-csv)")

@@ -8,9 +8,8 @@ that there is one. So for an empty class e (NCFM: NoF) and a fish class c:
 
 The calibration of P(fish) is a logistic regression on the logit of the best score, fitted on
 the detector's out-of-fold images (fish images against empty ones): a score of 0.3 from a
-detector trained with focal loss is not a 30% chance. `fit_weights` finds non-negative run
-weights summing to 1 that minimise the out-of-fold log loss of the weighted average (a crop
-run and a whole-image run, say).
+detector trained with focal loss is not a 30% chance. (Run weights fitted on out-of-fold
+predictions are ncfm.ensemble.fit_weights.)
 
 Several boxes per image (combine_boxes): each crop's class probabilities weighted by its box's
 score. A confidence blend of a crop run with a whole-image run (fit_confidence_blend): per image,
@@ -112,25 +111,3 @@ def fit_confidence_blend(crop_probs, whole_probs, scores, y) -> dict:
     best = min((minimize(loss, start, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-8})
                 for start in ([0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, -2.0])), key=lambda r: r.fun)
     return {"a": float(best.x[0]), "b": float(best.x[1]), "oof_log_loss": float(best.fun)}
-
-
-def fit_weights(run_probs: list[np.ndarray], y) -> np.ndarray:
-    """Non-negative weights summing to 1 for runs' (N, C) probabilities, minimising the log loss
-    of their weighted average on labels y (softmax-parametrised, so any optimiser keeps them valid)."""
-    from scipy.optimize import minimize
-
-    stack = np.stack([np.clip(np.asarray(p, "float64"), 1e-15, 1.0) for p in run_probs])
-    y = np.asarray(y, int)
-    if len(stack) == 1:
-        return np.ones(1)
-    picked = stack[:, np.arange(len(y)), y]  # (runs, N): each run's probability of the true class
-
-    def loss(theta):
-        w = np.exp(theta - theta.max())
-        w /= w.sum()
-        return -np.mean(np.log(np.clip(w @ picked, 1e-15, None)))
-
-    best = min((minimize(loss, start, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-7})
-                for start in [np.zeros(len(stack))] + list(np.eye(len(stack)) * 2.0)), key=lambda r: r.fun)
-    w = np.exp(best.x - best.x.max())
-    return w / w.sum()

@@ -225,7 +225,7 @@ def flip(x: np.ndarray, boxes: np.ndarray, labels: np.ndarray, horizontal: bool,
     return x, boxes
 
 
-def make_batches(pixels, rows, boxes, labels, batch_size, scale, offset, train=False, seed=0,
+def detector_batches(pixels, rows, boxes, labels, batch_size, scale, offset, train=False, seed=0,
                  hflip=False, vflip=False, start_epoch=0):
     """A keras PyDataset of (float pixels, {"boxes", "labels"}); training batches are shuffled and
     flipped by a generator fixed by (seed, epoch), so a resumed epoch sees what it would have."""
@@ -338,7 +338,7 @@ class DetectData:
 
 def read_detect_data(comp: Competition, folds_csv: Path, fold: int, boxes_csv: Path | None = None,
                      empty_class: str | None = None) -> DetectData:
-    from ncfm.batches import read_manifest
+    from ncfm.folds import read_manifest
     from ncfm.boxes import boxes_path, read_boxes
 
     manifest, n_folds = read_manifest(folds_csv, fold, comp.classes)
@@ -420,10 +420,10 @@ def _detect_fold(cfg, comp, data_dir, folds_csv, fold: runs.Fold, boxes_csv, emp
         checkpoint = DetectorCheckpoint(fold, state, history, cfg)
         started = time.time()
         if state["epoch"] < cfg.epochs and not state.get("stopped_early"):
-            train_data = make_batches(pixels, train_rows, targets[train_rows], labels[train_rows], batch, scale, offset,
+            train_data = detector_batches(pixels, train_rows, targets[train_rows], labels[train_rows], batch, scale, offset,
                                       train=True, seed=cfg.seed * 1000 + fold.index, hflip=cfg.hflip,
                                       vflip=cfg.vflip, start_epoch=state["epoch"])
-            val_data = make_batches(pixels, val_rows, targets[val_rows], labels[val_rows], batch, scale, offset)
+            val_data = detector_batches(pixels, val_rows, targets[val_rows], labels[val_rows], batch, scale, offset)
             # keras.Model's own fit: keras-hub's wraps inputs in tf.data (TensorFlow only, no PyDataset);
             # there is no keras-hub preprocessor here to run (pixels are scaled by the batches)
             keras.Model.fit(model, train_data, epochs=cfg.epochs, initial_epoch=state["epoch"],
@@ -544,7 +544,7 @@ class RunBoxes:
 def run_boxes(detector_run: Path, data_dir: Path, comp: Competition) -> RunBoxes:
     """The boxes of a finished detector run: every fold's out-of-fold boxes and its boxes on each test
     stage (found now when not yet written), with the true boxes and the folds they belong to."""
-    from ncfm.batches import read_manifest
+    from ncfm.folds import read_manifest
     from ncfm.boxes import boxes_path, read_boxes
 
     detector_run = Path(detector_run)
@@ -597,13 +597,14 @@ class DetectorCheckpoint(FoldCheckpoint):
 
 # ----------------------------------------------------------------------------- command
 def main(args) -> int:
+    from ncfm.folds import folds_csv_path
     from ncfm.config import make_config
     from ncfm.dataset import competition_for
 
     overrides = {name: getattr(args, name) for name in DetectConfig.field_names()}
     cfg = make_config(args.config, settings=DetectConfig, **overrides)
     data_dir = Path(args.data_dir)
-    folds_csv = Path(args.folds_csv) if args.folds_csv else data_dir / "folds.csv"
+    folds_csv = folds_csv_path(data_dir, args.folds_csv)
     comp = competition_for(data_dir, folds_csv)
     detect_fold(cfg, comp, data_dir, folds_csv, args.fold, Path(args.run), boxes_csv=args.boxes_csv,
                 empty_class=args.empty_class, retrain=args.retrain)

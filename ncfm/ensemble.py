@@ -69,3 +69,25 @@ def ensemble_oof(pooled: list[pd.DataFrame], classes, mean: str = "arithmetic",
                             f"the runs were trained on different manifests")
     run_probs = [df[list(classes)].to_numpy("float64") for df in aligned]
     return PooledOOF(np.asarray(common), y, average(run_probs, mean), aligned[0]["fold"].to_numpy(), run_probs)
+
+
+def fit_weights(run_probs: list[np.ndarray], y) -> np.ndarray:
+    """Non-negative weights summing to 1 for runs' (N, C) probabilities, minimising the log loss
+    of their weighted average on labels y (softmax-parametrised, so any optimiser keeps them valid)."""
+    from scipy.optimize import minimize
+
+    stack = np.stack([np.clip(np.asarray(p, "float64"), 1e-15, 1.0) for p in run_probs])
+    y = np.asarray(y, int)
+    if len(stack) == 1:
+        return np.ones(1)
+    picked = stack[:, np.arange(len(y)), y]  # (runs, N): each run's probability of the true class
+
+    def loss(theta):
+        w = np.exp(theta - theta.max())
+        w /= w.sum()
+        return -np.mean(np.log(np.clip(w @ picked, 1e-15, None)))
+
+    best = min((minimize(loss, start, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-7})
+                for start in [np.zeros(len(stack))] + list(np.eye(len(stack)) * 2.0)), key=lambda r: r.fun)
+    w = np.exp(best.x - best.x.max())
+    return w / w.sum()

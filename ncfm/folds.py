@@ -490,6 +490,40 @@ def fold_table(folds: pd.DataFrame, classes=None) -> pd.DataFrame:
     return table
 
 
+# --------------------------------------------------------------------------- the manifest
+FOLDS_CSV = "folds.csv"  # split_train_val's manifest, in the data folder unless --out/--folds-csv say otherwise
+
+
+def folds_csv_path(data_dir, given=None) -> Path:
+    """The folds manifest a command reads: --folds-csv when given, else <data-dir>/folds.csv."""
+    return Path(given) if given else Path(data_dir) / FOLDS_CSV
+
+
+def read_manifest(folds_csv: Path, fold: int | None = None, classes=None) -> tuple[pd.DataFrame, int]:
+    """folds.csv as a table (labels as strings) and its number of folds; with `classes`, every
+    label must be one of them."""
+    if not folds_csv.is_file():
+        raise NcfmError(f"{folds_csv}: folds manifest not found; run `ncfm split_train_val` first "
+                        f"(or pass --folds-csv)")
+    try:
+        df = pd.read_csv(folds_csv, dtype={"image": str, "label": str}, keep_default_na=False)
+    except Exception as e:  # pandas raises many types for unreadable CSVs
+        raise NcfmError(f"{folds_csv}: cannot read it as CSV ({e}); rerun `ncfm split_train_val --force`") from None
+    missing = {"image", "label", "fold"} - set(df.columns)
+    if missing:
+        raise NcfmError(f"{folds_csv}: missing columns {sorted(missing)}; expected image,label,fold[,group]")
+    if not pd.api.types.is_integer_dtype(df.fold):
+        raise NcfmError(f"{folds_csv}: the fold column must hold whole numbers; rerun `ncfm split_train_val --force`")
+    unknown = sorted(set(df.label) - set(classes)) if classes is not None else []
+    if unknown:
+        raise NcfmError(f"{folds_csv}: unknown labels {unknown[:10]}; the competition's classes are "
+                        f"{', '.join(classes)}; rerun `ncfm split_train_val --force`")
+    folds = sorted(df.fold.unique())
+    if fold is not None and fold not in folds:
+        raise NcfmError(f"received fold={fold}, but {folds_csv} has folds {folds[0]}..{folds[-1]}")
+    return df.reset_index(drop=True), len(folds)
+
+
 # --------------------------------------------------------------------------- command
 def main(args) -> int:
     """`ncfm split_train_val`: read the layout, decode-check, group, split; write folds.csv,
@@ -499,7 +533,7 @@ def main(args) -> int:
     from ncfm.dataset import check_images, describe_competition
 
     data_dir = Path(args.data_dir)
-    out = Path(args.out) if args.out else data_dir / "folds.csv"
+    out = folds_csv_path(data_dir, args.out)
     if args.folds < 2:
         raise NcfmError(f"received --folds {args.folds}; k-fold needs at least 2 folds")
     comp, df = describe_competition(data_dir, train_dir=args.train_dir, test_dir=args.test_dir,

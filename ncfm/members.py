@@ -559,7 +559,7 @@ def main(args, train_one, draw_report=lambda: None) -> int:
     """`ncfm train --folds`; `train_one(args)` trains one fold here (`ncfm train --fold`, handed down by
     the command layer), `draw_report` draws the run's report when a member finishes (at most every
     REPORT_SECONDS: the command that called this draws it once more at the end)."""
-    from ncfm.batches import read_manifest
+    from ncfm.folds import folds_csv_path, read_manifest
 
     log = say
 
@@ -568,7 +568,7 @@ def main(args, train_one, draw_report=lambda: None) -> int:
     if args.no_ray and args.ray_address:
         raise NcfmError("--no-ray trains here, --ray-address on a cluster: pass one of them")
     data_dir = Path(args.data_dir)
-    folds_csv = Path(args.folds_csv) if args.folds_csv else data_dir / "folds.csv"
+    folds_csv = folds_csv_path(data_dir, args.folds_csv)
     manifest, _ = read_manifest(folds_csv)
     folds = parse_folds(args.folds, sorted(int(k) for k in manifest.fold.unique()), folds_csv)
     seeds = parse_seeds(args.seeds) if args.seeds else None

@@ -258,8 +258,9 @@ def write_model_info(path: os.PathLike | str, model: keras.Model, classes: Seque
     return info
 
 
-def read_model_info(path: os.PathLike | str) -> dict:
-    """{"classes": [...], "image_size": S, "backbone": name} as stored by write_model_info."""
+def require_model_info(path: os.PathLike | str) -> dict:
+    """{"classes": [...], "image_size": S, "backbone": name} as stored by write_model_info; an NcfmError
+    saying what is wrong when it is not there (runs.read_model_info gives None instead)."""
     try:
         with zipfile.ZipFile(path) as z:
             return json.loads(z.read(MODEL_INFO))
@@ -271,8 +272,3 @@ def read_model_info(path: os.PathLike | str) -> dict:
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise NcfmError(f"{path}: cannot read {MODEL_INFO} ({type(e).__name__}: {e}); "
                         f"the file is damaged or not a .keras model") from None
-
-
-def read_classes(path: os.PathLike | str) -> list[str]:
-    """The class names of a saved model, in the order of its outputs."""
-    return list(read_model_info(path)["classes"])

@@ -26,7 +26,8 @@ import pandas as pd
 
 from ncfm import NcfmError, runs
 from ncfm.competition import Competition
-from ncfm.ensemble import average, ensemble_oof, pool_folds
+from ncfm.ensemble import average, ensemble_oof, fit_weights, pool_folds
+from ncfm.fold import checked
 from ncfm.progress import say
 
 
@@ -46,7 +47,7 @@ def usable_folds(run_dir: Path, comp: Competition, allow_unfinished: bool = Fals
     for fold in folds:
         fix = f"retrain that fold ({fold.retrain_hint()}) or move {fold.dir} out of the run to leave it out"
         config = runs.read_config(fold) or {}
-        if config.get("kind") == runs.DETECTOR:
+        if runs.kind_of(config) == runs.DETECTOR:
             raise NcfmError(f"{run_dir}: a detector run; predict takes classifier runs. Train a crop classifier "
                             f"on its boxes with `ncfm train --fold K --run runs/crops --detector {run_dir}` "
                             f"and predict with that run")
@@ -73,7 +74,7 @@ def against_priors(fold: runs.Fold, comp: Competition) -> tuple[float, float, fl
     train recorded in state.json, or, for a fold trained before it did, computed from oof.csv and
     the manifest the fold was trained on (config.json's folds_csv). None when neither is there to
     judge by."""
-    from ncfm.batches import read_manifest
+    from ncfm.folds import read_manifest
     from ncfm.calibrate import class_shares, prior_margin, prior_score, score
 
     metric, state = comp.metric, runs.read_state(fold) or {}
@@ -169,21 +170,9 @@ def shrink_folds(run_dir: Path, folds: list[runs.Fold], tests: list[np.ndarray],
 
 
 def fold_classes(fold: runs.Fold, comp: Competition) -> list[str]:
-    """The classes a fold predicts: its config.json, else what best.keras says, else (a model from
-    before classes were recorded) the competition's."""
-    config = runs.read_config(fold) or {}
-    info = runs.read_model_info(fold.best) or {}
-    return list(config.get("classes") or info.get("classes") or comp.classes)
-
-
-def fold_image_size(fold: runs.Fold) -> int:
-    config = runs.read_config(fold) or {}
-    info = runs.read_model_info(fold.best) or {}
-    size = config.get("image_size") or info.get("image_size")
-    if not size:
-        raise NcfmError(f"{fold.dir}: neither config.json nor best.keras records the image size; "
-                        f"retrain that fold ({fold.retrain_hint()})")
-    return int(size)
+    """The classes a fold predicts (runs.fold_classes), else (a model from before classes were
+    recorded) the competition's."""
+    return list(runs.fold_classes(fold) or comp.classes)
 
 
 def prediction_key(fold: runs.Fold, views) -> dict:
@@ -227,16 +216,6 @@ def default_batch_size(n_views: int, n_devices: int = 1) -> int:
     return max(1, views_per_call // max(1, n_views)) * n_devices
 
 
-def resolve_devices(setting: str) -> list[str]:
-    """The devices every model predicts on (ncfm.runtime.resolve_devices), as an NcfmError when refused."""
-    from ncfm import runtime
-
-    try:
-        return runtime.resolve_devices(setting)
-    except ValueError as e:
-        raise NcfmError(str(e)) from None
-
-
 def check_batch_size(batch_size: int, devices: list[str]) -> None:
     """Refuses a --batch-size (0: the default) that would not give every device as many images."""
     n = len(devices)
@@ -256,7 +235,7 @@ def predict_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, data_d
     from ncfm.cache import cache_key, load_images_masked
 
     classes, n_views = comp.classes, len(views)
-    size = fold_image_size(folds[0])
+    size = runs.fold_image_size(folds[0])
     # a test image replaced since (same name, new bytes or date) makes the saved predictions stale
     test_images = cache_key(data_dir, list(test.path), size)
     pixels, bad = None, []
@@ -325,7 +304,7 @@ def predict_crop_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, d
     BOX_SCORE), and the third value is the test images' (the mean over the detector's folds), for a
     confidence blend."""
     from ncfm import combine
-    from ncfm.batches import read_manifest
+    from ncfm.folds import read_manifest
     from ncfm.crops import read_crop_set
 
     config = runs.read_config(folds[0]) or {}
@@ -405,12 +384,12 @@ def _combined_oof(crop_oof: pd.DataFrame, crop_set, fold: int, manifest: pd.Data
 
 def _oof_views(model, oof, fold, comp, data_dir, size, views, batch_size, log):
     """The fold's held-out images under the same views as the test set (for honest calibration)."""
-    from ncfm.batches import read_manifest
     from ncfm.cache import load_images
+    from ncfm.folds import folds_csv_path, read_manifest
 
     folds_csv = Path((runs.read_config(fold) or {}).get("folds_csv", ""))
     if not folds_csv.is_file():
-        folds_csv = data_dir / "folds.csv"
+        folds_csv = folds_csv_path(data_dir)
     if not folds_csv.is_file():
         log(f"{folds_csv}: not found; calibrating on the plain (single-view) OOF predictions")
         return None
@@ -444,7 +423,7 @@ def main(args) -> int:
     from ncfm.dataset import competition_for, find_test_images, read_sample_submission
     from ncfm.submission import build_submission, write_submission
 
-    devices = resolve_devices(args.devices)
+    devices = checked(runtime.resolve_devices, args.devices)
     check_batch_size(args.batch_size, devices)
     data_dir = Path(args.data_dir)
     comp = competition_for(data_dir)
@@ -503,8 +482,6 @@ def main(args) -> int:
     if args.run_weights == "oof" and len(run_dirs) > 1:
         if pooled is None:
             raise NcfmError("--run-weights oof needs out-of-fold predictions from every run; one has none")
-        from ncfm.combine import fit_weights
-
         weights = fit_weights(pooled.run_probs, pooled.y)
         probs = np.tensordot(weights, np.stack(run_tests), axes=1)
         pooled = pooled._replace(probs=np.tensordot(weights, np.stack(pooled.run_probs), axes=1))

@@ -97,14 +97,6 @@ class Run:
         return [f for f in self.folds if f.oof is not None]
 
 
-def _recorded_classes(fold: runs.Fold, config: dict) -> tuple[str, ...] | None:
-    """The classes a fold was trained for: its config, else what its best model says."""
-    classes = config.get("classes")
-    if not classes and fold.best.is_file():
-        classes = (runs.read_model_info(fold.best) or {}).get("classes")
-    return tuple(str(c) for c in classes) if isinstance(classes, (list, tuple)) and classes else None
-
-
 def _checked_calibration(calibration: dict | None, run_dir: Path, notes: list[str]) -> dict | None:
     """predict's calibration, its temperature, floor and clip as floats calibrate() accepts; None
     (with a note) when they are not."""
@@ -141,7 +133,7 @@ def load_run(run_dir: Path, calibration_dir: Path | None = None) -> Run:
         config = _or_note(runs.read_config, fold, notes, "its settings are not shown") or {}
         state = _or_note(runs.read_state, fold, notes, "its progress is not shown") or {}
         folds.append(FoldRun(fold.index, fold.dir, config, state, _history(fold, notes),
-                             classes=_recorded_classes(fold, config)))
+                             classes=runs.fold_classes(fold)))
     recorded = [f for f in folds if f.classes]
     classes = recorded[0].classes if recorded else NCFM_CLASSES
     if not recorded:
@@ -646,7 +638,7 @@ def _comparison_html(summaries: list[dict], ensemble: dict | None) -> str:
     return out
 
 
-def members_table(loaded: list[Run], grouped: list[Path]) -> pd.DataFrame | None:
+def members_summary(loaded: list[Run], grouped: list[Path]) -> pd.DataFrame | None:
     """One row per member (config, seed, fold) of the runs made of member groups (`grouped`):
     its status, OOF log loss, epochs trained and training time. None when no run is."""
     rows = []
@@ -811,7 +803,7 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict:
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = [f"<h1>Report: {html.escape(names)}</h1>",
             f'<p class="muted">Generated {stamp} by <code>ncfm report</code>.</p>', '<div id="img-status"></div>']
-    members = members_table(loaded, [d for d, member in given if member != d])
+    members = members_summary(loaded, [d for d, member in given if member != d])
     if members is not None:
         body += ["<h2>Members</h2>", _members_html(members)]
     if len(loaded) > 1:

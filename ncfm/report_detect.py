@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ncfm import NcfmError, runs
-from ncfm.batches import read_manifest
+from ncfm.folds import read_manifest
 from ncfm.fileio import atomic_write_bytes
 from ncfm.report_page import (
     FoldRun,

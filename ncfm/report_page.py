@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from ncfm import NcfmError, runs
-from ncfm.batches import read_manifest
+from ncfm.folds import read_manifest
 
 
 # --------------------------------------------------------------------------- reading a run

@@ -340,6 +340,23 @@ def read_model_info(path: Path) -> dict | None:
     return _zip_entry(path, MODEL_INFO)
 
 
+def fold_classes(fold: Fold) -> tuple[str, ...] | None:
+    """The classes a fold was trained for, in the order of its outputs: its config.json, else what its
+    best.keras says; None when neither records them (a model from before classes were recorded)."""
+    config = read_config(fold) or {}
+    classes = config.get("classes") or (read_model_info(fold.best) or {}).get("classes")
+    return tuple(str(c) for c in classes) if isinstance(classes, (list, tuple)) and classes else None
+
+
+def fold_image_size(fold: Fold) -> int:
+    """The input size a fold's model takes: its config.json, else what its best.keras says."""
+    size = (read_config(fold) or {}).get("image_size") or (read_model_info(fold.best) or {}).get("image_size")
+    if not size:
+        raise NcfmError(f"{fold.dir}: neither config.json nor best.keras records the image size; "
+                        f"retrain that fold ({fold.retrain_hint()})")
+    return int(size)
+
+
 def check_checkpoint(path: Path, fix: str) -> None:
     """A .keras file that Keras could load: a whole zip holding the model's config and weights."""
     try:

@@ -50,7 +50,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     if image_size < spec.min_size:
         raise NcfmError(f"image_size={image_size} is too small for {cfg.backbone}; its minimum is {spec.min_size}")
     resolve_weights(cfg.weights, spec)  # a missing weights file
-    devices = len(resolve_devices(cfg))
+    devices = len(training_devices(cfg))
     if cfg.data_on_device and (runtime.backend() != "jax" or devices > 1):
         raise NcfmError(f"--data-on-device true needs the JAX backend and one device (here: {runtime.backend()}, "
                         f"{devices} device{'s' * (devices > 1)}); leave it out, or set KERAS_BACKEND=jax and "
@@ -74,7 +74,7 @@ def is_pretrained(weights: str) -> bool:
     return weights not in ("none", "None", "")
 
 
-def resolve_devices(cfg: TrainConfig) -> list[str]:
+def training_devices(cfg: TrainConfig) -> list[str]:
     """The devices --devices names (ncfm.runtime.resolve_devices), refusing a --batch-size that they
     cannot split evenly: it is the global batch, each step gives every device the same share."""
     from ncfm import runtime
@@ -100,7 +100,7 @@ def train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: P
     from ncfm import runtime
 
     target = runs.fold_of(run_dir, fold)
-    devices = resolve_devices(cfg)  # before any device is set up
+    devices = training_devices(cfg)  # before any device is set up
     with runs.fold_lock(target), runs.replacing(target, retrain), runtime.data_parallel(devices):
         return _train_fold(cfg, comp, data_dir, folds_csv, target, max_train_images, notes or {})
 
@@ -108,13 +108,14 @@ def train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: P
 def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: Path, fold: runs.Fold,
                 max_train_images: int, notes: dict) -> dict:
     from ncfm import runtime
-    from ncfm.batches import one_hot, read_manifest
+    from ncfm.batches import one_hot
+    from ncfm.folds import read_manifest
     from ncfm.cache import load_images
 
     # Everything that can be refused is refused before a file is written.
     manifest, n_folds = read_manifest(folds_csv, fold.index, comp.classes)
     devices_setting, requested_precision, cfg = cfg.devices, cfg.mixed_precision, resolve_config(cfg)
-    devices = resolve_devices(cfg)
+    devices = training_devices(cfg)
     smallest = _smallest_training_split(manifest, max_train_images, folds_csv, devices, devices_setting)
     precision_reason = runtime.choose_precision(requested_precision)[1]  # config.json says why
     split = split_digest(manifest, max_train_images)
@@ -363,13 +364,14 @@ def main(args, detector_boxes=None) -> int:
     """`ncfm train --fold K`. With --detector RUN, `detector_boxes(RUN, data_dir, comp)` gives that
     detector run's boxes (ncfm.detect.run_boxes, handed down by the command layer) and the fold
     trains on their crops."""
+    from ncfm.folds import folds_csv_path
     from ncfm import runtime
     from ncfm.dataset import competition_for
 
     overrides = {name: getattr(args, name) for name in TrainConfig.field_names()}
     cfg = make_config(args.config, **overrides)
     data_dir = Path(args.data_dir)
-    folds_csv = Path(args.folds_csv) if args.folds_csv else data_dir / "folds.csv"
+    folds_csv = folds_csv_path(data_dir, args.folds_csv)
     comp = competition_for(data_dir, folds_csv)
     # which GPU(s) this process was given (Ray sets it per member of `ncfm train --folds`)
     notes = {"cuda_visible_devices": runtime.visible_devices()}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ncfm import combine
+from ncfm import combine, ensemble
 
 CLASSES = ["ALB", "BET", "NoF"]
 
@@ -39,7 +39,7 @@ def test_run_weights_prefer_the_better_run_and_sum_to_one():
     good = np.full((300, 3), 0.1)
     good[np.arange(300), y] = 0.8
     noise = rng.dirichlet(np.ones(3), 300)
-    w = combine.fit_weights([noise, good], y)
+    w = ensemble.fit_weights([noise, good], y)
     assert w.sum() == pytest.approx(1.0)
     assert (w >= 0).all() and w[1] > 0.9
 
@@ -48,7 +48,7 @@ def test_run_weights_blend_two_runs_that_err_on_different_images():
     y = np.array([0, 1] * 50)
     a = np.where(np.arange(100)[:, None] % 4 == 0, [[0.1, 0.9]], np.eye(2)[y] * 0.8 + 0.1)
     b = np.where(np.arange(100)[:, None] % 4 == 1, [[0.9, 0.1]], np.eye(2)[y] * 0.8 + 0.1)
-    w = combine.fit_weights([a, b], y)
+    w = ensemble.fit_weights([a, b], y)
     assert 0.3 < w[0] < 0.7  # neither alone is best
 
 
@@ -68,7 +68,8 @@ def test_crops_of_several_boxes_combine_by_score_and_sum_to_one():
 
 
 def test_the_confidence_blend_trusts_crops_where_the_detector_is_sure_and_never_fits_worse_than_one_weight():
-    from ncfm.combine import box_weight, fit_confidence_blend, fit_weights
+    from ncfm.combine import box_weight, fit_confidence_blend
+    from ncfm.ensemble import fit_weights
 
     rng = np.random.default_rng(0)
     n = 400

@@ -340,7 +340,7 @@ def test_top_boxes_cuts_the_best_boxes_above_the_floor(inputs):
 
 
 def test_fold_manifest_is_accepted_by_read_manifest(inputs):
-    from ncfm.batches import read_manifest
+    from ncfm.folds import read_manifest
 
     crops = build(inputs)
     manifest, n_folds = read_manifest(crops.manifest(1), fold=1, classes=crops.classes)

@@ -20,7 +20,7 @@ from ncfm import NcfmError
 from ncfm.augment import RandomAugment, TTAViews, affine_warp, compose_affine, tta_parameters
 from ncfm.model import (BACKBONES, CAFFE_BGR_MEANS, MODEL_INFO, TORCH_MEAN, TORCH_STD, backbone_of, build_model,
                         build_tta_model, classifier_of, freeze_backbone, inference_model, preprocessing_layer,
-                        read_classes, read_model_info, unfreeze_backbone, write_model_info)
+                        require_model_info, unfreeze_backbone, write_model_info)
 
 SIZE = 75  # InceptionV3's minimum
 K = 5  # classes of the test models: any number, not NCFM's 8
@@ -235,8 +235,7 @@ def test_saved_inference_model_loads_and_predicts_in_plain_keras_without_ncfm(sa
 
 def test_class_names_image_size_and_backbone_travel_inside_the_saved_file(saved_resnet):
     path = saved_resnet["path"]
-    assert read_model_info(path) == {"classes": NAMES, "image_size": RESNET_SIZE, "backbone": "resnet50"}
-    assert read_classes(path) == NAMES
+    assert require_model_info(path) == {"classes": NAMES, "image_size": RESNET_SIZE, "backbone": "resnet50"}
     with zipfile.ZipFile(path) as z:
         assert MODEL_INFO in z.namelist() and "model.weights.h5" in z.namelist()
 
@@ -252,9 +251,9 @@ def test_a_file_without_class_names_says_so(tmp_path):
     inp = keras.Input((4,))
     keras.Model(inp, keras.layers.Dense(2)(inp)).save(tmp_path / "plain.keras")
     with pytest.raises(NcfmError, match=r"plain.keras: no ncfm/model.json inside"):
-        read_model_info(tmp_path / "plain.keras")
+        require_model_info(tmp_path / "plain.keras")
     with pytest.raises(NcfmError, match=r"missing.keras: model file not found"):
-        read_model_info(tmp_path / "missing.keras")
+        require_model_info(tmp_path / "missing.keras")
 
 
 def test_caffe_preprocessing_is_fixed_it_never_trains_and_survives_loading(saved_resnet):
