@@ -163,7 +163,7 @@ def shrink_folds(run_dir: Path, folds: list[runs.Fold], tests: list[np.ndarray],
         w = fit_shrinkage(oof.y.to_numpy(), oof[classes].to_numpy("float64"), shares)
         tests[i] = shrink(tests[i], shares, w)
         oofs[fold.name] = oof.assign(**dict(zip(classes, shrink(oof[classes].to_numpy("float64"), shares, w).T)))
-        weights[str(fold.dir)] = round(w, 4)
+        weights[str(fold.dir)] = float(w)  # unrounded: the report applies it again (report.ensemble_summary)
     log(f"{run_dir}: each fold pulled towards its class priors by a weight fitted on its own OOF (--weak-folds "
         f"shrink; 1 = unchanged): " + ", ".join(f"{Path(f).name} {w:.3f}" for f, w in weights.items()))
     return weights
@@ -485,7 +485,7 @@ def main(args) -> int:
         weights = fit_weights(pooled.run_probs, pooled.y)
         probs = np.tensordot(weights, np.stack(run_tests), axes=1)
         pooled = pooled._replace(probs=np.tensordot(weights, np.stack(pooled.run_probs), axes=1))
-        calibration["run_weights"] = dict(zip(map(str, run_dirs), weights.round(4).tolist()))
+        calibration["run_weights"] = dict(zip(map(str, run_dirs), weights.tolist()))
         log("run weights fitted on OOF: " + ", ".join(f"{r} {w:.3f}" for r, w in zip(run_dirs, weights))
             + f"; OOF {comp.metric_name} of the blend {_score(comp, pooled.y, pooled.probs):.4f}")
     if args.run_weights == "confidence":
@@ -525,9 +525,9 @@ def main(args) -> int:
     runs.write_calibration(first, calibration | {
         "runs": [str(r) for r in run_dirs], "tta": len(views), "stage": stage, "mean": args.mean,
         "weak_folds": weak_rule, "left_out": left_out, "shrink": shrunk})
-    checked = ("validated" if sample is not None else
+    validated = ("validated" if sample is not None else
                "its form checked, but not its ids: no sample submission to check them against")
-    log(f"wrote {written} ({len(test)} rows, {len(run_dirs)} run(s) x folds x {len(views)} views, {checked})")
+    log(f"wrote {written} ({len(test)} rows, {len(run_dirs)} run(s) x folds x {len(views)} views, {validated})")
     return 0
 
 

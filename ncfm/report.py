@@ -44,7 +44,7 @@ import pandas as pd
 
 from ncfm import NcfmError, runs
 from ncfm.calibrate import (
-    accuracy, apply_floor, calibrate, kaggle_log_loss, per_sample_log_loss, prior_score, roc_auc,
+    accuracy, apply_floor, calibrate, class_shares, kaggle_log_loss, per_sample_log_loss, prior_score, roc_auc,
 )
 from ncfm.competition import METRIC_NAMES, NCFM_CLASSES
 from ncfm.ensemble import ensemble_oof, pool_folds
@@ -183,10 +183,6 @@ def scores(labels: np.ndarray, probs: np.ndarray) -> dict:
     return out
 
 
-def class_frequencies(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    return np.bincount(labels, minlength=n_classes) / max(len(labels), 1)
-
-
 def confusion_counts(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """(true, predicted) counts, rows and columns in the order of the probability columns."""
     n = probs.shape[1]
@@ -258,7 +254,7 @@ def summarize_run(run: Run) -> dict:
                      "calibration_json": run.calibration, "notes": run.notes}
     if oof is not None:
         y, p = _arrays(oof, classes)
-        freqs = class_frequencies(y, len(classes))
+        freqs = class_shares(y, len(classes))  # the class-prior baseline train and predict use
         summary["oof"] = {
             "folds": [f.fold for f in run.oof_folds],
             "images": len(y),
@@ -267,7 +263,7 @@ def summarize_run(run: Run) -> dict:
             "fold_std_log_loss": None,
             "uniform_baseline": uniform_log_loss(len(classes)),
             "prior_baseline": prior_score("log_loss", y, freqs),
-            "class_frequencies": dict(zip(classes, map(float, freqs))),
+            "class_shares": dict(zip(classes, map(float, freqs))),
             # predict's calibration (runs.read_calibration), applied to this run's OOF; None before predict
             "temperature": None,
             "floor": None,
@@ -295,28 +291,78 @@ def summarize_run(run: Run) -> dict:
 
 
 def ensemble_summary(loaded: list[Run]) -> dict | None:
-    """The runs' OOF averaged (ensemble.ensemble_oof) over the images every run predicted; None
-    when fewer than two runs have OOF predictions. {"images": 0, "problem": ...} when they
-    cannot be ensembled (other classes, no common image)."""
-    with_oof = [(run, df) for run in loaded if (df := pooled_oof(run)) is not None]
+    """The runs' OOF ensembled as predict ensembled them (ensemble.ensemble_oof) over the images every
+    run predicted; None when fewer than two runs have OOF predictions. {"images": 0, "problem": ...}
+    when they cannot be ensembled (other classes, no common image).
+
+    When the first run's calibration.json was written by `ncfm predict` for exactly these runs, its
+    record is followed: the folds it left out, the weights it shrank folds by, its mean and its run
+    weights fitted on OOF, so the figure is predict's. (A confidence blend weighs each image by its
+    detector score; the report then shows the plain mean and says so.)"""
+    with_oof = [run for run in loaded if run.oof_folds]
     if len(with_oof) < 2:
         return None
-    names = [str(run.path) for run, _ in with_oof]
-    classes = with_oof[0][0].classes
-    if any(run.classes != classes for run, _ in with_oof):
+    names = [str(run.path) for run in with_oof]
+    classes = with_oof[0].classes
+    if any(run.classes != classes for run in with_oof):
         return {"images": 0, "runs": names, "problem": "the runs were trained for different classes"}
-    pooled = ensemble_oof([df for _, df in with_oof], classes, names=names)
+    recorded = _predicts_blend(with_oof)
+    mean = recorded.get("mean", "arithmetic")
+    pooled = ensemble_oof([_oof_as_predicted(run, recorded) for run in with_oof], classes, mean, names=names)
     if pooled is None:
         return {"images": 0, "runs": names, "problem": "the runs share no OOF images"}
+    weights = recorded.get("run_weights") or {}
+    fitted = None if "confidence" in weights else [weights.get(str(run.path.resolve())) for run in with_oof]
+    probs = pooled.probs
+    if fitted and None not in fitted:
+        probs = np.tensordot(np.asarray(fitted, "float64"), np.stack(pooled.run_probs), axes=1)
     y = pooled.y
     return {
         "images": len(y),
         "runs": names,
+        "mean": mean,
+        "run_weights": fitted if fitted and None not in fitted else None,
+        "as_predicted": bool(recorded),
         "run_log_loss": [kaggle_log_loss(y, p) for p in pooled.run_probs],
         "run_accuracy": [accuracy(y, p) for p in pooled.run_probs],
-        **scores(y, pooled.probs),
-        "prior_baseline": prior_score("log_loss", y, class_frequencies(y, len(classes))),
+        **scores(y, probs),
+        "prior_baseline": prior_score("log_loss", y, class_shares(y, len(classes))),
     }
+
+
+def _predicts_blend(runs_: list[Run]) -> dict:
+    """The first run's calibration.json, when predict wrote it for exactly these runs (paths resolved,
+    weights keyed the same way); else {}."""
+    recorded = runs_[0].calibration or {}
+    named = [Path(r).resolve() for r in recorded.get("runs", [])]
+    if named != [run.path.resolve() for run in runs_]:
+        return {}
+    resolved = dict(recorded)
+    for key in ("run_weights", "shrink"):
+        if isinstance(recorded.get(key), dict) and "confidence" not in recorded[key]:
+            resolved[key] = {str(Path(k).resolve()): v for k, v in recorded[key].items()}
+    resolved["left_out"] = [str(Path(k).resolve()) for k in recorded.get("left_out") or []]
+    return resolved
+
+
+def _oof_as_predicted(run: Run, recorded: dict) -> pd.DataFrame | None:
+    """A run's pooled OOF without the folds predict left out, each fold shrunk towards the class
+    shares of the run's other folds by the weight predict recorded (predict.shrink_folds)."""
+    from ncfm.calibrate import shrink
+
+    frames = {f.path.name: f.oof for f in run.oof_folds if str(f.path.resolve()) not in recorded.get("left_out", [])}
+    weights = recorded.get("shrink") or {}
+    if weights:
+        classes = list(run.classes)
+        stacked = pd.concat([df.assign(_fold=name) for name, df in frames.items()], ignore_index=True)
+        for f in run.oof_folds:
+            w = weights.get(str(f.path.resolve()))
+            if w is None or f.path.name not in frames:
+                continue
+            df = frames[f.path.name]
+            shares = class_shares(stacked.y[stacked._fold != f.path.name], len(classes))
+            frames[f.path.name] = df.assign(**dict(zip(classes, shrink(df[classes].to_numpy("float64"), shares, w).T)))
+    return pool_folds(frames, run.classes)
 
 
 # --------------------------------------------------------------------------- plots (matplotlib, Agg)
@@ -582,7 +628,8 @@ def _cv_table(s: dict, slug: str) -> str:
             rows.append(base("mean ± sd of folds", f"{o['fold_mean_log_loss']:.5f} ± {o['fold_std_log_loss']:.5f}",
                              f"{slug}-fold-mean-log-loss"))
         n = len(s["classes"])
-        rows.append(base("class-prior baseline (predict the OOF class frequencies)", _fmt(o["prior_baseline"]),
+        rows.append(base("class-prior baseline (predict the OOF class shares, one image of each class added)",
+                         _fmt(o["prior_baseline"]),
                          f"{slug}-prior-baseline", o["images"]))
         rows.append(base(f"uniform baseline (1/{n} each = ln {n})", _fmt(o["uniform_baseline"]),
                          f"{slug}-uniform-baseline", o["images"]))
@@ -629,7 +676,11 @@ def _comparison_html(summaries: list[dict], ensemble: dict | None) -> str:
     else:
         cells = "".join(f"<tr><td>{html.escape(Path(r).name)} alone</td>{_td(_fmt(l))}{_td(_pct(a))}</tr>"
                         for r, l, a in zip(ensemble["runs"], ensemble["run_log_loss"], ensemble["run_accuracy"]))
-        out += (f"<h3>Ensemble (mean of the runs' OOF probabilities on the {ensemble['images']} images all runs predicted)</h3>"
+        how = (f"as `ncfm predict` blended them: {ensemble['mean']} mean"
+               + (", run weights " + ", ".join(f"{Path(r).name} {w:.3f}" for r, w in zip(ensemble["runs"], ensemble["run_weights"]))
+                  if ensemble["run_weights"] else "")
+               + ", its weak-fold rule applied" if ensemble["as_predicted"] else "mean of the runs' OOF probabilities")
+        out += (f"<h3>Ensemble ({html.escape(how)}, on the {ensemble['images']} images all runs predicted)</h3>"
                 "<table><tr><th></th><th>log loss</th><th>accuracy</th></tr>" + cells
                 + "<tr class=\"total\"><td>ensemble</td>" + _td(_fmt(ensemble["log_loss"]), "ensemble-log-loss")
                 + _td(_pct(ensemble["accuracy"]), "ensemble-accuracy") + "</tr>"

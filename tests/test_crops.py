@@ -7,10 +7,10 @@ Images are small synthetic pictures: a grey background with a coloured rectangle
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -466,3 +466,15 @@ def test_train_fold_trains_a_crop_classifier_on_a_fold_manifest(inputs, tmp_path
     manifest = pd.read_csv(crops.manifest(0))
     assert list(oof.image) == list(manifest.image[manifest.fold == 0])
     assert list(oof.columns[2:]) == list(crops.classes)
+
+
+def test_decoding_and_cutting_say_so_on_the_console(inputs, capsys):
+    from ncfm import progress
+    from ncfm.cache import load_images
+
+    progress.configure()  # as the command layer does
+    build(inputs)
+    load_images(inputs["data_dir"], list(inputs["manifest"].image), 32, workers=1)
+    out = capsys.readouterr().out
+    assert re.search(rf"cutting \d+ crops from {len(inputs['manifest'])} images", out), out
+    assert f"decoding {len(inputs['manifest'])} images at 32x32" in out, out

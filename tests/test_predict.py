@@ -664,3 +664,26 @@ def test_validate_rejects_a_damaged_predict_output_naming_the_row(predicted, tmp
     err = capsys.readouterr().err
     assert "INVALID" in err
     assert expected.format(last=df.image.iloc[-1], id3=df.image.iloc[3], id5=df.image.iloc[5]) in err
+
+
+def test_the_report_shows_predicts_blend_of_two_runs(trained_run, tmp_path):
+    """Its ensemble figure is calibration.json's: the same weak-fold rule (shrink), mean and run weights fitted on OOF."""
+    from ncfm import report, runs
+
+    a = copy_run(trained_run["run"], tmp_path / "a")
+    b = copy_run(trained_run["run"], tmp_path / "b")
+    for run, half in ((a, 0), (b, 1)):  # two runs that err on different images: each is told half the answers
+        for fold in runs.all_folds(run):
+            oof = pd.read_csv(fold.oof, dtype={"image": str, "label": str})
+            told = (np.arange(len(oof)) % 2 == half)[:, None]
+            truth = (oof.label.to_numpy()[:, None] == np.array(CLASSES)[None, :]).astype(float)
+            oof[list(CLASSES)] = np.where(told, 0.4 * oof[list(CLASSES)].to_numpy() + 0.6 * truth, oof[list(CLASSES)])
+            oof.to_csv(fold.oof, index=False)
+    assert predict(trained_run["data"], [a, b], tmp_path / "blend.csv", "--run-weights", "oof", stage=1, tta=1,
+                   weak="shrink") == 0
+    recorded = runs.read_calibration(a)
+    weights = list(recorded["run_weights"].values())
+    assert recorded["shrink"] and min(weights) > 0.01 and abs(weights[0] - weights[1]) > 0.01  # a real blend
+    shown = report.ensemble_summary([report.load_run(a), report.load_run(b)])
+    assert shown["as_predicted"] and shown["run_weights"] == pytest.approx(weights, abs=1e-4)
+    assert shown["log_loss"] == pytest.approx(recorded["oof_score"], abs=1e-9)
