@@ -156,7 +156,7 @@ def _build(data_dir: Path, images: list[str], size: int, data_path: Path, meta_p
            workers: int, progress: bool) -> dict:
     from tqdm import tqdm
 
-    from ncfm.dataset import cpu_count, process_pool
+    from ncfm.pool import cpu_count, process_pool
 
     n = len(images)
     shape = (n, size, size, 3)

@@ -508,7 +508,7 @@ def _finished(out: Path, digest: str) -> CropSet | None:
 def _cut_all(data_dir: Path, out: Path, tasks: dict, settings: CropSettings, workers: int, progress: bool) -> None:
     from tqdm import tqdm
 
-    from ncfm.dataset import cpu_count, process_pool
+    from ncfm.pool import cpu_count, process_pool
 
     for folder in sorted({str(Path(c[0]).parent) for crops in tasks.values() for c in crops}):
         (out / folder).mkdir(parents=True, exist_ok=True)

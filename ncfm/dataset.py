@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ import pandas as pd
 
 from ncfm import NcfmError, competition
 from ncfm.competition import Competition
+from ncfm.pool import cpu_count, process_pool
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")  # compared lower-cased
 THUMB_SIZE = (32, 18)  # (width, height) of the thumbnail check_images keeps for grouping
@@ -42,31 +42,6 @@ def is_image_name(name: str) -> bool:
 def is_hidden(name: str) -> bool:
     # .DS_Store, macOS resource forks (._img_00003.jpg), editor temp files
     return name.startswith(".") or name in ("Thumbs.db", "desktop.ini")
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool that is safe next to a deep-learning framework.
-
-    fork is fastest and needs no `if __name__ == "__main__"` guard in scripts, but forking a
-    process that runs TensorFlow/JAX/PyTorch threads can deadlock; once one of those is
-    imported, workers come from a forkserver (or spawn) instead.
-    """
-    import multiprocessing as mp
-
-    methods = mp.get_all_start_methods()
-    threaded = any(m in sys.modules for m in ("tensorflow", "jax", "torch"))
-    if "fork" in methods and not threaded:
-        method = "fork"
-    else:
-        method = "forkserver" if "forkserver" in methods else "spawn"
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
 
 
 # --------------------------------------------------------------------------- the layout

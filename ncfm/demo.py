@@ -34,16 +34,7 @@ def main(args, run_command) -> int:
     from ncfm import runs
     from ncfm.competition import load, path_beside
 
-    root = Path(args.dir)
-    marker = root / ".ncfm-demo"
-    if root.exists() and any(root.iterdir()):
-        # a folder an earlier demo made is the demo's own scratch space; anything else is not ours
-        if not (args.force or marker.is_file()):
-            raise NcfmError(f"{root}: not empty and not made by `ncfm demo`; pass --force to replace "
-                            f"it, or --dir NEW")
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    marker.write_text("made by ncfm demo; rerunning the demo replaces this folder\n")
+    root = _fresh_folder(Path(args.dir), args.force)
     data, run = root / "data", root / "runs" / "demo"
     ncfm_layout = args.layout == "ncfm"
     submission = root / "submissions" / ("demo_stage2.csv" if ncfm_layout else "demo.csv")
@@ -85,33 +76,11 @@ def main(args, run_command) -> int:
          "--out", str(submission))
     comp = load(path_beside(data / "folds.csv"))
     calibration = runs.read_calibration(run) or {}
+    scores = {}
     if crops:  # detect -> crop -> classify, then the blend of both paths
-        scores = {"whole image": _oof_scores(calibration)}
-        detector, crop_run = root / "runs" / "detector", root / "runs" / "crops"
-        step("boxes", "--data-dir", str(data))
-        for fold in range(folds):
-            step("detect", "--data-dir", str(data), "--fold", str(fold), "--run", str(detector), "--test",
-                 "--weights", "none", "--backbone", "resnet_small", "--image-size", str(args.detector_size),
-                 "--epochs", str(args.detector_epochs), "--patience", "0", *FLOAT32,
-                 # a flush of its last.keras and best.keras took about 10 s on 2 cores, every 30 s by default
-                 "--checkpoint-seconds", "120")
-        # one exact crop per true box (no jittered copies) halves the rows per epoch; with it and
-        # 12 epochs fold 0 scored OOF log loss 0.81 (0.63 with two crops and 24 epochs; whole
-        # images 1.72)
-        step("train", "--data-dir", str(data), "--folds", "all", "--no-ray", "--run", str(crop_run),
-             "--detector", str(detector), "--crop-jitters", "1", *classify)
-        crop_submission = root / "submissions" / "crops_stage2.csv"
-        step("predict", "--data-dir", str(data), "--run", str(crop_run), *stage, "--tta", str(args.tta),
-             "--out", str(crop_submission))
-        scores["crops"] = _oof_scores(runs.read_calibration(crop_run) or {})
-        submission = root / "submissions" / "blend_stage2.csv"
-        # run weights fitted on OOF (--run-weights confidence, per image by the detector's score, scored
-        # the same on the decoy stand-in: 1.454 / 1.698 on the test stages against 1.455 / 1.703)
-        step("predict", "--data-dir", str(data), "--run", str(crop_run), "--run", str(run), "--run-weights", "oof",
-             *stage, "--tta", str(args.tta), "--out", str(submission))
-        calibration = runs.read_calibration(crop_run) or {}
-        scores["blend"] = _oof_scores(calibration)
-        run = crop_run
+        scores["whole image"] = _oof_scores(calibration)
+        run, submission = _crop_path(step, args, root, data, run, folds, classify, stage, scores)
+        calibration = runs.read_calibration(run) or {}
     step("validate", str(submission), "--data-dir", str(data), *stage)
 
     shares = pd.read_csv(data / "folds.csv", dtype={"label": str}).label.value_counts(normalize=True).to_numpy()
@@ -145,6 +114,52 @@ ImageNet weights (or --weights PATH on an offline machine):
   ncfm submit submissions/inception299.csv -m "InceptionV3 5-fold, TTA 8"
 """)
     return 0
+
+
+def _fresh_folder(root: Path, force: bool) -> Path:
+    """The demo's folder, emptied: a folder an earlier demo made is its own scratch space; anything
+    else is not ours (--force replaces it)."""
+    marker = root / ".ncfm-demo"
+    if root.exists() and any(root.iterdir()):
+        if not (force or marker.is_file()):
+            raise NcfmError(f"{root}: not empty and not made by `ncfm demo`; pass --force to replace "
+                            f"it, or --dir NEW")
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    marker.write_text("made by ncfm demo; rerunning the demo replaces this folder\n")
+    return root
+
+
+def _crop_path(step, args, root: Path, data: Path, run: Path, folds: int, classify: list, stage: list,
+               scores: dict) -> tuple[Path, Path]:
+    """boxes -> a detector per fold -> a crop classifier -> its blend with the whole-image run `run`;
+    returns (the crop run, which keeps the blend's calibration, the blend's submission)."""
+    from ncfm import runs
+
+    detector, crop_run = root / "runs" / "detector", root / "runs" / "crops"
+    step("boxes", "--data-dir", str(data))
+    for fold in range(folds):
+        step("detect", "--data-dir", str(data), "--fold", str(fold), "--run", str(detector), "--test",
+             "--weights", "none", "--backbone", "resnet_small", "--image-size", str(args.detector_size),
+             "--epochs", str(args.detector_epochs), "--patience", "0", *FLOAT32,
+             # a flush of its last.keras and best.keras took about 10 s on 2 cores, every 30 s by default
+             "--checkpoint-seconds", "120")
+    # one exact crop per true box (no jittered copies) halves the rows per epoch; with it and
+    # 12 epochs fold 0 scored OOF log loss 0.81 (0.63 with two crops and 24 epochs; whole
+    # images 1.72)
+    step("train", "--data-dir", str(data), "--folds", "all", "--no-ray", "--run", str(crop_run),
+         "--detector", str(detector), "--crop-jitters", "1", *classify)
+    crop_submission = root / "submissions" / "crops_stage2.csv"
+    step("predict", "--data-dir", str(data), "--run", str(crop_run), *stage, "--tta", str(args.tta),
+         "--out", str(crop_submission))
+    scores["crops"] = _oof_scores(runs.read_calibration(crop_run) or {})
+    submission = root / "submissions" / "blend_stage2.csv"
+    # run weights fitted on OOF (--run-weights confidence, per image by the detector's score, scored
+    # the same on the decoy stand-in: 1.454 / 1.698 on the test stages against 1.455 / 1.703)
+    step("predict", "--data-dir", str(data), "--run", str(crop_run), "--run", str(run), "--run-weights", "oof",
+         *stage, "--tta", str(args.tta), "--out", str(submission))
+    scores["blend"] = _oof_scores(runs.read_calibration(crop_run) or {})
+    return crop_run, submission
 
 
 def _oof_scores(calibration: dict) -> tuple[float, float, str]:

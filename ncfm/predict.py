@@ -47,9 +47,9 @@ def usable_folds(run_dir: Path, comp: Competition, allow_unfinished: bool = Fals
     for fold in folds:
         fix = f"retrain that fold ({fold.retrain_hint()}) or move {fold.dir} out of the run to leave it out"
         config = runs.read_config(fold) or {}
-        if runs.kind_of(config) == runs.DETECTOR:
-            raise NcfmError(f"{run_dir}: a detector run; predict takes classifier runs. Train a crop classifier "
-                            f"on its boxes with `ncfm train --fold K --run runs/crops --detector {run_dir}` "
+        if not runs.family(runs.kind_of(config)).predicted:
+            raise NcfmError(f"{run_dir}: a {runs.kind_of(config)} run; predict takes classifier runs. Train a crop "
+                            f"classifier on its boxes with `ncfm train --fold K --run runs/crops --detector {run_dir}` "
                             f"and predict with that run")
         runs.check_checkpoint(fold.best, fix)
         classes = fold_classes(fold, comp)
@@ -417,7 +417,6 @@ def _check_unreadable(data_dir: Path, test: pd.DataFrame, bad, fill_rows, record
 
 # ----------------------------------------------------------------------------- command
 def main(args) -> int:
-    from ncfm import calibrate as cal
     from ncfm import runtime
     from ncfm.augment import tta_parameters
     from ncfm.dataset import competition_for, find_test_images, read_sample_submission
@@ -493,27 +492,7 @@ def main(args) -> int:
             raise NcfmError("--run-weights confidence needs out-of-fold predictions from both runs; one has none")
         probs, pooled, calibration["run_weights"] = _confidence_blend(run_dirs, crop_runs, run_tests, run_oofs, pooled,
                                                                       box_scores, comp, log)
-    if pooled is not None:
-        calibration["oof_score"] = _score(comp, pooled.y, pooled.probs)
-    if comp.metric != "log_loss":
-        if args.calibrate != "none":
-            log(f"not calibrating: {comp.metric_name} does not change with a temperature or floor")
-        calibration["method"] = "none"
-    elif pooled is None:
-        if args.calibrate != "none":
-            log("no out-of-fold predictions found: not calibrating")
-    elif args.calibrate != "none":
-        calibration.update(cal.fit_calibration(pooled.y, pooled.probs, args.calibrate, groups=pooled.fold))
-        _print_calibration(calibration, args.calibrate, log)
-    probs = cal.calibrate(probs, calibration["temperature"], calibration["floor"])
-    if args.clip:
-        probs = cal.apply_floor(probs, args.clip)
-        calibration["clip"] = args.clip
-        if pooled is not None:  # show what the manual floor does, as for a fitted one
-            unclipped = cal.calibrate(pooled.probs, calibration["temperature"], calibration["floor"])
-            before = cal.kaggle_log_loss(pooled.y, unclipped)
-            after = cal.kaggle_log_loss(pooled.y, cal.apply_floor(unclipped, args.clip))
-            log(f"clip {args.clip:g}: OOF log loss {before:.4f} -> {after:.4f}")
+    probs = _calibrated(probs, pooled, calibration, comp, args.calibrate, args.clip, log)
     if fill_rows:
         probs[fill_rows] = _priors(run_oofs, comp.classes)
         log(f"{len(fill_rows)} unreadable test image(s) given the class priors: "
@@ -526,9 +505,38 @@ def main(args) -> int:
         "runs": [str(r) for r in run_dirs], "tta": len(views), "stage": stage, "mean": args.mean,
         "weak_folds": weak_rule, "left_out": left_out, "shrink": shrunk})
     validated = ("validated" if sample is not None else
-               "its form checked, but not its ids: no sample submission to check them against")
+                 "its form checked, but not its ids: no sample submission to check them against")
     log(f"wrote {written} ({len(test)} rows, {len(run_dirs)} run(s) x folds x {len(views)} views, {validated})")
     return 0
+
+
+def _calibrated(probs, pooled, calibration: dict, comp: Competition, method: str, clip: float, log) -> np.ndarray:
+    """The test probabilities under the calibration fitted on the pooled OOF (`method`; none for a
+    metric a temperature does not change) and the manual --clip floor; `calibration` gets the record."""
+    from ncfm import calibrate as cal
+
+    if pooled is not None:
+        calibration["oof_score"] = _score(comp, pooled.y, pooled.probs)
+    if comp.metric != "log_loss":
+        if method != "none":
+            log(f"not calibrating: {comp.metric_name} does not change with a temperature or floor")
+        calibration["method"] = "none"
+    elif pooled is None:
+        if method != "none":
+            log("no out-of-fold predictions found: not calibrating")
+    elif method != "none":
+        calibration.update(cal.fit_calibration(pooled.y, pooled.probs, method, groups=pooled.fold))
+        _print_calibration(calibration, method, log)
+    probs = cal.calibrate(probs, calibration["temperature"], calibration["floor"])
+    if clip:
+        probs = cal.apply_floor(probs, clip)
+        calibration["clip"] = clip
+        if pooled is not None:  # show what the manual floor does, as for a fitted one
+            unclipped = cal.calibrate(pooled.probs, calibration["temperature"], calibration["floor"])
+            before = cal.kaggle_log_loss(pooled.y, unclipped)
+            after = cal.kaggle_log_loss(pooled.y, cal.apply_floor(unclipped, clip))
+            log(f"clip {clip:g}: OOF log loss {before:.4f} -> {after:.4f}")
+    return probs
 
 
 def _confidence_blend(run_dirs, crop_runs, run_tests, run_oofs, pooled, box_scores, comp: Competition, log):

@@ -802,6 +802,19 @@ def _model_text(run: Run) -> str:
     return ", ".join(bits)
 
 
+def _loader(run_dir: Path):
+    """The function that loads a run of its family for the report (runs.FAMILIES' `report`); a run whose
+    config.json cannot be read is loaded as a classifier run, whose reader turns the damage into a note."""
+    import importlib
+
+    try:
+        kind = runs.run_kind(run_dir) or runs.CLASSIFIER
+    except NcfmError:
+        kind = runs.CLASSIFIER
+    module, name = runs.family(kind).report.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def build_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict:
     """Write report.html and its PNGs for one or more runs; return the numbers and the paths written.
 
@@ -813,21 +826,14 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict:
     A detector run summary (summarize_detector_run) holds "folds" (per-fold recall@0.5, top1@0.5,
     best_iou, fish_auc, boxed_images, ...), their "mean", "pooled" and "grid" (the images drawn).
     """
-    from ncfm.report_detect import (
-        _detector_model_text,
-        _detector_section,
-        _is_detector,
-        load_detector_run,
-        summarize_detector_run,
-    )
+    from ncfm.report_detect import _detector_model_text, _detector_section, summarize_detector_run
 
     if not run_dirs:
         raise NcfmError("no run folder given; pass --run runs/NAME")
     # a run of many members (`ncfm train --folds --seeds/--config`) is its <config>-seed<S>/ groups
     given = [(Path(d), member) for d in run_dirs for member in runs.member_runs(Path(d))]
     # a detector run (ncfm detect) gets its own section; the classifier runs are compared and ensembled
-    every = [load_detector_run(member) if _is_detector(member) else load_run(member, d)
-             for d, member in given]
+    every = [_loader(member)(member, d) for d, member in given]
     loaded = [run for run in every if isinstance(run, Run)]
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dirs[0])
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -65,13 +65,6 @@ class DetectorRun:
         return self.path.resolve().name
 
 
-def _is_detector(run_dir: Path) -> bool:
-    try:
-        return runs.is_detector(run_dir)
-    except NcfmError:  # a damaged config.json: the classifier reader turns it into a note
-        return False
-
-
 def _locate(given, run_dir: Path) -> Path | None:
     """A path from a fold's config.json: as given (relative to where the command ran), or
     relative to the folder that holds runs/ (the project root, usually)."""
@@ -82,11 +75,12 @@ def _locate(given, run_dir: Path) -> Path | None:
     return next((p for p in candidates if p.exists()), None)
 
 
-def load_detector_run(run_dir: Path) -> DetectorRun:
+def load_detector_run(run_dir: Path, calibration_dir: Path | None = None) -> DetectorRun:
     """Read a detector run through ncfm.runs, and the true boxes and folds it was trained on.
 
     Nothing here is fatal: an unfinished fold, a damaged or missing file, a data folder that
-    cannot be found from here are notes, and the page shows what the rest allows."""
+    cannot be found from here are notes, and the page shows what the rest allows. (calibration_dir: a
+    detector run has no calibration; the report loads every family with the same arguments.)"""
     from ncfm.boxes import boxes_path, read_boxes
 
     run_dir = Path(run_dir)

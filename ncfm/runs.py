@@ -463,14 +463,43 @@ def read_predictions(path: Path, ids, classes, key: dict) -> np.ndarray | None:
     return probs
 
 
+@dataclass(frozen=True)
+class Family:
+    """One model family: what differs between families is a field here, looked up by the fold's kind
+    (config.json "kind"), never an `if kind == ...` elsewhere. A new family (a segmenter, say) is one
+    module on ncfm.fold (its config dataclass, its FoldCheckpoint, its command) and one row of FAMILIES."""
+
+    kind: str
+    title: str           # progress lines name its folds so: "fold 3", "detector fold 3"
+    command: str         # what trains a fold
+    history_columns: tuple
+    predicted: bool      # `ncfm predict` takes its runs (a detector's boxes reach it through a crop run)
+    report: str          # "module:function" that loads a run of it for the report (its section)
+
+
+FAMILIES = {
+    CLASSIFIER: Family(CLASSIFIER, "fold", "ncfm train --fold K", tuple(HISTORY_COLUMNS), True,
+                       "ncfm.report:load_run"),
+    DETECTOR: Family(DETECTOR, "detector fold", "ncfm detect --fold K", tuple(DETECT_HISTORY_COLUMNS), False,
+                     "ncfm.report_detect:load_detector_run"),
+}
+
+
 def kind_of(config: dict) -> str:
     """A fold's family, from its config.json: CLASSIFIER or DETECTOR."""
     return config.get("kind") or CLASSIFIER
 
 
+def family(kind: str) -> Family:
+    if kind not in FAMILIES:
+        raise NcfmError(f"received kind={kind!r} in a fold's config.json; this ncfm knows {', '.join(FAMILIES)}: "
+                        f"a newer ncfm wrote it, or the file was edited")
+    return FAMILIES[kind]
+
+
 def fold_title(kind: str) -> str:
     """How progress lines name a fold of this family: 'fold', 'detector fold'."""
-    return "fold" if kind == CLASSIFIER else f"{kind} fold"
+    return family(kind).title
 
 
 def run_kind(run_dir: os.PathLike | str) -> str | None:

@@ -787,7 +787,7 @@ def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int 
     """
     from tqdm import tqdm
 
-    from ncfm.dataset import cpu_count, process_pool
+    from ncfm.pool import cpu_count, process_pool
 
     started = time.perf_counter()
     classes, jobs, style, frame_scale = _prepare(layout, n_train, n_test1, n_test2, boats, scale, seed,

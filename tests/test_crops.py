@@ -399,14 +399,14 @@ def test_a_damaged_record_is_an_error_naming_it_and_is_rebuilt(inputs):
 
 def test_parallel_cutting_writes_the_same_crops(inputs, tmp_path, monkeypatch):
     import ncfm.crops
-    import ncfm.dataset
+    import ncfm.pool
 
     serial = build(inputs)
     os.rename(serial.dir, tmp_path / "serial")
     pools = []
     monkeypatch.setattr(ncfm.crops, "_CHUNK", 2)  # 6 source images: 3 tasks
-    pool = ncfm.dataset.process_pool
-    monkeypatch.setattr(ncfm.dataset, "process_pool", lambda n: pools.append(n) or pool(n))
+    pool = ncfm.pool.process_pool
+    monkeypatch.setattr(ncfm.pool, "process_pool", lambda n: pools.append(n) or pool(n))
     parallel = build_crop_set(inputs["data_dir"], "t", CLASSES, inputs["manifest"], inputs["true_boxes"],
                               inputs["found_oof"], inputs["found_test"], SETTINGS, workers=2, progress=False)
     assert pools == [2]
