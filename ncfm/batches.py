@@ -105,7 +105,7 @@ def to_device(images):
 def read_rows(images, index):
     """images[index] as a new array. Rows of the on-disk cache are read with pread rather than
     through the memory map: mapped pages would stay in the process's resident memory (gigabytes
-    for NCFM's stage 2 at 299, docs/cpu/README.md), while read pages live only in the kernel's
+    for NCFM's stage 2 at 299, docs/raw/cpu-2026-11-22/README.md), while read pages live only in the kernel's
     page cache. A cache on the device (to_device) is gathered there: a tensor on that device."""
     if not isinstance(images, np.ndarray):
         import keras

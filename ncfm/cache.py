@@ -7,7 +7,7 @@ Each image is resized straight to size x size (aspect ratio not kept, as Keras'
 by 1/2, 1/4 or 1/8 while staying at least size x size, then `resize((size, size), Image.BOX)`
 averages the source pixels under each output pixel (area resampling: antialiased, and the
 cheapest of PIL's filters; how it compares with bilinear and with Keras' own resize, in CPU
-time and in closeness to a full-resolution Lanczos reference, is in docs/cpu/README.md).
+time and in closeness to a full-resolution Lanczos reference, is in docs/raw/cpu-2026-11-22/README.md).
 Images smaller than the size (Aerial Cactus' 32x32) are scaled up the same way.
 RESIZE_VERSION names this recipe; change it when the recipe changes.
 

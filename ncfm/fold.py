@@ -110,7 +110,7 @@ class FoldCheckpoint(keras.callbacks.Callback):
     fit: best.keras (if a better epoch came since), then last.keras, the commit point resume
     trusts (it carries its epoch's state and history), then history.csv and state.json. On a GPU
     an epoch of NCFM takes about as long as saving InceptionV3 with its optimizer, so saving every
-    epoch would nearly double a fold's time (docs/gpu/full_job.log).
+    epoch would nearly double a fold's time (docs/raw/h100-2026-11-22/full_job.log).
 
     A family subclasses it with its history row, progress line, when patience counts, and how
     best.keras is saved."""

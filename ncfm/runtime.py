@@ -86,12 +86,12 @@ def precision_rule(device: Device) -> tuple[str, str]:
             return "float32", "CPU without AMX or AVX512_BF16: bfloat16 would be emulated, slower than float32"
         if device.backend != "tensorflow":
             # XLA's CPU backend took 1.2x the CPU time of float32 for a small CNN's training step in
-            # bfloat16 on an AMX Xeon, where TensorFlow took 0.3x (docs/cpu/bf16_backends.log);
+            # bfloat16 on an AMX Xeon, where TensorFlow took 0.3x (docs/raw/cpu-2026-11-22/bf16_backends.log);
             # torch's CPU bfloat16 is unmeasured here
             return "float32", (f"CPU with {' and '.join(native)}, but bfloat16 is only known to be faster on "
                                f"TensorFlow's CPU kernels (oneDNN), not on {device.backend}'s")
         return "mixed_bfloat16", (f"CPU with {' and '.join(native)}: TensorFlow's oneDNN computes bfloat16 "
-                                  f"natively (1.3-1.4x faster training than float32, docs/cpu/README.md)")
+                                  f"natively (1.3-1.4x faster training than float32, docs/raw/cpu-2026-11-22/README.md)")
     return "float32", f"{device.kind}: an unknown kind of device, so float32"
 
 

@@ -3,7 +3,7 @@ competitions").
 
     apt-get install dataset-fashion-mnist
     python scripts/bench_split.py WORK [--sizes 10000 50000 100000 200000] [--groups boat auto]
-        [--folds 5] [--table docs/cpu/split_scaling.md]
+        [--folds 5] [--table docs/raw/cpu-2026-12-05/split_scaling.md]
 
 WORK gets one data folder per N, fm-N/, in Dog Breed Identification's layout (train/<id>.png,
 labels.csv, a small test/ and sample_submission.csv): Fashion-MNIST's photos at 56x56, all of one

@@ -1,7 +1,7 @@
 """CPU cost of ncfm's input path at 75 px: the same model and batches through fit(PyDataset) (as
 train.py feeds it), fit(numpy arrays) and a train_on_batch loop; two rounds, the first warms up.
 
-    .venv/bin/python docs/cpu/fit_paths.py | tee docs/cpu/fit_paths.log
+    .venv/bin/python docs/raw/cpu-2026-11-22/fit_paths.py | tee docs/raw/cpu-2026-11-22/fit_paths.log
 """
 import os
 import resource

@@ -1,9 +1,9 @@
 """Does bfloat16 speed up a training step on this CPU, per Keras backend? (--mixed-precision auto's
 CPU rule.) A small CNN (8 convolutions, 75 px, batch 32, Adam), 10 timed steps after one warm-up.
 
-    KERAS_BACKEND=jax python docs/cpu/bf16_backends.py float32
-    KERAS_BACKEND=jax python docs/cpu/bf16_backends.py mixed_bfloat16
-    JIT=0 KERAS_BACKEND=tensorflow python docs/cpu/bf16_backends.py mixed_bfloat16   # as ncfm runs TF on a CPU
+    KERAS_BACKEND=jax python docs/raw/cpu-2026-11-22/bf16_backends.py float32
+    KERAS_BACKEND=jax python docs/raw/cpu-2026-11-22/bf16_backends.py mixed_bfloat16
+    JIT=0 KERAS_BACKEND=tensorflow python docs/raw/cpu-2026-11-22/bf16_backends.py mixed_bfloat16   # as ncfm runs TF on a CPU
 
 Prints wall and CPU milliseconds per step; on a busy machine compare the CPU figures.
 """

@@ -13,7 +13,7 @@ Both in this process; CPU time = user + system of the process (all threads), so 
 images per CPU-second (the per-core rate) and little affected by other processes' load. The two
 alternate in chunks over several rounds; medians are reported.
 
-    .venv/bin/python docs/cpu/decode_per_core.py /tmp/cpu_bench_data/train --sizes 75,299
+    .venv/bin/python docs/raw/cpu-2026-11-22/decode_per_core.py /tmp/cpu_bench_data/train --sizes 75,299
 """
 import argparse
 import json

@@ -27,11 +27,11 @@ libraries: reclaimable, the kernel drops them under pressure), plus every descen
 size") is reported too. Everything goes to a JSON file.
 
     .venv/bin/python -m ncfm make_synthetic /tmp/mem --n-train 40 --n-test1 1000 --n-test2 12153 --scale 1.0
-    /usr/bin/time -v .venv/bin/python docs/cpu/memory_probe.py data --data-dir /tmp/mem --stage 2 \\
-        --size 299 --cache-dir /tmp/mem_cache --json docs/cpu/memory_data.json
-    /usr/bin/time -v .venv/bin/python docs/cpu/memory_probe.py model --size 299 --n-images 256 \\
-        --json docs/cpu/memory_model.json
-    .venv/bin/python docs/cpu/memory_probe.py command --json docs/cpu/memory_predict.json -- \\
+    /usr/bin/time -v .venv/bin/python docs/raw/cpu-2026-11-22/memory_probe.py data --data-dir /tmp/mem --stage 2 \\
+        --size 299 --cache-dir /tmp/mem_cache --json docs/raw/cpu-2026-11-22/memory_data.json
+    /usr/bin/time -v .venv/bin/python docs/raw/cpu-2026-11-22/memory_probe.py model --size 299 --n-images 256 \\
+        --json docs/raw/cpu-2026-11-22/memory_model.json
+    .venv/bin/python docs/raw/cpu-2026-11-22/memory_probe.py command --json docs/raw/cpu-2026-11-22/memory_predict.json -- \\
         .venv/bin/ncfm predict --data-dir /tmp/mem --run /tmp/mem_run --stage 2 --tta 1
 """
 

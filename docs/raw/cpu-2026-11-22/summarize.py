@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Medians over the repeated bench runs in docs/cpu/*.json -> markdown tables (stdout)."""
+"""Medians over the repeated bench runs in docs/raw/cpu-2026-11-22/*.json -> markdown tables (stdout)."""
 import glob
 import json
 import statistics

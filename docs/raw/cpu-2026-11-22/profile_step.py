@@ -14,7 +14,7 @@ that drifting load from other processes hits all of them alike; medians per step
   ncfm-classifier-sgd  ncfm's nested "classifier" alone, float input, SGD
 Also: the augmentation layers alone (tf.function, training=True), and build + first step.
 
-    .venv/bin/python docs/cpu/profile_step.py --size 75 --batch 32 --rounds 5 --steps 3
+    .venv/bin/python docs/raw/cpu-2026-11-22/profile_step.py --size 75 --batch 32 --rounds 5 --steps 3
 """
 import argparse
 import json
