@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
-
-from ncfm import NcfmError
 
 
 def one_hot(labels, classes) -> np.ndarray:

@@ -2,8 +2,8 @@
 DetectConfig for `ncfm detect`), config files, resolved JSON.
 
 Precedence: dataclass defaults < config file (TOML, or YAML when PyYAML is installed)
-< command-line flags. Each family resolves its 'auto' values (train.resolve_config,
-detect.resolve_config) and writes the result to the fold's config.json.
+< command-line flags. Each family resolves its 'auto' values (train.resolve_train_config,
+detect.resolve_detect_config) and writes the result to the fold's config.json.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ SMALL_BACKBONES = {  # random-init ResNets with basic blocks (keras-hub needs 64
 }
 
 
-def resolve_config(cfg: DetectConfig) -> DetectConfig:
+def resolve_detect_config(cfg: DetectConfig) -> DetectConfig:
     """Fill every 'auto' value so config.json says exactly what ran; refuse what cannot run."""
     from ncfm import runtime
 
@@ -381,7 +381,7 @@ def _detect_fold(cfg, comp, data_dir, folds_csv, fold: runs.Fold, boxes_csv, emp
 
     # Everything that can be refused is refused before a file is written.
     data = read_detect_data(comp, folds_csv, fold.index, boxes_csv, empty_class)
-    requested_precision, cfg = cfg.mixed_precision, resolve_config(cfg)
+    requested_precision, cfg = cfg.mixed_precision, resolve_detect_config(cfg)
     precision_reason = runtime.choose_precision(requested_precision)[1]  # config.json says why
     manifest, images = data.manifest, list(data.manifest.image)
     split = split_digest(manifest)

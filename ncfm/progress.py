@@ -3,8 +3,8 @@
 Every stage logs milestones with `progress.say(...)` (or `logging.getLogger("ncfm.<stage>")`);
 the command layer calls `configure()` once, which prints them to the console as
 `[HH:MM:SS] message`, and a fold that is training adds its train.log for as long as it runs
-(`to_file`). Long steps show a tqdm bar (`bar`) when the console is a terminal; in a log file they
-leave only their milestone lines.
+(`to_file`). Long steps (checking, decoding, grouping, cutting) also show a tqdm bar on stderr when
+it is a terminal; a log file gets only their milestone lines.
 """
 
 from __future__ import annotations
@@ -58,10 +58,3 @@ def to_file(path: Path):
     finally:
         LOG.removeHandler(handler)
         handler.close()
-
-
-def bar(iterable=None, **kw):
-    """A tqdm progress bar on a terminal (stderr), silent otherwise."""
-    from tqdm import tqdm
-
-    return tqdm(iterable, disable=not sys.stderr.isatty(), **kw)

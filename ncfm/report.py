@@ -133,7 +133,7 @@ def load_run(run_dir: Path, calibration_dir: Path | None = None) -> Run:
         config = _or_note(runs.read_config, fold, notes, "its settings are not shown") or {}
         state = _or_note(runs.read_state, fold, notes, "its progress is not shown") or {}
         folds.append(FoldRun(fold.index, fold.dir, config, state, _history(fold, notes),
-                             classes=runs.fold_classes(fold)))
+                             classes=runs.fold_classes(fold, config)))
     recorded = [f for f in folds if f.classes]
     classes = recorded[0].classes if recorded else NCFM_CLASSES
     if not recorded:

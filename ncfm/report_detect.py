@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ncfm import NcfmError, runs
+from ncfm import runs
 from ncfm.folds import read_manifest
 from ncfm.fileio import atomic_write_bytes
 from ncfm.report_page import (

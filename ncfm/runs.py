@@ -340,10 +340,11 @@ def read_model_info(path: Path) -> dict | None:
     return _zip_entry(path, MODEL_INFO)
 
 
-def fold_classes(fold: Fold) -> tuple[str, ...] | None:
-    """The classes a fold was trained for, in the order of its outputs: its config.json, else what its
-    best.keras says; None when neither records them (a model from before classes were recorded)."""
-    config = read_config(fold) or {}
+def fold_classes(fold: Fold, config: dict | None = None) -> tuple[str, ...] | None:
+    """The classes a fold was trained for, in the order of its outputs: its config.json (or `config`,
+    when the caller has read it already, {} for a damaged one), else what its best.keras says; None
+    when neither records them (a model from before classes were recorded)."""
+    config = (read_config(fold) or {}) if config is None else config
     classes = config.get("classes") or (read_model_info(fold.best) or {}).get("classes")
     return tuple(str(c) for c in classes) if isinstance(classes, (list, tuple)) and classes else None
 

@@ -30,7 +30,7 @@ from ncfm.fold import FoldCheckpoint, checked, open_fold, resuming_line, split_d
 from ncfm.progress import say
 
 # ----------------------------------------------------------------------------- settings
-def resolve_config(cfg: TrainConfig) -> TrainConfig:
+def resolve_train_config(cfg: TrainConfig) -> TrainConfig:
     """Fill every 'auto' value so config.json says exactly what ran."""
     from ncfm import runtime
     from ncfm.model import get_backbone, resolve_weights
@@ -114,7 +114,7 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
 
     # Everything that can be refused is refused before a file is written.
     manifest, n_folds = read_manifest(folds_csv, fold.index, comp.classes)
-    devices_setting, requested_precision, cfg = cfg.devices, cfg.mixed_precision, resolve_config(cfg)
+    devices_setting, requested_precision, cfg = cfg.devices, cfg.mixed_precision, resolve_train_config(cfg)
     devices = training_devices(cfg)
     smallest = _smallest_training_split(manifest, max_train_images, folds_csv, devices, devices_setting)
     precision_reason = runtime.choose_precision(requested_precision)[1]  # config.json says why
@@ -388,7 +388,7 @@ def _crop_set(cfg: TrainConfig, comp: Competition, data_dir: Path, boxes, detect
     """The crop set of a detector run's boxes (ncfm.detect.RunBoxes), cut as cfg's crop settings say."""
     from ncfm.crops import CropSettings, build_crop_set
 
-    settings = CropSettings(size=resolve_config(cfg).image_size, margin=cfg.crop_margin, aspect=cfg.crop_aspect,
+    settings = CropSettings(size=resolve_train_config(cfg).image_size, margin=cfg.crop_margin, aspect=cfg.crop_aspect,
                             jitters=cfg.crop_jitters, seed=cfg.seed, top_boxes=cfg.crop_top_boxes,
                             box_floor=cfg.crop_box_floor, train_misses=cfg.crop_train_misses)
     crop_set = build_crop_set(data_dir, Path(detector_run).name, comp.classes, boxes.manifest, boxes.truth,

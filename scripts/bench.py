@@ -107,7 +107,7 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
     from ncfm.cache import load_images
     from ncfm.model import build_model, build_tta_model, unfreeze_backbone
     from ncfm.batches import make_batches, one_hot
-    from ncfm.train import augment_settings, compile_model, make_optimizer, resolve_config
+    from ncfm.train import augment_settings, compile_model, make_optimizer, resolve_train_config
     from ncfm.config import TrainConfig
 
     train_bn = bool(kwargs.get("train_bn", True))  # parity with the peers, which train BatchNorm
@@ -147,7 +147,7 @@ def bench_ncfm(data_dir, image_size=299, batch_size=64, steps=30, warmup_steps=5
     runtime.setup(seed, precision)
     # weights="none" resolves the optimizer to Adam (ncfm's from-scratch default; pretrained runs
     # use SGD like the guide): --ncfm-opt optimizer=sgd for a like-for-like optimizer
-    cfg = resolve_config(TrainConfig(weights="none", image_size=image_size, batch_size=batch_size,
+    cfg = resolve_train_config(TrainConfig(weights="none", image_size=image_size, batch_size=batch_size,
                                      mixed_precision=precision,
                                      optimizer=kwargs.get("optimizer", "auto")))
     model = build_model("inception_v3", "none", image_size, augment=augment_settings(cfg), seed=seed,

@@ -81,11 +81,11 @@ def test_bad_detector_settings_are_refused_before_any_work():
     from ncfm.config import DetectConfig
 
     with pytest.raises(NcfmError, match="multiple of 32"):
-        detect.resolve_config(DetectConfig(weights="none", image_size=100))
+        detect.resolve_detect_config(DetectConfig(weights="none", image_size=100))
     with pytest.raises(NcfmError, match="no pretrained weights"):
-        detect.resolve_config(DetectConfig(weights="coco", backbone="resnet_small"))
+        detect.resolve_detect_config(DetectConfig(weights="coco", backbone="resnet_small"))
     with pytest.raises(NcfmError, match="not coco, imagenet, none or a folder"):
-        detect.resolve_config(DetectConfig(weights="/nowhere/preset"))
+        detect.resolve_detect_config(DetectConfig(weights="/nowhere/preset"))
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])

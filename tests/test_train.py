@@ -472,9 +472,9 @@ def scripted_checkpoint(tmp_path, state: dict | None = None, **settings):
 
     from ncfm.config import make_config
     from ncfm.runs import fold_of, new_state
-    from ncfm.train import ClassifierCheckpoint, resolve_config
+    from ncfm.train import ClassifierCheckpoint, resolve_train_config
 
-    cfg = resolve_config(make_config(None, weights="none", image_size=75, checkpoint_seconds=1e9, **settings))
+    cfg = resolve_train_config(make_config(None, weights="none", image_size=75, checkpoint_seconds=1e9, **settings))
     callback = ClassifierCheckpoint(fold_of(tmp_path, 0), new_state() if state is None else state, [], cfg,
                                     classes=CLASSES)
     model = SimpleNamespace(stop_training=False, weights=[])
