@@ -4,9 +4,9 @@
     ncfm detect --fold 0 --run runs/det          # one detector fold -> runs/det/fold0/
     ncfm detect --fold 0 --run runs/det --test   # ... and its boxes for every test stage
 
-A detector fold lives in the same house as a classifier fold (ncfm.runs): resolved config,
-atomic best/last checkpoints with the fold's progress inside, resume after a kill, history,
-a progress line per epoch. It trains on the classifier's own group folds: images of classes
+The detector family, a peer of the classifier (ncfm.train) on what every fold shares
+(ncfm.fold: resolved config, one resume rule, atomic best/last checkpoints with the fold's progress
+inside, resume after a kill, history, a progress line per epoch; its files in ncfm.runs). It trains on the classifier's own group folds: images of classes
 with boxes are positives (their boxes), images of the class without boxes (NoF) are negatives;
 fish images nobody boxed are left out of training (they hold a fish, so they are not negatives)
 but still get found boxes. The best epoch is the one with the lowest validation loss (focal

@@ -317,7 +317,7 @@ def _signal_name(number: int) -> str:
 
 
 # ----------------------------------------------------------------------------- here, one after another
-def run_here(outcomes: list[Outcome], args, log, finished=lambda: None, train_one=None) -> None:
+def run_here(outcomes: list[Outcome], args, log, finished, train_one) -> None:
     """Each member in this process, one after another (no Ray, or --no-ray); `train_one(args)` trains one
     fold (the command layer's `ncfm train --fold`)."""
     import keras

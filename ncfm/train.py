@@ -1,4 +1,5 @@
-"""Train one fold: two phases, the best checkpoint by validation log loss, resumable.
+"""The classifier family: train one fold (two phases, the best checkpoint by validation log loss,
+resumable) on what every fold shares (ncfm.fold).
 
     ncfm train --fold 0 --run runs/inception299 [--data-dir data] [--config cfg.toml] [flags]
 
