@@ -334,6 +334,9 @@ def _add_predict(sub):
     p.add_argument("--force", action="store_true", help="overwrite an existing --out CSV")
     p.add_argument("--recompute", action="store_true",
                    help="predict again even where saved per-fold predictions are up to date")
+    p.add_argument("--cache-dir", default=None,
+                   help="where decoded images are cached (default <data-dir>/cache); give a writable folder "
+                   "when the data folder is read-only (a Kaggle notebook's /kaggle/input)")
     p.add_argument("--seed", type=int, default=2016, help="seed of the TTA views (default 2016)")
 
 

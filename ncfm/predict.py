@@ -227,9 +227,10 @@ def check_batch_size(batch_size: int, devices: list[str]) -> None:
 
 def predict_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, data_dir: Path, stage: int,
                 test: pd.DataFrame, views, *, batch_size: int, force: bool, log,
-                fill_rows=()) -> tuple[list[np.ndarray], dict]:
+                fill_rows=(), cache_dir=None) -> tuple[list[np.ndarray], dict]:
     """Test predictions of every fold (views averaged) and the folds' OOF frames under the same
-    views ({fold name: frame}); both cached on disk per fold."""
+    views ({fold name: frame}); both cached on disk per fold. Decoded pixels go to `cache_dir`
+    (default <data_dir>/cache)."""
     import keras
 
     from ncfm.cache import cache_key, load_images_masked
@@ -260,7 +261,7 @@ def predict_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, data_d
             model = runs.load_best(fold)
             if test_probs is None:
                 if pixels is None:
-                    pixels, bad = load_images_masked(data_dir, list(test.path), size)
+                    pixels, bad = load_images_masked(data_dir, list(test.path), size, cache_dir=cache_dir)
                     _check_unreadable(data_dir, test, bad, fill_rows)
                 log(f"{fold.dir}: {len(test)} test images x {n_views} views")
                 test_probs = predict_views(model, pixels, np.arange(len(test)), views, batch_size)
@@ -269,7 +270,7 @@ def predict_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, data_d
                 saved.loc[bad, list(classes)] = np.nan  # a black image's prediction is no prediction
                 runs.write_predictions(test_path, saved, test_key, unreadable=bad)
             if oof is not None and oof_probs is None:
-                oof_probs = _oof_views(model, oof, fold, comp, data_dir, size, views, batch_size, log)
+                oof_probs = _oof_views(model, oof, fold, comp, data_dir, size, views, batch_size, log, cache_dir)
                 if oof_probs is None:  # no manifest to find the images: the plain OOF it is
                     oof_probs = oof[list(classes)].to_numpy("float64")
                 else:
@@ -293,7 +294,7 @@ def is_crop_run(folds: list[runs.Fold]) -> bool:
 
 def predict_crop_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, data_dir: Path, stage: int,
                      test: pd.DataFrame, views, *, batch_size: int, force: bool, log,
-                     fill_rows=(), crop_boxes: int = 0) -> tuple[list[np.ndarray], dict, np.ndarray]:
+                     fill_rows=(), crop_boxes: int = 0, cache_dir=None) -> tuple[list[np.ndarray], dict, np.ndarray]:
     """Like predict_run, for a crop run: each fold's crop classifier on the crops of the same
     detector fold's best boxes on the test images (per-fold files saved as for any run; an image's
     crops combined by their boxes' scores, ncfm.combine.combine_boxes; `crop_boxes` > 0 uses only
@@ -337,7 +338,8 @@ def predict_crop_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, d
                             f"to cut them")
         fold_test = pd.DataFrame({"id": crops.crop.to_numpy(), "path": crops.crop.to_numpy()})
         fold_tests, fold_oofs = predict_run(run_dir, [fold], crop_comp, crop_set.dir, stage, fold_test, views,
-                                            batch_size=batch_size, force=force, log=log, fill_rows=None)
+                                            batch_size=batch_size, force=force, log=log, fill_rows=None,
+                                            cache_dir=cache_dir)
         per_image = combine.combine_boxes(fold_tests[0], image_of, crops.score.to_numpy(), len(test))
         det_found = runs.read_found_boxes(det_folds[fold.index].test_boxes(stage))
         fold_scores = det_found.groupby("image").score.max().reindex(test.path).fillna(0.0).to_numpy()
@@ -382,7 +384,7 @@ def _combined_oof(crop_oof: pd.DataFrame, crop_set, fold: int, manifest: pd.Data
     return out
 
 
-def _oof_views(model, oof, fold, comp, data_dir, size, views, batch_size, log):
+def _oof_views(model, oof, fold, comp, data_dir, size, views, batch_size, log, cache_dir=None):
     """The fold's held-out images under the same views as the test set (for honest calibration)."""
     from ncfm.cache import load_images
     from ncfm.folds import folds_csv_path, read_manifest
@@ -394,7 +396,7 @@ def _oof_views(model, oof, fold, comp, data_dir, size, views, batch_size, log):
         log(f"{folds_csv}: not found; calibrating on the plain (single-view) OOF predictions")
         return None
     manifest, _ = read_manifest(folds_csv, classes=comp.classes)
-    pixels = load_images(data_dir, list(manifest.image), size)  # the cache training built
+    pixels = load_images(data_dir, list(manifest.image), size, cache_dir=cache_dir)  # the cache training built
     rows = pd.Index(manifest.image).get_indexer(oof.image)
     if (rows < 0).any():
         log(f"{folds_csv}: does not hold this fold's images; calibrating on the plain OOF")
@@ -464,10 +466,12 @@ def main(args) -> int:
             if crop_run:
                 tests, oofs, box_scores[str(run)] = predict_crop_run(
                     run, folds, comp, data_dir, stage, test, views, batch_size=batch_size, force=args.recompute,
-                    log=log, fill_rows=fill_rows, crop_boxes=getattr(args, "crop_boxes", 0) or 0)
+                    log=log, fill_rows=fill_rows, crop_boxes=getattr(args, "crop_boxes", 0) or 0,
+                    cache_dir=getattr(args, "cache_dir", None))
             else:
                 tests, oofs = predict_run(run, folds, comp, data_dir, stage, test, views, batch_size=batch_size,
-                                          force=args.recompute, log=log, fill_rows=fill_rows)
+                                          force=args.recompute, log=log, fill_rows=fill_rows,
+                                          cache_dir=getattr(args, "cache_dir", None))
             if weak_rule == "shrink":
                 shrunk.update(shrink_folds(run, folds, tests, oofs, comp, log))
             run_tests.append(average(tests, args.mean))

@@ -687,3 +687,13 @@ def test_the_report_shows_predicts_blend_of_two_runs(trained_run, tmp_path):
     shown = report.ensemble_summary([report.load_run(a), report.load_run(b)])
     assert shown["as_predicted"] and shown["run_weights"] == pytest.approx(weights, abs=1e-4)
     assert shown["log_loss"] == pytest.approx(recorded["oof_score"], abs=1e-9)
+
+
+def test_a_read_only_data_folder_is_predicted_with_its_cache_elsewhere(trained_run, tmp_path):
+    """A Kaggle notebook's /kaggle/input cannot be written: --cache-dir puts every decoded image elsewhere."""
+    data = Path(shutil.copytree(trained_run["data"], tmp_path / "data", ignore=shutil.ignore_patterns("cache")))
+    run = copy_run(trained_run["run"], tmp_path / "run")
+    assert predict(data, run, tmp_path / "a.csv", "--cache-dir", str(tmp_path / "cache"), stage=1, tta=2) == 0
+    assert not (data / "cache").exists(), "nothing may be written into the data folder"
+    assert len(list((tmp_path / "cache").glob("*.u8"))) == 2  # the test images, and the training images' OOF views
+    validate_file(tmp_path / "a.csv", NCFM, stage=1, data_dir=data)  # raises when it would not be accepted
