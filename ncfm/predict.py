@@ -216,15 +216,6 @@ def default_batch_size(n_views: int, n_devices: int = 1) -> int:
     return max(1, views_per_call // max(1, n_views)) * n_devices
 
 
-def check_batch_size(batch_size: int, devices: list[str]) -> None:
-    """Refuses a --batch-size (0: the default) that would not give every device as many images."""
-    n = len(devices)
-    if batch_size < 0 or batch_size % n:
-        raise NcfmError(f"--batch-size {batch_size}: the images of each call are split evenly across the {n} "
-                        f"devices; pass a multiple of {n}, e.g. --batch-size {max(n, batch_size - batch_size % n)}, "
-                        f"or leave it out for the default")
-
-
 def predict_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, data_dir: Path, stage: int,
                 test: pd.DataFrame, views, *, batch_size: int, force: bool, log,
                 fill_rows=(), cache_dir=None) -> tuple[list[np.ndarray], dict]:
@@ -425,7 +416,7 @@ def main(args) -> int:
     from ncfm.submission import build_submission, write_submission
 
     devices = checked(runtime.resolve_devices, args.devices)
-    check_batch_size(args.batch_size, devices)
+    checked(runtime.check_batch_split, args.batch_size, devices, args.devices, True)
     data_dir = Path(args.data_dir)
     comp = competition_for(data_dir)
     stage = comp.default_stage if args.stage is None else args.stage

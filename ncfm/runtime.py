@@ -234,6 +234,18 @@ def resolve_jit(setting: str, devices: int = 1) -> bool:
     return name == "jax" or (name == "tensorflow" and accelerator() != "cpu" and not mirrored)
 
 
+def check_batch_split(batch_size: int, devices: list[str], setting: str, default_allowed: bool = False) -> None:
+    """Refuses a batch size that `devices` cannot share evenly (ValueError naming the flag and a value
+    that works): train's --batch-size is the global batch, predict's the images of each call (0 there
+    is its default)."""
+    n = len(devices)
+    if batch_size < 0 or batch_size % n or (batch_size == 0 and not default_allowed):
+        raise ValueError(f"--batch-size {batch_size} is the global batch, split evenly across the {n} devices "
+                         f"(--devices {setting}); pass a multiple of {n}, e.g. --batch-size "
+                         f"{max(n, batch_size - batch_size % n)}" + (", or leave it out for the default"
+                                                                     if default_allowed else ""))
+
+
 def resolve_devices(setting: str) -> list[str]:
     """The devices one model trains on: '1' (the default device), 'all', or a number N (the first N).
 

@@ -81,11 +81,7 @@ def training_devices(cfg: TrainConfig) -> list[str]:
     from ncfm import runtime
 
     devices = checked(runtime.resolve_devices, cfg.devices)
-    n = len(devices)
-    if cfg.batch_size % n:
-        raise NcfmError(f"--batch-size {cfg.batch_size} is the global batch, split evenly across --devices "
-                        f"{cfg.devices} ({n} devices); pass a multiple of {n}, e.g. --batch-size "
-                        f"{max(n, cfg.batch_size - cfg.batch_size % n)}")
+    checked(runtime.check_batch_split, cfg.batch_size, devices, cfg.devices)
     return devices
 
 
