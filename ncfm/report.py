@@ -323,6 +323,7 @@ def ensemble_summary(loaded: list[Run]) -> dict | None:
         "mean": mean,
         "run_weights": fitted if fitted and None not in fitted else None,
         "as_predicted": bool(recorded),
+        "confidence_blend": "confidence" in weights,  # predict weighed each image by its detector score
         "run_log_loss": [kaggle_log_loss(y, p) for p in pooled.run_probs],
         "run_accuracy": [accuracy(y, p) for p in pooled.run_probs],
         **scores(y, probs),
@@ -680,6 +681,8 @@ def _comparison_html(summaries: list[dict], ensemble: dict | None) -> str:
                + (", run weights " + ", ".join(f"{Path(r).name} {w:.3f}" for r, w in zip(ensemble["runs"], ensemble["run_weights"]))
                   if ensemble["run_weights"] else "")
                + ", its weak-fold rule applied" if ensemble["as_predicted"] else "mean of the runs' OOF probabilities")
+        if ensemble.get("confidence_blend"):
+            how += "; predict weighed each image by its detector score, shown here as the plain mean"
         out += (f"<h3>Ensemble ({html.escape(how)}, on the {ensemble['images']} images all runs predicted)</h3>"
                 "<table><tr><th></th><th>log loss</th><th>accuracy</th></tr>" + cells
                 + "<tr class=\"total\"><td>ensemble</td>" + _td(_fmt(ensemble["log_loss"]), "ensemble-log-loss")
