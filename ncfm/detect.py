@@ -5,8 +5,9 @@
     ncfm detect --fold 0 --run runs/det --test   # ... and its boxes for every test stage
 
 The detector family, a peer of the classifier (ncfm.train) on what every fold shares
-(ncfm.fold: resolved config, one resume rule, atomic best/last checkpoints with the fold's progress
-inside, resume after a kill, history, a progress line per epoch; its files in ncfm.runs). It trains on the classifier's own group folds: images of classes
+(ncfm.fold: resolved config, one resume rule, atomic best/last checkpoints with the fold's
+progress inside, resume after a kill, history, a progress line per epoch; its files in
+ncfm.runs). It trains on the classifier's own group folds: images of classes
 with boxes are positives (their boxes), images of the class without boxes (NoF) are negatives;
 fish images nobody boxed are left out of training (they hold a fish, so they are not negatives)
 but still get found boxes. The best epoch is the one with the lowest validation loss (focal
@@ -226,7 +227,7 @@ def flip(x: np.ndarray, boxes: np.ndarray, labels: np.ndarray, horizontal: bool,
 
 
 def detector_batches(pixels, rows, boxes, labels, batch_size, scale, offset, train=False, seed=0,
-                 hflip=False, vflip=False, start_epoch=0):
+                     hflip=False, vflip=False, start_epoch=0):
     """A keras PyDataset of (float pixels, {"boxes", "labels"}); training batches are shuffled and
     flipped by a generator fixed by (seed, epoch), so a resumed epoch sees what it would have."""
     from ncfm.batches import read_rows
@@ -420,9 +421,9 @@ def _detect_fold(cfg, comp, data_dir, folds_csv, fold: runs.Fold, boxes_csv, emp
         checkpoint = DetectorCheckpoint(fold, state, history, cfg)
         started = time.time()
         if state["epoch"] < cfg.epochs and not state.get("stopped_early"):
-            train_data = detector_batches(pixels, train_rows, targets[train_rows], labels[train_rows], batch, scale, offset,
-                                      train=True, seed=cfg.seed * 1000 + fold.index, hflip=cfg.hflip,
-                                      vflip=cfg.vflip, start_epoch=state["epoch"])
+            train_data = detector_batches(pixels, train_rows, targets[train_rows], labels[train_rows], batch, scale,
+                                          offset, train=True, seed=cfg.seed * 1000 + fold.index, hflip=cfg.hflip,
+                                          vflip=cfg.vflip, start_epoch=state["epoch"])
             val_data = detector_batches(pixels, val_rows, targets[val_rows], labels[val_rows], batch, scale, offset)
             # keras.Model's own fit: keras-hub's wraps inputs in tf.data (TensorFlow only, no PyDataset);
             # there is no keras-hub preprocessor here to run (pixels are scaled by the batches)

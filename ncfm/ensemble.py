@@ -91,3 +91,21 @@ def fit_weights(run_probs: list[np.ndarray], y) -> np.ndarray:
                 for start in [np.zeros(len(stack))] + list(np.eye(len(stack)) * 2.0)), key=lambda r: r.fun)
     w = np.exp(best.x - best.x.max())
     return w / w.sum()
+
+
+def fold_priors(oofs: dict, name: str, n_classes: int) -> np.ndarray:
+    """The class shares fold `name` of a run is pulled towards (--weak-folds shrink): those of the
+    labels of the run's other folds' OOF rows, i.e. of its own training images (calibrate.class_shares).
+    oofs: {fold name: OOF frame with a `y` column}."""
+    from ncfm.calibrate import class_shares
+
+    others = [df.y.to_numpy() for k, df in oofs.items() if k != name]
+    return class_shares(np.concatenate(others) if others else np.zeros(0, np.int64), n_classes)
+
+
+def shrunk_oof(oof: pd.DataFrame, classes, shares, weight: float) -> pd.DataFrame:
+    """A fold's OOF frame with its class probabilities pulled towards `shares` (calibrate.shrink)."""
+    from ncfm.calibrate import shrink
+
+    classes = list(classes)
+    return oof.assign(**dict(zip(classes, shrink(oof[classes].to_numpy("float64"), shares, weight).T)))

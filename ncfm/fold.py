@@ -3,8 +3,8 @@ ncfm.detect): the split it was trained on, the one rule for resuming it, its pro
 the per-epoch bookkeeping (history, best on val_loss, early stopping, atomic checkpoints).
 
 A family's fold runs as: open_fold (read progress; refuse what cannot resume; a finished fold says
-so and is returned as it is) -> write its config -> under progress.to_file(fold.log), fit with a
-FoldCheckpoint subclass -> score its held-out images. Each family's config dataclass lists the
+so and is returned as it is) -> under to_fold_log(fold): write its config, fit with a
+FoldCheckpoint subclass, score its held-out images. Each family's config dataclass lists the
 fields that may change between an interrupted run and its resumption (EXECUTION: workers,
 patience, ...); every other field must match the fold's config.json.
 """
@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from ncfm import NcfmError, runs
+from ncfm import NcfmError, progress, runs
 from ncfm.progress import say
 
 
@@ -93,8 +93,6 @@ def open_fold(fold: runs.Fold, cfg, kind: str, split: str, folds_csv: Path) -> t
 
 def to_fold_log(fold: runs.Fold):
     """Progress lines also go to the fold's train.log while the block runs (the folder is made)."""
-    from ncfm import progress
-
     fold.dir.mkdir(parents=True, exist_ok=True)
     return progress.to_file(fold.log)
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ncfm import NcfmError, runs
 from ncfm.competition import Competition
-from ncfm.ensemble import average, ensemble_oof, fit_weights, pool_folds
+from ncfm.ensemble import average, ensemble_oof, fit_weights, fold_priors, pool_folds, shrunk_oof
 from ncfm.fold import checked
 from ncfm.progress import say
 
@@ -148,21 +148,20 @@ def shrink_folds(run_dir: Path, folds: list[runs.Fold], tests: list[np.ndarray],
     """--weak-folds shrink: each fold's test and OOF probabilities (in place) become w * p + (1 - w) *
     its training class shares, w in [0, 1] fitted on its own OOF rows (calibrate.fit_shrinkage).
     Returns {fold folder: w}; a fold without OOF keeps w = 1."""
-    from ncfm.calibrate import class_shares, fit_shrinkage, shrink
+    from ncfm.calibrate import fit_shrinkage, shrink
 
     if comp.metric != "log_loss" or not oofs:
         return {}
     classes = list(comp.classes)
-    pooled = pd.concat([df.assign(_fold=name) for name, df in oofs.items()], ignore_index=True)
     weights = {}
     for i, fold in enumerate(folds):
         if fold.name not in oofs:
             continue
         oof = oofs[fold.name]
-        shares = class_shares(pooled.y[pooled._fold != fold.name], len(classes))
+        shares = fold_priors(oofs, fold.name, len(classes))
         w = fit_shrinkage(oof.y.to_numpy(), oof[classes].to_numpy("float64"), shares)
         tests[i] = shrink(tests[i], shares, w)
-        oofs[fold.name] = oof.assign(**dict(zip(classes, shrink(oof[classes].to_numpy("float64"), shares, w).T)))
+        oofs[fold.name] = shrunk_oof(oof, classes, shares, w)
         weights[str(fold.dir)] = float(w)  # unrounded: the report applies it again (report.ensemble_summary)
     log(f"{run_dir}: each fold pulled towards its class priors by a weight fitted on its own OOF (--weak-folds "
         f"shrink; 1 = unchanged): " + ", ".join(f"{Path(f).name} {w:.3f}" for f, w in weights.items()))
@@ -452,17 +451,16 @@ def main(args) -> int:
     fill_rows: list[int] | None = [] if args.fill_unreadable else None
 
     run_tests, run_oofs, shrunk, box_scores = [], [], {}, {}
+    cache_dir = getattr(args, "cache_dir", None)
     with runtime.data_parallel(devices):  # every model is loaded and predicts inside
         for run, folds, crop_run in zip(run_dirs, run_folds, crop_runs):
             if crop_run:
                 tests, oofs, box_scores[str(run)] = predict_crop_run(
                     run, folds, comp, data_dir, stage, test, views, batch_size=batch_size, force=args.recompute,
-                    log=log, fill_rows=fill_rows, crop_boxes=getattr(args, "crop_boxes", 0) or 0,
-                    cache_dir=getattr(args, "cache_dir", None))
+                    log=log, fill_rows=fill_rows, crop_boxes=getattr(args, "crop_boxes", 0) or 0, cache_dir=cache_dir)
             else:
                 tests, oofs = predict_run(run, folds, comp, data_dir, stage, test, views, batch_size=batch_size,
-                                          force=args.recompute, log=log, fill_rows=fill_rows,
-                                          cache_dir=getattr(args, "cache_dir", None))
+                                          force=args.recompute, log=log, fill_rows=fill_rows, cache_dir=cache_dir)
             if weak_rule == "shrink":
                 shrunk.update(shrink_folds(run, folds, tests, oofs, comp, log))
             run_tests.append(average(tests, args.mean))

@@ -47,7 +47,7 @@ from ncfm.calibrate import (
     accuracy, apply_floor, calibrate, class_shares, kaggle_log_loss, per_sample_log_loss, prior_score, roc_auc,
 )
 from ncfm.competition import METRIC_NAMES, NCFM_CLASSES
-from ncfm.ensemble import ensemble_oof, pool_folds
+from ncfm.ensemble import ensemble_oof, fold_priors, pool_folds, shrunk_oof
 from ncfm.fileio import atomic_write_bytes, atomic_write_text
 from ncfm.report_page import (
     FoldRun,
@@ -349,21 +349,15 @@ def _predicts_blend(runs_: list[Run]) -> dict:
 def _oof_as_predicted(run: Run, recorded: dict) -> pd.DataFrame | None:
     """A run's pooled OOF without the folds predict left out, each fold shrunk towards the class
     shares of the run's other folds by the weight predict recorded (predict.shrink_folds)."""
-    from ncfm.calibrate import shrink
-
     frames = {f.path.name: f.oof for f in run.oof_folds if str(f.path.resolve()) not in recorded.get("left_out", [])}
     weights = recorded.get("shrink") or {}
-    if weights:
-        classes = list(run.classes)
-        stacked = pd.concat([df.assign(_fold=name) for name, df in frames.items()], ignore_index=True)
-        for f in run.oof_folds:
-            w = weights.get(str(f.path.resolve()))
-            if w is None or f.path.name not in frames:
-                continue
-            df = frames[f.path.name]
-            shares = class_shares(stacked.y[stacked._fold != f.path.name], len(classes))
-            frames[f.path.name] = df.assign(**dict(zip(classes, shrink(df[classes].to_numpy("float64"), shares, w).T)))
-    return pool_folds(frames, run.classes)
+    shrunk = {}
+    for f in run.oof_folds:
+        w = weights.get(str(f.path.resolve()))
+        if w is not None and f.path.name in frames:
+            shrunk[f.path.name] = shrunk_oof(frames[f.path.name], run.classes,
+                                             fold_priors(frames, f.path.name, len(run.classes)), w)
+    return pool_folds(frames | shrunk, run.classes)
 
 
 # --------------------------------------------------------------------------- plots (matplotlib, Agg)

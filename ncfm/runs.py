@@ -472,17 +472,13 @@ class Family:
 
     kind: str
     title: str           # progress lines name its folds so: "fold 3", "detector fold 3"
-    command: str         # what trains a fold
-    history_columns: tuple
     predicted: bool      # `ncfm predict` takes its runs (a detector's boxes reach it through a crop run)
     report: str          # "module:function" that loads a run of it for the report (its section)
 
 
 FAMILIES = {
-    CLASSIFIER: Family(CLASSIFIER, "fold", "ncfm train --fold K", tuple(HISTORY_COLUMNS), True,
-                       "ncfm.report:load_run"),
-    DETECTOR: Family(DETECTOR, "detector fold", "ncfm detect --fold K", tuple(DETECT_HISTORY_COLUMNS), False,
-                     "ncfm.report_detect:load_detector_run"),
+    CLASSIFIER: Family(CLASSIFIER, "fold", True, "ncfm.report:load_run"),
+    DETECTOR: Family(DETECTOR, "detector fold", False, "ncfm.report_detect:load_detector_run"),
 }
 
 
