@@ -160,7 +160,11 @@ def _build(data_dir: Path, images: list[str], size: int, data_path: Path, meta_p
 
     n = len(images)
     shape = (n, size, size, 3)
-    data_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as e:
+        raise NcfmError(f"{data_path.parent}: cannot make the image cache folder here ({e.strerror}); pass "
+                        f"--cache-dir a writable folder") from None
     tmp = data_path.with_name(f".{data_path.name}.tmp{os.getpid()}")
     paths = [str(data_dir / name) for name in images]
     workers = cpu_count() if workers <= 0 else workers

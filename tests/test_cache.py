@@ -158,3 +158,12 @@ def test_masked_loading_zeroes_unreadable_rows_and_lists_them(images):
 def test_empty_image_list_gives_an_empty_array(images):
     root, _ = images
     assert load_images(root, [], 24, progress=False).shape == (0, 24, 24, 3)
+
+
+def test_a_cache_folder_that_cannot_be_made_is_a_clear_error(tmp_path):
+    write_image(tmp_path / "a.jpg")
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    with pytest.raises(NcfmError, match=r"blocked/?\S*: cannot make the image cache folder.*--cache-dir"):
+        load_images(tmp_path, ["a.jpg"], 32, cache_dir=blocked)
+    assert blocked.read_text() == "a file where the cache folder should be"  # nothing lost
