@@ -290,6 +290,10 @@ def _add_predict(sub):
                    help="test stage: NCFM has 1 and 2, other competitions one (default: the first)")
     p.add_argument("--data-dir", default="data",
                    help="the competition's files, split by split_train_val (default data)")
+    p.add_argument("--folds-csv", default=None,
+                   help="the manifest the runs were split by; its competition.json describes the competition "
+                   "(default <data-dir>/folds.csv; give it when --data-dir holds only the competition's own "
+                   "files, as a Kaggle notebook's /kaggle/input does)")
     p.add_argument("--tta", type=int, default=8, help="views per image, view 0 = the plain image (default 8)")
     p.add_argument("--views", default="flips,zoom,shift",
                    help="kinds of TTA views: any of flips,zoom,shift,crop (default flips,zoom,shift)")
@@ -338,13 +342,15 @@ def _add_predict(sub):
                    help="where decoded images are cached (default <data-dir>/cache); give a writable folder "
                    "when the data folder is read-only (a Kaggle notebook's /kaggle/input)")
     p.add_argument("--seed", type=int, default=2016, help="seed of the TTA views (default 2016)")
+    p.add_argument("--no-report", action="store_true", help="do not draw the runs' report afterwards")
 
 
 def _cmd_predict(args) -> int:
     from ncfm import predict
 
     code = predict.main(args)
-    _draw_report(args.run)
+    if not args.no_report:
+        _draw_report(args.run)
     return code
 
 
@@ -408,6 +414,62 @@ def _cmd_submissions(args) -> int:
     return kaggle_io.main_submissions(args)
 
 
+def _add_notebook(sub):
+    p = sub.add_parser(
+        "notebook",
+        help="a code competition's answer: a Kaggle Dataset of the runs and an offline inference notebook",
+        description="Write --out/dataset (a Kaggle Dataset: the fold models predict would use, what it needs to "
+        "make the same answer, ncfm and Keras as wheels) and --out/notebook (an .ipynb that finds the "
+        "competition's files and the dataset under /kaggle/input by search, installs ncfm without internet, "
+        "runs `ncfm predict` as here and writes a validated /kaggle/working/submission.csv; its "
+        "kernel-metadata.json has the internet off and the competition and dataset attached). Prints the "
+        "notebook's estimated running time on the chosen machine and warns when it would not fit the time "
+        "limit. Prediction flags default to those of the last `ncfm predict` of these runs (calibration.json), "
+        "else predict's defaults. With --push, creates or versions the dataset and pushes the notebook; then "
+        "`ncfm submit --notebook OWNER/SLUG` submits its output.",
+    )
+    p.add_argument("--run", action="append", required=True, help="run folder (repeat for an ensemble), as for predict")
+    p.add_argument("--out", default=None, help="folder to write (default kaggle/<first run's name>)")
+    p.add_argument("--data-dir", default=None,
+                   help="the competition's files, split by split_train_val (default: the folder the run was trained on)")
+    p.add_argument("--folds-csv", default=None, help="the manifest, competition.json beside it (default <data-dir>/folds.csv)")
+    p.add_argument("--accelerator", default="cpu", choices=["cpu", "t4x2"],
+                   help="the Kaggle machine the notebook runs on: cpu, or t4x2 (two T4 GPUs; predict splits every "
+                   "call across both) (default cpu)")
+    p.add_argument("--test-images", type=int, default=0,
+                   help="test images the estimate counts (default: the public test set's; a hidden set is often larger)")
+    p.add_argument("--time-limit", type=float, default=9.0, help="the competition's notebook time limit in hours (default 9)")
+    p.add_argument("--owner", default=None, help="Kaggle user owning the dataset and notebook (default: your credentials')")
+    p.add_argument("--slug", default=None, help="name for the notebook (<slug>-predict) and dataset (default: --out's name)")
+    p.add_argument("--wheels", default="auto",
+                   help="wheels of dependencies to pack beside ncfm's: auto = the Keras the models were saved with "
+                   "(and keras-hub for a detector), fetched with pip download; a comma list of packages; or none "
+                   "to use the Kaggle image's (default auto)")
+    p.add_argument("--wheel-dir", default=None, help="take dependency wheels from this folder instead of downloading")
+    p.add_argument("--push", action="store_true", help="then create or version the dataset and push the notebook")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    g = p.add_argument_group("prediction (as `ncfm predict`; default: what its last run on these runs recorded)")
+    g.add_argument("--tta", type=int, default=None, help="views per image")
+    g.add_argument("--views", default=None, help="kinds of TTA views")
+    g.add_argument("--mean", choices=["arithmetic", "geometric"], default=None, help="how models are averaged")
+    g.add_argument("--run-weights", choices=["equal", "oof", "confidence"], default=None, help="how runs are blended")
+    g.add_argument("--crop-boxes", type=int, default=None, help="a crop run's boxes per image")
+    g.add_argument("--calibrate", choices=["none", "temperature", "floor", "both"], default=None, help="calibration")
+    g.add_argument("--clip", type=float, default=None, help="manual probability floor")
+    g.add_argument("--weak-folds", choices=["keep", "priors", "margin", "shrink"], default=None,
+                   help="weak-fold rule (a fold predict leaves out is not packed)")
+    g.add_argument("--seed", type=int, default=None, help="seed of the TTA views")
+
+
+def _cmd_notebook(args) -> int:
+    from pathlib import Path
+
+    from ncfm import notebook
+
+    args.out = args.out or str(Path("kaggle") / Path(args.run[0]).name)
+    return notebook.main(args)
+
+
 # --------------------------------------------------------------------------- report / demo / bench
 def _add_report(sub):
     p = sub.add_parser("report", help="HTML + PNG report of a run: curves, confusion, calibration, CV table; "
@@ -468,6 +530,7 @@ COMMANDS = [
     ("validate", _add_validate, _cmd_validate),
     ("submit", _add_submit, _cmd_submit),
     ("submissions", _add_submissions, _cmd_submissions),
+    ("notebook", _add_notebook, _cmd_notebook),
     ("report", _add_report, _cmd_report),
     ("demo", _add_demo, _cmd_demo),
 ]

@@ -496,6 +496,36 @@ def build_crop_set(data_dir, name: str, classes, manifest: pd.DataFrame, true_bo
     return read_crop_set(out)
 
 
+def add_test_crops(crops: CropSet, data_dir, stage: int, found_test: dict, workers: int = 0,
+                   progress: bool = True) -> CropSet:
+    """The crop set with the test crops of one stage cut again from `found_test` ({detector fold k:
+    its boxes on the stage's test images}), for test images other than those it was cut with (a new
+    stage, or a Kaggle notebook's hidden test set). The training crops are untouched; crops.json's
+    record of that stage is replaced last, so an interrupted cut leaves the old record."""
+    best = {int(k): _top_boxes(found, f"found_test[{stage}, {k}]", crops.settings.top_boxes, crops.settings.box_floor)
+            for k, found in found_test.items()}
+    images = tuple(next(iter(best.values()))) if best else ()
+    _unique_stems(images, f"found_test[{stage}]")
+    tasks: dict = {}
+    for k, boxes in sorted(best.items()):
+        if set(boxes) != set(images):
+            raise NcfmError(f"found_test[{stage}, {k}]: names other test images than the first detector fold; "
+                            f"every detector fold must box the same images")
+        for image in images:
+            for rank, (_, box) in enumerate(boxes[image]):
+                tasks.setdefault(image, []).append((_test_name(stage, k, _stem(image), rank), box, None))
+    _cut_all(Path(data_dir), crops.dir, tasks, crops.settings, workers, progress)
+    meta_path = crops.dir / META
+    meta = json.loads(meta_path.read_text())
+    meta["test"][str(stage)] = {"folds": sorted(best), "images": list(images),
+                                "scores": {str(k): [[s for s, _ in best[k][i]] for i in images] for k in sorted(best)}}
+    meta["counts"].setdefault("test", {})[str(stage)] = len(images)
+    atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
+    log.info("test crops of stage %d cut again: %d images x %d detector folds in %s", stage, len(images), len(best),
+             crops.dir)
+    return read_crop_set(crops.dir)
+
+
 def _finished(out: Path, digest: str) -> CropSet | None:
     """The crop set in `out` if a build with this digest finished there."""
     try:

@@ -504,9 +504,10 @@ def describe_quality(q: dict) -> str:
 
 
 def find_test_boxes(run_dir: Path, fold: int, data_dir: Path, comp: Competition, stage: int | None = None,
-                    force: bool = False) -> tuple[Path, pd.DataFrame]:
-    """A finished detector fold's boxes for one stage's test images (written once, then read back);
-    `image` is the test file's path relative to data_dir."""
+                    force: bool = False, cache_dir=None) -> tuple[Path, pd.DataFrame]:
+    """A finished detector fold's boxes for one stage's test images (written once, then read back,
+    and found again when the test images are others); `image` is the test file's path relative to
+    data_dir. Decoded pixels go to `cache_dir` (default: the fold's own cache_dir setting)."""
     from ncfm.cache import load_images
     from ncfm.dataset import find_test_images
 
@@ -523,7 +524,7 @@ def find_test_boxes(run_dir: Path, fold: int, data_dir: Path, comp: Competition,
             return path, found
     cfg = DetectConfig(**{k: config[k] for k in DetectConfig.field_names() if k in config})
     model = load_detector(target)
-    pixels = load_images(data_dir, list(tests.path), cfg.image_size, cache_dir=cfg.cache_dir or None,
+    pixels = load_images(data_dir, list(tests.path), cfg.image_size, cache_dir=cache_dir or cfg.cache_dir or None,
                          workers=cfg.workers)
     wh = image_sizes(data_dir, list(tests.path))
     found = find_boxes(model, pixels, list(tests.path), wh, cfg, config["pixel_scale"], config["pixel_offset"])

@@ -104,6 +104,9 @@ def against_priors(fold: runs.Fold, comp: Competition) -> tuple[float, float, fl
 # held-out test images of several data sets (docs/weak_folds.md), stage 2 first: shrink was never
 # worse than keep beyond 0.01 and best on average; margin lost up to 0.29 and priors up to 0.13.
 WEAK_FOLD_RULES = ("keep", "priors", "margin", "shrink")
+# the flags that change predict's answer for given runs and test images, recorded in calibration.json
+# so that the same answer can be made elsewhere (a Kaggle notebook: ncfm.notebook)
+ANSWER_OPTIONS = ("tta", "views", "mean", "run_weights", "crop_boxes", "calibrate", "clip", "weak_folds", "seed")
 DEFAULT_WEAK_FOLDS = "shrink"
 
 
@@ -315,6 +318,9 @@ def predict_crop_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, d
     p_fish_oof = pd.Series(combine.fish_probability(scores, fit), index=manifest.image)
     score_oof = pd.Series(scores, index=manifest.image)
 
+    if set(crop_set.test_ids.get(stage, ())) != set(test.path) or any(
+            f.index not in crop_set.test_folds.get(stage, ()) for f in folds):
+        crop_set = _cut_test_crops(crop_set, detector, folds, comp, data_dir, stage, test.path, cache_dir, log)
     tests, oofs, test_scores = [], {}, []
     for fold in folds:
         crops = crop_set.test_crops(stage, fold.index)
@@ -342,6 +348,20 @@ def predict_crop_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, d
                 **{BOX_SCORE: lambda df: score_oof.reindex(df.image).to_numpy()})
     test_score = np.mean(test_scores, axis=0)
     return tests, oofs, test_score
+
+
+def _cut_test_crops(crop_set, detector: Path, folds: list[runs.Fold], comp: Competition, data_dir: Path, stage: int,
+                    test_ids, cache_dir, log):
+    """The crop set with crops of these test images: each detector fold finds its boxes on them (or
+    reads the boxes it found before) and they are cut into the crop set (ncfm.crops.add_test_crops).
+    What a crop run needs on test images it has not seen: a new stage, a Kaggle notebook's hidden test set."""
+    from ncfm.crops import add_test_crops
+    from ncfm.detect import find_test_boxes
+
+    log(f"{crop_set.dir}: no crops of these {len(test_ids)} stage-{stage} test images yet; finding their boxes "
+        f"with {detector} and cutting them")
+    found = {f.index: find_test_boxes(detector, f.index, data_dir, comp, stage, cache_dir=cache_dir)[1] for f in folds}
+    return add_test_crops(crop_set, data_dir, stage, found)
 
 
 BOX_SCORE = "box_score"  # an OOF frame's column of each image's best box score (crop runs)
@@ -417,7 +437,7 @@ def main(args) -> int:
     devices = checked(runtime.resolve_devices, args.devices)
     checked(runtime.check_batch_split, args.batch_size, devices, args.devices, True)
     data_dir = Path(args.data_dir)
-    comp = competition_for(data_dir)
+    comp = competition_for(data_dir, getattr(args, "folds_csv", None))
     stage = comp.default_stage if args.stage is None else args.stage
     # a run of many members (`ncfm train --folds --seeds/--config`): each <config>-seed<S>/ group is a run
     run_dirs = [member for r in args.run for member in runs.member_runs(r)]
@@ -496,7 +516,8 @@ def main(args) -> int:
     written = write_submission(build_submission(list(test.id), probs, comp), out, sample_ids, comp, force=args.force)
     runs.write_calibration(first, calibration | {
         "runs": [str(r) for r in run_dirs], "tta": len(views), "stage": stage, "mean": args.mean,
-        "weak_folds": weak_rule, "left_out": left_out, "shrink": shrunk})
+        "weak_folds": weak_rule, "left_out": left_out, "shrink": shrunk,
+        "options": {name: getattr(args, name, None) for name in ANSWER_OPTIONS}})
     validated = ("validated" if sample is not None else
                  "its form checked, but not its ids: no sample submission to check them against")
     log(f"wrote {written} ({len(test)} rows, {len(run_dirs)} run(s) x folds x {len(views)} views, {validated})")

@@ -1,0 +1,214 @@
+"""`ncfm notebook`: a code competition's dataset and inference notebook, executed here as Kaggle would
+run it: internet off, inputs found under a fake /kaggle/input in both path styles, ncfm installed
+from the dataset's wheel into a fresh environment, and the hidden-test rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ncfm import runs
+from ncfm.cli import main as ncfm
+from ncfm.notebook import BUNDLE, model_flops, read_bundle, unpack
+
+OWNER = "someone"
+
+
+def kaggle_kernel(tmp_path: Path, monkeypatch) -> str:
+    """A fresh virtual environment that sees the test environment's packages (Keras, TensorFlow,
+    ipykernel: what the Kaggle image has) but not ncfm, and a Jupyter kernel that runs in it; the
+    kernel's proxies point nowhere, so nothing it does can reach the network. -> the kernel's name."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    # the outer site-packages as plain paths: its packages, but not the .pth that puts the dev tree's ncfm there
+    (site / "kaggle_image.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    spec = tmp_path / "jupyter" / "kernels" / "kaggle"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "kaggle", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # discard port: any request fails at once
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    return "kaggle"
+
+
+def fake_input(root: Path, competition: Path, dataset: Path, slug: str, new_style: bool) -> Path:
+    """/kaggle/input with the competition's own files (linked) and the dataset, in the old
+    (/kaggle/input/<slug>/) or the new (competitions/<slug>/, datasets/<owner>/<slug>/) layout."""
+    comp_dir = root / ("competitions" if new_style else "") / slug
+    data_dir = root / ("datasets" if new_style else "") / (OWNER if new_style else "") / "tiny-ncfm-models"
+    comp_dir.mkdir(parents=True)
+    for item in competition.iterdir():  # what Kaggle gives: images and CSVs, not ncfm's folds or cache
+        if item.name.startswith(("train", "test", "sample_submission")):
+            (comp_dir / item.name).symlink_to(item.resolve())
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    data_dir.symlink_to(dataset.resolve())
+    return root
+
+
+def run_notebook(path: Path, kernel: str, workdir: Path, monkeypatch, input_root: Path, rerun: bool) -> list[str]:
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("NCFM_KAGGLE_INPUT", str(input_root))
+    monkeypatch.setenv("NCFM_KAGGLE_WORKING", str(workdir / "working"))
+    monkeypatch.setenv("NCFM_KAGGLE_SCRATCH", str(workdir / "scratch"))
+    if rerun:
+        monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "True")
+    else:
+        monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
+    (workdir / "working").mkdir(parents=True)
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, kernel_name=kernel, timeout=900, resources={"metadata": {"path": str(workdir)}}).execute()
+    return ["".join(o.get("text", "")) for cell in nb.cells for o in cell.get("outputs", [])]
+
+
+def hidden_test_set(data: Path, dest: Path, n: int = 10) -> Path:
+    """The competition's files as the rerun sees them: stage 1 replaced by other images (stage 2's,
+    renamed) and its sample submission listing them."""
+    shutil.copytree(data, dest, ignore=shutil.ignore_patterns("cache", "folds.*", "competition.json", "test_stg1",
+                                                              "crops"), symlinks=True)
+    (dest / "test_stg1").mkdir()
+    sources = sorted(p for p in (data / "test_stg2").rglob("*.jpg"))[:n]
+    ids = []
+    for i, src in enumerate(sources):
+        ids.append(f"img_9{i:04d}.jpg")
+        shutil.copy(src, dest / "test_stg1" / ids[-1])
+    sample = pd.read_csv(data / "sample_submission_stg1.csv")
+    pd.DataFrame({sample.columns[0]: ids, **{c: 1 / 8 for c in sample.columns[1:]}}).to_csv(
+        dest / "sample_submission_stg1.csv", index=False)
+    return dest
+
+
+def same_csv(a: Path, b: Path) -> None:
+    x, y = pd.read_csv(a), pd.read_csv(b)
+    assert list(x.columns) == list(y.columns) and list(x.iloc[:, 0]) == list(y.iloc[:, 0])
+    np.testing.assert_allclose(x.iloc[:, 1:].to_numpy(), y.iloc[:, 1:].to_numpy(), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- building
+def test_the_folder_holds_the_models_the_wheel_and_metadata_kaggle_accepts(trained_run, tmp_path, capsys):
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(trained_run["run"], run)
+    out = tmp_path / "kaggle" / "tiny"
+    assert ncfm(["notebook", "--run", str(run), "--data-dir", str(trained_run["data"]), "--out", str(out),
+                 "--owner", OWNER, "--wheels", "none", "--tta", "2", "--accelerator", "t4x2"]) == 0
+    printed = capsys.readouterr().out
+    dataset, notebook = out / "dataset", out / "notebook"
+    meta = json.loads((dataset / "dataset-metadata.json").read_text())
+    assert meta["id"] == f"{OWNER}/tiny-ncfm-models" and 6 <= len(meta["title"]) <= 50 and len(meta["licenses"]) == 1
+    kernel = json.loads((notebook / "kernel-metadata.json").read_text())
+    assert kernel["enable_internet"] is False and kernel["machine_shape"] == "NvidiaTeslaT4"
+    assert kernel["dataset_sources"] == [meta["id"]]
+    assert kernel["competition_sources"] == ["the-nature-conservancy-fisheries-monitoring"]
+    assert kernel["id"] == f"{OWNER}/tiny-predict" and kernel["title"].lower().replace(" ", "-") == "tiny-predict"
+    assert (notebook / kernel["code_file"]).is_file()
+    # the kept folds' inference models only; paths inside relative to the dataset
+    for k in (0, 1):
+        fold = dataset / "runs" / "tiny" / f"fold{k}"
+        assert (fold / "best.keras").is_file() and not (fold / "last.keras").exists()
+        assert json.loads((fold / "config.json").read_text())["folds_csv"] == "data/0/folds.csv"
+    assert (dataset / "data" / "0" / "competition.json").is_file()
+    wheels = sorted(p.name for p in (dataset / "wheels").iterdir())
+    assert wheels == ["ncfm-0.1.0-py3-none-any.whl"]
+    record = read_bundle(dataset)
+    assert "--tta" in record["predict"] and record["predict"][record["predict"].index("--tta") + 1] == "2"
+    assert "--devices" in record["predict"] and record["predict"][record["predict"].index("--devices") + 1] == "all"
+    assert "estimated runtime on two T4 GPUs for 12 test images" in printed
+    assert "GFLOP a view" in printed
+    # the model files keep the time predict's saved OOF views are keyed by
+    copy = unpack(dataset, tmp_path / "work")
+    assert (copy / "runs/tiny/fold0/best.keras").stat().st_mtime_ns == (run / "fold0/best.keras").stat().st_mtime_ns
+    assert not (copy / "wheels").exists()
+
+
+def test_an_estimate_over_the_time_limit_warns_with_the_figure(trained_run, tmp_path, capsys):
+    out = tmp_path / "nb"
+    assert ncfm(["notebook", "--run", str(trained_run["run"]), "--data-dir", str(trained_run["data"]),
+                 "--out", str(out), "--owner", OWNER, "--wheels", "none", "--test-images", "5000000",
+                 "--time-limit", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "for 5000000 test images" in printed and "measured here on" in printed
+    assert "WARNING: the estimate" in printed and "over the 1 h limit" in printed
+
+
+def test_an_existing_folder_is_not_overwritten_without_force(trained_run, tmp_path, capsys):
+    out = tmp_path / "nb"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    assert ncfm(["notebook", "--run", str(trained_run["run"]), "--data-dir", str(trained_run["data"]),
+                 "--out", str(out), "--wheels", "none"]) == 2
+    assert "already exists" in capsys.readouterr().err and (out / "mine.txt").read_text() == "keep"
+
+
+def test_flops_count_a_convolution_and_a_dense_layer():
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(5)(x)
+    model = keras.Model(inputs, outputs)
+    assert model_flops(model) == 2 * 8 * 8 * 3 * 3 * 3 * 4 + 2 * 4 * 5
+
+
+def test_a_damaged_bundle_record_is_named(tmp_path):
+    (tmp_path / BUNDLE).write_text("{")
+    from ncfm import NcfmError
+
+    with pytest.raises(NcfmError, match=f"{BUNDLE}: not a readable ncfm bundle.*ncfm notebook"):
+        read_bundle(tmp_path)
+
+
+# ----------------------------------------------------------------------------- executed
+@pytest.mark.slow
+def test_the_notebook_runs_offline_and_writes_predicts_csv_also_on_the_hidden_rerun(trained_run, tmp_path,
+                                                                                    monkeypatch):
+    data, run = trained_run["data"], tmp_path / "runs" / "tiny"
+    shutil.copytree(trained_run["run"], run)
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    local = tmp_path / "local.csv"
+    assert ncfm(["predict", "--run", str(run), "--data-dir", str(data), "--tta", "2", "--out", str(local),
+                 "--no-report", *cache]) == 0
+    out = tmp_path / "kaggle" / "tiny"
+    assert ncfm(["notebook", "--run", str(run), "--data-dir", str(data), "--out", str(out), "--owner", OWNER,
+                 "--wheels", "none"]) == 0
+    code_file = json.loads((out / "notebook" / "kernel-metadata.json").read_text())["code_file"]
+    kernel = kaggle_kernel(tmp_path, monkeypatch)
+    slug = "the-nature-conservancy-fisheries-monitoring"
+
+    # the public test set, the old path style
+    first = tmp_path / "first"
+    printed = run_notebook(out / "notebook" / code_file, kernel, first, monkeypatch,
+                           fake_input(tmp_path / "input-old", data, out / "dataset", slug, new_style=False), False)
+    assert any(f"from {first / 'scratch' / 'lib' / 'ncfm'}" in text for text in printed), printed
+    same_csv(first / "working" / "submission.csv", local)
+    assert not (first / "working" / "runs").exists()  # only the answer goes to the notebook's output
+
+    # the rerun at scoring: other test images, the new path style, nothing changed in the notebook
+    hidden = hidden_test_set(data, tmp_path / "hidden")
+    again = tmp_path / "again"
+    printed = run_notebook(out / "notebook" / code_file, kernel, again, monkeypatch,
+                           fake_input(tmp_path / "input-new", hidden, out / "dataset", slug, new_style=True), True)
+    assert any("hidden-test rerun: True" in text for text in printed)
+    expected = tmp_path / "hidden.csv"
+    assert ncfm(["predict", "--run", str(run), "--data-dir", str(hidden), "--folds-csv", str(data / "folds.csv"),
+                 "--tta", "2", "--out", str(expected), "--no-report", *cache]) == 0
+    answer = pd.read_csv(again / "working" / "submission.csv")
+    assert list(answer.image) == [f"img_9{i:04d}.jpg" for i in range(10)]
+    same_csv(again / "working" / "submission.csv", expected)
