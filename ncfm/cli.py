@@ -379,11 +379,17 @@ def _cmd_validate(args) -> int:
 
 # --------------------------------------------------------------------------- kaggle
 def _add_submit(sub):
-    p = sub.add_parser("submit", help="validate, then upload a CSV to Kaggle (never retried)",
-                       description="Validate the CSV, then upload it with the official kaggle client. "
-                       "Credentials: ~/.kaggle/kaggle.json (mode 600), KAGGLE_USERNAME/KAGGLE_KEY, "
+    from ncfm.kaggle_io import DEFAULT_POLL_SECONDS, DEFAULT_WAIT_MINUTES
+
+    p = sub.add_parser("submit", help="validate, then upload a CSV to Kaggle; or submit a pushed notebook "
+                       "(code competitions) once its run ends (never retried)",
+                       description="Validate the CSV, then upload it with the official kaggle client; a "
+                       "competition that takes only notebooks is refused before the upload. With --notebook "
+                       "(code competitions): wait until the notebook's run on Kaggle ends, printing its status, "
+                       "then submit it; a run that fails, is cancelled or outlasts --wait-minutes is not "
+                       "submitted. Credentials: ~/.kaggle/kaggle.json (mode 600), KAGGLE_USERNAME/KAGGLE_KEY, "
                        "or an API token in KAGGLE_API_TOKEN / ~/.kaggle/access_token.")
-    p.add_argument("file", help="submission CSV")
+    p.add_argument("file", nargs="?", default=None, help="submission CSV (not with --notebook)")
     p.add_argument("-m", "--message", required=True, help="submission description shown on Kaggle")
     p.add_argument("--competition", default=None,
                    help="Kaggle competition slug (default: the slug recorded by split_train_val)")
@@ -392,6 +398,20 @@ def _add_submit(sub):
     p.add_argument("--data-dir", default="data",
                    help="the competition's files and competition.json, as split_train_val left them (default data)")
     p.add_argument("--sample", default=None, help="sample submission path (overrides --data-dir/--stage)")
+    g = p.add_argument_group("a notebook (code competitions)")
+    g.add_argument("--notebook", default=None, metavar="OWNER/SLUG|FOLDER",
+                   help="submit this Kaggle notebook (its address is https://www.kaggle.com/code/OWNER/SLUG), or "
+                   "the one a folder pushed by `ncfm notebook --push` names in its pushed.json, with the version "
+                   "pushed; instead of FILE")
+    g.add_argument("--version", dest="kernel_version", type=int, default=None, metavar="N",
+                   help="the notebook's version to submit (default: the one pushed.json records for a FOLDER, "
+                   "else Kaggle's latest). Kaggle reports the status of the latest run only, so an older "
+                   "version is submitted once the latest run has completed")
+    g.add_argument("--wait-minutes", type=float, default=None,
+                   help=f"how long to wait for the run to end before giving up without submitting; rerun the "
+                   f"same command to wait on (default {DEFAULT_WAIT_MINUTES})")
+    g.add_argument("--poll-seconds", type=float, default=None,
+                   help=f"seconds between two questions about the run's status (default {DEFAULT_POLL_SECONDS})")
 
 
 def _cmd_submit(args) -> int:

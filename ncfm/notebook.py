@@ -123,7 +123,15 @@ def _crop_set(bundle: Bundle, crop_set: Path) -> str:
 
     crops = read_crop_set(crop_set)
     rel = f"crops/{crops.dir.name}"
-    bundle.place(crops.dir / META, f"{rel}/{META}")
+    if str(crops.dir.resolve()) in bundle.placed:
+        return bundle.placed[str(crops.dir.resolve())]
+    # without its test crops: their images are not packed, and Kaggle's test images are others
+    meta = json.loads((crops.dir / META).read_text())
+    meta["test"], meta["counts"]["test"] = {}, {}
+    (bundle.root / rel).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(bundle.root / rel / META, json.dumps(meta, indent=1) + "\n")
+    bundle.placed[str(crops.dir.resolve())] = rel
+    bundle.mtimes[f"{rel}/{META}"] = (bundle.root / rel / META).stat().st_mtime_ns
     for k in crops.folds:
         bundle.place(crops.manifest(k), f"{rel}/fold{k}.csv")
     return rel
@@ -285,6 +293,7 @@ print("ncfm", ncfm.__version__, "from", Path(ncfm.__file__).parent)
 from ncfm import cli, notebook
 
 os.chdir(notebook.unpack(bundle, SCRATCH / "work"))
+WORKING.mkdir(parents=True, exist_ok=True)
 code = cli.main(["predict", "--data-dir", str(competition), "--cache-dir", str(SCRATCH / "cache"),
                  "--out", str(WORKING / "submission.csv"), "--force", "--no-report",
 {_wrap(predict_args)}])
@@ -386,16 +395,25 @@ class Estimate:
     lines: list
 
 
-def _measure(model, size: int, n_views: int, views_per_call: int = 32) -> float:
-    """Seconds per image (all its views) of this model here, on the CPU: a warm-up call, then two."""
+def _measure(model, size: int, n_views: int, detector: bool = False, views_per_call: int = 32) -> float:
+    """Seconds per image (all its views) of this model here, on the CPU: a warm-up call, then two. A
+    detector is called as ncfm.detect.find_boxes calls it: the network, then keras-hub's decoder."""
+    import keras
     import numpy as np
+
+    def call(x):
+        if not detector:
+            return model.predict(x, verbose=0)
+        x = x.astype("float32")
+        raw = {k: keras.ops.cast(v, "float32") for k, v in model(x, training=False).items()}
+        return model.decode_predictions(raw, x)
 
     batch = max(1, views_per_call // n_views)
     x = np.random.default_rng(0).integers(0, 256, (batch * n_views, size, size, 3), dtype=np.uint8)
-    model.predict(x[:n_views], verbose=0)
+    call(x)
     start = time.perf_counter()
     for _ in range(2):
-        model.predict(x, verbose=0)
+        call(x)
     return (time.perf_counter() - start) / 2 / batch
 
 
@@ -419,7 +437,7 @@ def estimate_runtime(groups: list[tuple[str, list[runs.Fold], int]], test_images
             how = f"{model_flops(model) / 1e9:.2f} GFLOP a view / ({n_gpus} x {T4_FLOPS / 1e12:.0f} TFLOP/s)"
             per_image = per_view * n_views
         else:
-            per_image = _measure(model, size, n_views)
+            per_image = _measure(model, size, n_views, detector=loader is load_detector)
             how = f"measured here on {os.cpu_count()} CPU cores"
         del model
         keras.backend.clear_session()

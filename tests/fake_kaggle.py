@@ -16,6 +16,26 @@ What a submit sends, in order (read from kaggle/api/kaggle_api_extended.py, comp
        submissionDescription} -> {message, ref}
 Listing is POST .../ListSubmissions -> {submissions: [...]}. Errors are JSON {code, message} with
 the HTTP status, which the client turns into requests.HTTPError.
+
+A competition is described by competitions.CompetitionApiService/GetCompetition {competitionName}
+-> ApiCompetition {ref, isKernelsSubmissionsOnly, ...} (404: no such competition) or found in
+ListCompetitions {search, ...} -> {competitions: [...]}.
+
+Pushing a notebook (dataset_create_new / dataset_create_version, dataset_status, kernels_push):
+  POST datasets.DatasetApiService/GetDatasetStatus  {ownerSlug, datasetSlug} -> {status: "READY"}
+       (404 while the dataset does not exist)
+  per file, a sub-folder zipped: POST blobs.BlobApiService/StartBlobUpload {type: "DATASET", name,
+       contentLength, ...} -> {token, createUrl}; PUT <createUrl>
+  POST datasets.DatasetApiService/CreateDataset  {ownerSlug, slug, title, licenseName, isPrivate,
+       files: [{token}], ...}  or  .../CreateDatasetVersion  {ownerSlug, datasetSlug, body: {versionNotes,
+       files, ...}} -> {status: "ok", ref, url} or {error}
+  POST kernels.KernelsApiService/SaveKernel  {slug, newTitle, text, kernelType, isPrivate,
+       enableInternet, datasetDataSources, competitionDataSources, machineShape, ...}
+       -> {ref, url, versionNumber, error, invalidDatasetSources, ...}
+Submitting it: POST kernels.KernelsApiService/GetKernelSessionStatus {userName, kernelSlug}
+  -> {status: QUEUED|RUNNING|COMPLETE|ERROR|CANCEL_*, failureMessage}, then
+  POST competitions.CompetitionApiService/CreateCodeSubmission {competitionName, kernelOwner,
+  kernelSlug, kernelVersion, fileName, submissionDescription} -> {message, ref}.
 """
 
 from __future__ import annotations
@@ -28,7 +48,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-SERVICE = "/api/v1/competitions.CompetitionApiService/"
+API = "/api/v1/"  # then <service>/<method>, e.g. competitions.CompetitionApiService/CreateSubmission
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,9 +57,24 @@ class FakeKaggle:
 
     Knobs a test may set before the client runs:
       upload_status   HTTP status of the blob PUT (200 = accept)
-      create_error    (status, message) returned by CreateSubmission instead of success
-      create_answer   JSON answered by CreateSubmission with status 200 (overrides success)
+      create_error    (status, message) returned by CreateSubmission / CreateCodeSubmission instead of success
+      create_answer   JSON answered by CreateSubmission / CreateCodeSubmission with status 200 (overrides success)
       submissions     what ListSubmissions returns (Kaggle's JSON field names)
+      competitions    slug -> ApiCompetition fields (e.g. {"isKernelsSubmissionsOnly": True}) that
+                      GetCompetition and ListCompetitions describe it with; any other slug is a
+                      competition that takes files
+      missing_competitions   slugs GetCompetition answers 404 for and ListCompetitions leaves out
+      get_competition_error  (status, message) GetCompetition answers instead (ListCompetitions still works)
+      dataset_exists  whether the dataset exists before the push (GetDatasetStatus 404 until it is created)
+      dataset_statuses       GetDatasetStatus answers after a create or version, one per call, the last
+                             repeated (DatabundleVersionStatus names: "BLOBS_RECEIVED", "READY", "FAILED")
+      dataset_answer  JSON answered by CreateDataset / CreateDatasetVersion (default {"status": "ok", ...})
+      kernel_push_answer     JSON answered by SaveKernel (default: the next version number and the url)
+      kernel_statuses GetKernelSessionStatus answers, one per call, the last repeated: a status name,
+                      a dict such as {"status": "ERROR", "failureMessage": "..."}, or an HTTP error status
+      kernel_missing  GetKernelSessionStatus answers 404
+    Records: calls, json_bodies (per RPC method name), uploads (blob token -> bytes), blob_names
+    (blob token -> the file name StartBlobUpload announced).
     """
 
     def __init__(self, username: str = "fake-user", key: str = "fake-key-3f9c1e7a5b2d4c6e"):
@@ -52,6 +87,19 @@ class FakeKaggle:
         self.create_error: tuple[int, str] | None = None
         self.create_answer: dict | None = None
         self.submissions: list[dict] = []
+        self.competitions: dict[str, dict] = {}
+        self.missing_competitions: set[str] = set()
+        self.get_competition_error: tuple[int, str] | None = None
+        self.dataset_exists = False
+        self.dataset_statuses: list[str] = ["READY"]
+        self.dataset_answer: dict | None = None
+        self.kernel_push_answer: dict | None = None
+        self.kernel_statuses: list = ["COMPLETE"]
+        self.kernel_missing = False
+        self.blob_names: dict[str, str] = {}
+        self.kernel_versions = 0
+        self._dataset_pushed = False  # a create or version arrived: dataset_statuses apply
+        self._tokens = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -95,7 +143,9 @@ class FakeKaggle:
             "KAGGLE_CONFIG_DIR": str(home / ".kaggle"),
             "XDG_CONFIG_HOME": str(home / ".config"),
             "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
+            "TMPDIR": str(home / "tmp"),  # the client keeps resumable-upload notes there
         }
+        (home / "tmp").mkdir(exist_ok=True)
         for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
             env[var] = env[var.lower()] = self.proxy_url
         if credentials:
@@ -111,6 +161,21 @@ class FakeKaggle:
     def _record(self, method: str, path: str) -> None:
         with self._lock:
             self.calls.append((method, path))
+
+    def _next_token(self, kind: str) -> str:
+        with self._lock:
+            self._tokens += 1
+            return f"{kind}-{self._tokens}"
+
+    def _competition(self, slug: str) -> dict:
+        return {"ref": f"https://www.kaggle.com/competitions/{slug}", "title": slug.replace("-", " ").title(),
+                "isKernelsSubmissionsOnly": False, "submissionsDisabled": False, "maxDailySubmissions": 5,
+                **self.competitions.get(slug, {})}
+
+    @staticmethod
+    def _next(sequence: list):
+        """The first answer of a sequence, removed unless it is the last (which then repeats)."""
+        return sequence.pop(0) if len(sequence) > 1 else sequence[0]
 
 
 def _make_handler(fake: FakeKaggle):
@@ -178,9 +243,9 @@ def _make_handler(fake: FakeKaggle):
             path = urlsplit(self.path).path
             raw = self._body()
             fake._record("POST", path)
-            if not path.startswith(SERVICE):
+            if not path.startswith(API) or path.count("/") != 4:
                 return self._error(404, f"fake Kaggle: no POST {path}")
-            method = path[len(SERVICE):]
+            method = path.rsplit("/", 1)[1]
             try:
                 body = json.loads(raw or b"{}")
             except ValueError:
@@ -196,9 +261,18 @@ def _make_handler(fake: FakeKaggle):
 
         # -------------------------------------------------------------- RPCs
         def rpc_StartSubmissionUpload(self, body):
-            with fake._lock:
-                token = f"blob-{len(fake.json_bodies['StartSubmissionUpload'])}"
+            token = fake._next_token("blob")
             self._send(200, {"token": token, "createUrl": f"http://localhost/upload/{token}"})
+
+        def _submitted(self, body, file_name: str) -> None:
+            with fake._lock:
+                ref = 1000 + len(fake.submissions)
+                fake.submissions.insert(0, {
+                    "ref": ref, "date": "2026-01-02T03:04:05.000Z", "fileName": file_name,
+                    "description": body.get("submissionDescription", ""), "status": "PENDING",
+                })
+            self._send(200, {"message": "Successfully submitted to The Nature Conservancy Fisheries Monitoring",
+                             "ref": ref})
 
         def rpc_CreateSubmission(self, body):
             if fake.create_error is not None:
@@ -207,15 +281,19 @@ def _make_handler(fake: FakeKaggle):
                 return self._send(200, fake.create_answer)
             token = body.get("blobFileTokens", "")
             with fake._lock:
-                if token not in fake.uploads:
-                    return self._error(400, f"fake Kaggle: unknown blob token {token!r}")
-                ref = 1000 + len(fake.submissions)
-                fake.submissions.insert(0, {
-                    "ref": ref, "date": "2026-01-02T03:04:05.000Z", "fileName": "submission.csv",
-                    "description": body.get("submissionDescription", ""), "status": "PENDING",
-                })
-            self._send(200, {"message": "Successfully submitted to The Nature Conservancy Fisheries Monitoring",
-                             "ref": ref})
+                known = token in fake.uploads
+            if not known:
+                return self._error(400, f"fake Kaggle: unknown blob token {token!r}")
+            self._submitted(body, "submission.csv")
+
+        def rpc_CreateCodeSubmission(self, body):
+            if fake.create_error is not None:
+                return self._error(*fake.create_error)
+            if fake.create_answer is not None:
+                return self._send(200, fake.create_answer)
+            if not (body.get("kernelOwner") and body.get("kernelSlug")):
+                return self._error(400, "fake Kaggle: no kernel")
+            self._submitted(body, body.get("fileName") or "submission.csv")
 
         def rpc_ListSubmissions(self, body):
             with fake._lock:
@@ -225,5 +303,73 @@ def _make_handler(fake: FakeKaggle):
             with fake._lock:
                 n = len(fake.submissions)
             self._send(200, {"numToday": n, "numTotal": n, "numAllowedNow": max(0, 5 - n)})
+
+        # competitions
+        def rpc_GetCompetition(self, body):
+            slug = body.get("competitionName", "")
+            if fake.get_competition_error is not None:
+                return self._error(*fake.get_competition_error)
+            if slug in fake.missing_competitions:
+                return self._error(404, f"Competition '{slug}' not found")
+            self._send(200, fake._competition(slug))
+
+        def rpc_ListCompetitions(self, body):
+            search = body.get("search") or ""
+            found = [] if not search or search in fake.missing_competitions else [fake._competition(search)]
+            self._send(200, {"competitions": found})
+
+        # datasets and their blobs
+        def rpc_StartBlobUpload(self, body):
+            token = fake._next_token("dsblob")
+            with fake._lock:
+                fake.blob_names[token] = body.get("name", "")
+            self._send(200, {"token": token, "createUrl": f"http://localhost/upload/{token}"})
+
+        def rpc_GetDatasetStatus(self, body):
+            with fake._lock:
+                if not fake.dataset_exists:
+                    return self._error(404, "Dataset not found")
+                status = fake._next(fake.dataset_statuses) if fake._dataset_pushed else "READY"
+            self._send(200, {"status": status})
+
+        def _dataset_created(self, files: list) -> None:
+            with fake._lock:
+                unknown = [f.get("token") for f in files if f.get("token") not in fake.uploads]
+            if unknown:
+                return self._error(400, f"fake Kaggle: unknown blob tokens {unknown}")
+            with fake._lock:
+                fake.dataset_exists = fake._dataset_pushed = True
+            self._send(200, fake.dataset_answer or {"status": "ok", "ref": "/datasets/x",
+                                                    "url": "https://www.kaggle.com/datasets/x"})
+
+        def rpc_CreateDataset(self, body):
+            if fake.dataset_exists:
+                return self._error(409, "fake Kaggle: the dataset exists already")
+            self._dataset_created(body.get("files") or [])
+
+        def rpc_CreateDatasetVersion(self, body):
+            if not fake.dataset_exists:
+                return self._error(404, "Dataset not found")
+            self._dataset_created((body.get("body") or {}).get("files") or [])
+
+        # kernels
+        def rpc_SaveKernel(self, body):
+            if fake.kernel_push_answer is not None:
+                return self._send(200, fake.kernel_push_answer)
+            with fake._lock:
+                fake.kernel_versions += 1
+                version = fake.kernel_versions
+            slug = body.get("slug", "")
+            self._send(200, {"ref": f"/code/{slug}", "url": f"https://www.kaggle.com/code/{slug}",
+                             "versionNumber": version})
+
+        def rpc_GetKernelSessionStatus(self, body):
+            if fake.kernel_missing:
+                return self._error(404, "Kernel not found")
+            with fake._lock:
+                answer = fake._next(fake.kernel_statuses)
+            if isinstance(answer, int):
+                return self._error(answer, "fake Kaggle: unavailable")
+            self._send(200, answer if isinstance(answer, dict) else {"status": answer})
 
     return Handler

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -335,6 +336,39 @@ def test_the_crop_path_writes_validated_csvs_for_both_stages(detector_run, boxed
     assert f"{crop_run}: leaving out fold0 (OOF log loss {np.log(len(fish)):.4f}" in capsys.readouterr().out
     assert runs.read_calibration(crop_run)["left_out"] == [str(crop_run / "fold0")]
     assert ncfm(["validate", str(without), "--data-dir", str(boxed_data), "--stage", "2"]) == 0
+
+
+@pytest.mark.slow
+def test_a_crop_runs_notebook_finds_boxes_and_cuts_crops_of_the_hidden_test_set(detector_run, boxed_data, tmp_path,
+                                                                                monkeypatch):
+    from kaggle_notebook import OWNER, fake_input, hidden_test_set, kaggle_kernel, run_notebook, same_csv
+
+    # copies: predicting other test images rewrites the detector's test boxes and the crop set's record
+    data, detector, crop_run = tmp_path / "data", tmp_path / "det", tmp_path / "crop"
+    shutil.copytree(boxed_data, data, ignore=shutil.ignore_patterns("cache", "crops"))
+    shutil.copytree(detector_run, detector)
+    for fold in ("0", "1"):
+        assert ncfm(["train", "--data-dir", str(data), "--fold", fold, "--run", str(crop_run),
+                     "--detector", str(detector), *CLASSIFY, "--no-report"]) == 0
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert ncfm(["predict", "--data-dir", str(data), "--run", str(crop_run), "--tta", "2", "--weak-folds", "keep",
+                 "--out", str(tmp_path / "public.csv"), "--no-report", *cache]) == 0
+    out = tmp_path / "kaggle"
+    assert ncfm(["notebook", "--run", str(crop_run), "--data-dir", str(data), "--out", str(out), "--owner", OWNER,
+                 "--wheels", "none"]) == 0
+    assert (out / "dataset" / "runs" / "det-detector" / "fold1" / "best.keras").is_file()
+    code_file = json.loads((out / "notebook" / "kernel-metadata.json").read_text())["code_file"]
+
+    hidden = hidden_test_set(data, tmp_path / "hidden", n=6)
+    root = fake_input(tmp_path / "input", hidden, out / "dataset", "the-nature-conservancy-fisheries-monitoring",
+                      new_style=True, dataset_slug="kaggle-ncfm-models")
+    printed = run_notebook(out / "notebook" / code_file, kaggle_kernel(tmp_path, monkeypatch), tmp_path / "nb",
+                           monkeypatch, root, rerun=True)
+    assert any("no crops of these 6 stage-1 test images yet" in text for text in printed), printed
+    expected = tmp_path / "hidden.csv"
+    assert ncfm(["predict", "--data-dir", str(hidden), "--folds-csv", str(data / "folds.csv"), "--run", str(crop_run),
+                 "--tta", "2", "--weak-folds", "keep", "--out", str(expected), "--no-report", *cache]) == 0
+    same_csv(tmp_path / "nb" / "working" / "submission.csv", expected)
 
 
 def test_predict_refuses_a_detector_run_and_says_what_to_do(tmp_path, capsys):

@@ -10,9 +10,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import importlib.util
+import io
+import json
 import socket
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +75,8 @@ def good_csv(tmp_path):
     return write_submission(build_submission(IDS, p, NCFM), tmp_path / "submissions" / "run1.csv", IDS, NCFM)
 
 
-def run_cli(fake: FakeKaggle, env: dict, *argv: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-c", CLI, *argv], env=env, capture_output=True,
+def run_cli(fake: FakeKaggle, env: dict, *argv: str, code: str = CLI) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True,
                             text=True, timeout=TIMEOUT_S)
     for secret in (fake.key, base64.b64encode(f"{fake.username}:{fake.key}".encode()).decode()):
         assert secret not in result.stdout + result.stderr, "a credential leaked into the output"
@@ -260,6 +263,323 @@ def test_unreachable_network_is_explained(fake, tmp_path, good_csv, data_dir):
     r = submit(fake, tmp_path, good_csv, data_dir, env=env)
     assert r.returncode == 2
     assert "cannot reach Kaggle" in r.stderr
+
+
+# --------------------------------------------------------------------------- code competitions: push a notebook
+SLUG = "the-nature-conservancy-fisheries-monitoring"
+# push_notebook as `ncfm notebook --push` calls it, with tiny poll intervals
+PUSH = """
+import sys
+from ncfm import NcfmError
+from ncfm.kaggle_io import push_notebook
+try:
+    sys.exit(push_notebook(sys.argv[1], sys.argv[2] or None, wait_minutes=float(sys.argv[3]), poll_seconds=0.01))
+except NcfmError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def notebook_folder(tmp_path, owner: str = "fake-user") -> Path:
+    """A folder as `ncfm notebook --out kaggle/inception` writes it: a dataset with a sub-folder of runs
+    and a top-level file, and a notebook that reads the dataset."""
+    folder = tmp_path / "kaggle" / "inception"
+    dataset = folder / "dataset"
+    (dataset / "runs" / "inception" / "fold0").mkdir(parents=True)
+    (dataset / "runs" / "inception" / "fold0" / "model.keras").write_bytes(b"fake weights")
+    (dataset / "settings.json").write_text('{"tta": 8}')
+    dataset_id = f"{owner}/ncfm-inception-runs"
+    (dataset / "dataset-metadata.json").write_text(json.dumps(
+        {"title": "ncfm inception runs", "id": dataset_id, "licenses": [{"name": "CC0-1.0"}]}))
+    notebook = folder / "notebook"
+    notebook.mkdir()
+    (notebook / "ncfm-inception.ipynb").write_text(json.dumps({
+        "cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                   "source": ["print('predicting')\n"]}],
+        "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    (notebook / "kernel-metadata.json").write_text(json.dumps({
+        "id": f"{owner}/ncfm-inception", "title": "ncfm inception", "code_file": "ncfm-inception.ipynb",
+        "language": "python", "kernel_type": "notebook", "is_private": True, "enable_internet": False,
+        "machine_shape": "NvidiaTeslaT4", "dataset_sources": [dataset_id], "competition_sources": [SLUG],
+        "kernel_sources": [], "model_sources": []}))
+    return folder
+
+
+def push(fake, tmp_path, folder, message="", wait_minutes=1.0, env=None):
+    env = env or fake.client_env(tmp_path / "home")
+    return run_cli(fake, env, str(folder), message, str(wait_minutes), code=PUSH)
+
+
+def rpc_order(fake) -> list[str]:
+    return [path.rsplit("/", 1)[1] for method, path in fake.calls if method == "POST"]
+
+
+def test_push_creates_a_private_dataset_with_its_sub_folders_then_pushes_the_notebook(fake, tmp_path):
+    folder = notebook_folder(tmp_path)
+    r = push(fake, tmp_path, folder)
+    assert r.returncode == 0, r.stderr
+    create, = fake.rpc_bodies("CreateDataset")
+    assert (create["ownerSlug"], create["slug"], create["title"]) == ("fake-user", "ncfm-inception-runs",
+                                                                    "ncfm inception runs")
+    assert create["licenseName"] == "CC0-1.0" and create["isPrivate"] is True
+    names = {fake.blob_names[f["token"]]: f["token"] for f in create["files"]}
+    assert set(names) == {"runs.zip", "settings.json"}  # the sub-folder went up, zipped
+    with zipfile.ZipFile(io.BytesIO(fake.uploads[names["runs.zip"]])) as z:
+        assert z.read("inception/fold0/model.keras") == b"fake weights"
+    assert fake.uploads[names["settings.json"]] == b'{"tta": 8}'
+    save, = fake.rpc_bodies("SaveKernel")
+    assert save["slug"] == "fake-user/ncfm-inception" and save["newTitle"] == "ncfm inception"
+    assert (save["kernelType"], save["language"], save["machineShape"]) == ("notebook", "python", "NvidiaTeslaT4")
+    assert save["isPrivate"] is True and save["enableInternet"] is False
+    assert save["datasetDataSources"] == ["fake-user/ncfm-inception-runs"] and save["competitionDataSources"] == [SLUG]
+    assert json.loads(save["text"])["cells"][0]["source"] == "print('predicting')\n"
+    assert rpc_order(fake).index("CreateDataset") < rpc_order(fake).index("SaveKernel")
+    pushed = json.loads((folder / "pushed.json").read_text())
+    assert pushed["kernel"] == "fake-user/ncfm-inception" and pushed["version"] == 1
+    assert pushed["url"] == "https://www.kaggle.com/code/fake-user/ncfm-inception"
+    assert pushed["dataset"] == "fake-user/ncfm-inception-runs" and pushed["pushed_at"]
+    assert "version 1" in r.stdout and "ncfm submit --notebook" in r.stdout
+
+
+def test_push_to_an_existing_dataset_adds_a_version_with_the_message(fake, tmp_path):
+    fake.dataset_exists = True
+    r = push(fake, tmp_path, notebook_folder(tmp_path), message="fold 4 retrained")
+    assert r.returncode == 0, r.stderr
+    assert fake.rpc_bodies("CreateDataset") == []
+    version, = fake.rpc_bodies("CreateDatasetVersion")
+    assert (version["ownerSlug"], version["datasetSlug"]) == ("fake-user", "ncfm-inception-runs")
+    assert version["body"]["versionNotes"] == "fold 4 retrained"
+    assert {fake.blob_names[f["token"]] for f in version["body"]["files"]} == {"runs.zip", "settings.json"}
+    assert len(fake.rpc_bodies("SaveKernel")) == 1
+
+
+def test_push_waits_until_the_dataset_is_ready_before_pushing_the_notebook(fake, tmp_path):
+    fake.dataset_statuses = ["BLOBS_RECEIVED", "BLOBS_DECOMPRESSED", "READY"]
+    r = push(fake, tmp_path, notebook_folder(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "dataset fake-user/ncfm-inception-runs: blobs_received" in r.stdout
+    order = rpc_order(fake)
+    after_create = order[order.index("CreateDataset"):]
+    assert after_create.count("GetDatasetStatus") == 3
+    assert len(order) - 1 - order[::-1].index("GetDatasetStatus") < order.index("SaveKernel")
+
+
+@pytest.mark.parametrize("statuses, expected", [
+    (["BLOBS_RECEIVED"], "still blobs_received"),
+    (["BLOBS_RECEIVED", "FAILED"], "could not process the dataset"),
+])
+def test_a_dataset_that_does_not_get_ready_stops_the_push(fake, tmp_path, statuses, expected):
+    fake.dataset_statuses = statuses
+    folder = notebook_folder(tmp_path)
+    r = push(fake, tmp_path, folder, wait_minutes=0.002)
+    assert r.returncode == 2
+    assert expected in r.stderr and "the notebook was not pushed" in r.stderr
+    assert fake.rpc_bodies("SaveKernel") == [] and not (folder / "pushed.json").exists()
+
+
+def test_a_failed_file_upload_stops_the_push(fake, tmp_path):
+    fake.upload_status = 500
+    r = push(fake, tmp_path, notebook_folder(tmp_path))
+    assert r.returncode == 2
+    assert "the upload of" in r.stderr and "runs.zip" in r.stderr and "not pushed" in r.stderr
+    assert fake.rpc_bodies("SaveKernel") == []
+
+
+def test_a_refused_kernel_push_shows_kaggles_error_and_records_nothing(fake, tmp_path):
+    fake.kernel_push_answer = {"error": "Notebook ncfm-inception is being edited elsewhere"}
+    folder = notebook_folder(tmp_path)
+    r = push(fake, tmp_path, folder)
+    assert r.returncode == 2
+    assert "Kaggle refused it: Notebook ncfm-inception is being edited elsewhere" in r.stderr
+    assert not (folder / "pushed.json").exists()
+
+
+def test_sources_kaggle_could_not_attach_are_an_error(fake, tmp_path):
+    fake.kernel_push_answer = {"versionNumber": 2, "url": "https://www.kaggle.com/code/fake-user/ncfm-inception",
+                               "invalidCompetitionSources": [SLUG]}
+    folder = notebook_folder(tmp_path)
+    r = push(fake, tmp_path, folder)
+    assert r.returncode == 2
+    assert f"could not attach its competition sources {SLUG}" in r.stderr and "rules accepted" in r.stderr
+    assert not (folder / "pushed.json").exists()
+
+
+def test_push_refuses_ids_of_another_account_before_uploading(fake, tmp_path):
+    r = push(fake, tmp_path, notebook_folder(tmp_path, owner="someone-else"))
+    assert r.returncode == 2
+    assert "belongs to the account someone-else" in r.stderr and "are those of fake-user" in r.stderr
+    assert "--owner fake-user" in r.stderr
+    assert "dataset-metadata.json" in r.stderr
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda f: (f / "dataset" / "dataset-metadata.json").unlink(), "dataset-metadata.json: not found"),
+    (lambda f: (f / "notebook" / "kernel-metadata.json").write_text("{not json"),
+     "kernel-metadata.json: not readable JSON"),
+    (lambda f: (f / "notebook" / "kernel-metadata.json").write_text(json.dumps(
+        {**json.loads((f / "notebook" / "kernel-metadata.json").read_text()), "enable_internet": None})),
+     '"enable_internet" must be false or true'),
+    (lambda f: (f / "notebook" / "kernel-metadata.json").write_text(json.dumps(
+        {**json.loads((f / "notebook" / "kernel-metadata.json").read_text()), "dataset_sources": []})),
+     '"dataset_sources" ([]) does not list the dataset fake-user/ncfm-inception-runs'),
+])
+def test_push_refuses_missing_or_malformed_metadata_and_names_the_fix(fake, tmp_path, damage, expected):
+    folder = notebook_folder(tmp_path)
+    damage(folder)
+    r = push(fake, tmp_path, folder)
+    assert r.returncode == 2
+    assert expected in r.stderr and "rerun `ncfm notebook`" in r.stderr
+    assert fake.calls == []
+
+
+def test_push_without_credentials_says_where_they_go(fake, tmp_path):
+    r = push(fake, tmp_path, notebook_folder(tmp_path), env=fake.client_env(tmp_path / "home", credentials=False))
+    assert r.returncode == 2
+    assert "no Kaggle credentials found" in r.stderr
+    assert fake.calls == []
+
+
+# --------------------------------------------------------------------------- code competitions: submit a notebook
+def submit_notebook(fake, tmp_path, data_dir, notebook, *flags, env=None, message="inception notebook"):
+    env = env or fake.client_env(tmp_path / "home")
+    return run_cli(fake, env, "submit", "--notebook", str(notebook), "-m", message, "--data-dir", str(data_dir),
+                   "--poll-seconds", "0.01", *flags)
+
+
+def test_submit_notebook_waits_for_the_run_then_sends_a_code_submission(fake, tmp_path, data_dir):
+    fake.kernel_statuses = ["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]
+    r = submit_notebook(fake, tmp_path, data_dir, "fake-user/ncfm-inception", "--version", "3")
+    assert r.returncode == 0, r.stderr
+    polls = fake.rpc_bodies("GetKernelSessionStatus")
+    assert len(polls) == 4 and polls[0] == {"userName": "fake-user", "kernelSlug": "ncfm-inception"}
+    assert "notebook fake-user/ncfm-inception: QUEUED" in r.stdout and ": RUNNING" in r.stdout
+    code, = fake.rpc_bodies("CreateCodeSubmission")
+    assert code == {"competitionName": SLUG, "kernelOwner": "fake-user", "kernelSlug": "ncfm-inception",
+                    "kernelVersion": 3, "fileName": "submission.csv", "submissionDescription": "inception notebook"}
+    assert "Submitted the notebook fake-user/ncfm-inception (version 3)" in r.stdout and "ref 1000" in r.stdout
+    assert "ncfm submissions" in r.stdout and "inception notebook  pending" in r.stdout
+    assert fake.rpc_bodies("StartSubmissionUpload") == []
+
+
+def test_submit_notebook_without_a_version_lets_kaggle_take_the_latest(fake, tmp_path, data_dir):
+    r = submit_notebook(fake, tmp_path, data_dir, "fake-user/ncfm-inception")
+    assert r.returncode == 0, r.stderr
+    code, = fake.rpc_bodies("CreateCodeSubmission")
+    assert "kernelVersion" not in code and "its latest version" in r.stdout
+
+
+def test_submit_a_pushed_folder_submits_the_version_pushed(fake, tmp_path, data_dir):
+    folder = notebook_folder(tmp_path)
+    fake.kernel_versions = 6  # the notebook had versions before
+    assert push(fake, tmp_path, folder).returncode == 0
+    r = submit_notebook(fake, tmp_path, data_dir, folder)
+    assert r.returncode == 0, r.stderr
+    code, = fake.rpc_bodies("CreateCodeSubmission")
+    assert (code["kernelOwner"], code["kernelSlug"], code["kernelVersion"]) == ("fake-user", "ncfm-inception", 7)
+
+
+@pytest.mark.parametrize("end, expected", [
+    ({"status": "ERROR", "failureMessage": "Notebook Threw Exception: ModuleNotFoundError: No module named 'ncfm'"},
+     "ended with ERROR: Notebook Threw Exception: ModuleNotFoundError: No module named 'ncfm'"),
+    ("CANCEL_ACKNOWLEDGED", "was cancelled (CANCEL_ACKNOWLEDGED)"),
+])
+def test_a_run_that_fails_shows_why_and_submits_nothing(fake, tmp_path, data_dir, end, expected):
+    fake.kernel_statuses = ["RUNNING", end]
+    r = submit_notebook(fake, tmp_path, data_dir, "fake-user/ncfm-inception")
+    assert r.returncode == 2
+    assert expected in r.stderr and "Nothing was submitted" in r.stderr
+    assert fake.rpc_bodies("CreateCodeSubmission") == []
+
+
+def test_a_run_still_going_at_the_deadline_submits_nothing(fake, tmp_path, data_dir):
+    fake.kernel_statuses = ["RUNNING"]
+    r = submit_notebook(fake, tmp_path, data_dir, "fake-user/ncfm-inception", "--wait-minutes", "0.002")
+    assert r.returncode == 2
+    assert "still running" in r.stderr and "nothing was submitted" in r.stderr
+    assert "run the same command again" in r.stderr
+    assert len(fake.rpc_bodies("GetKernelSessionStatus")) >= 2 and fake.rpc_bodies("CreateCodeSubmission") == []
+
+
+def test_a_status_call_that_fails_now_and_then_is_waited_out(fake, tmp_path, data_dir):
+    fake.kernel_statuses = ["RUNNING", 503, 503, "COMPLETE"]
+    r = submit_notebook(fake, tmp_path, data_dir, "fake-user/ncfm-inception")
+    assert r.returncode == 0, r.stderr
+    assert "no answer (HTTPError); asking again" in r.stdout
+    assert len(fake.rpc_bodies("CreateCodeSubmission")) == 1
+
+
+def test_a_wrong_key_is_reported_as_such_while_waiting(fake, tmp_path, data_dir):
+    env = fake.client_env(tmp_path / "home", KAGGLE_KEY="wrong-key-9a8b7c6d5e")
+    r = submit_notebook(fake, tmp_path, data_dir, "fake-user/ncfm-inception", env=env)
+    assert r.returncode == 2
+    assert "rejected the credentials" in r.stderr and "HTTP 401" in r.stderr
+    assert "wrong-key-9a8b7c6d5e" not in r.stdout + r.stderr
+
+
+def test_an_unknown_notebook_is_named(fake, tmp_path, data_dir):
+    fake.kernel_missing = True
+    r = submit_notebook(fake, tmp_path, data_dir, "fake-user/no-such-notebook")
+    assert r.returncode == 2
+    assert "does not know the notebook fake-user/no-such-notebook" in r.stderr
+    assert fake.rpc_bodies("CreateCodeSubmission") == []
+
+
+def test_submit_notebook_without_credentials_says_where_they_go(fake, tmp_path, data_dir):
+    env = fake.client_env(tmp_path / "home", credentials=False)
+    r = submit_notebook(fake, tmp_path, data_dir, "fake-user/ncfm-inception", env=env)
+    assert r.returncode == 2 and "no Kaggle credentials found" in r.stderr
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["submit", "x.csv", "--notebook", "fake-user/ncfm-inception", "-m", "m"], "not both"),
+    (["submit", "-m", "m"], "nothing to submit"),
+    (["submit", "--notebook", "ncfm-inception", "-m", "m"], "neither OWNER/SLUG"),
+])
+def test_a_csv_or_a_notebook_exactly_one(fake, tmp_path, argv, expected):
+    r = run_cli(fake, fake.client_env(tmp_path / "home"), *argv)
+    assert r.returncode == 2 and expected in r.stderr
+    assert fake.calls == []
+
+
+# --------------------------------------------------------------------------- which competitions take what
+def test_a_csv_for_a_notebook_only_competition_is_refused_before_the_upload(fake, tmp_path, good_csv, data_dir):
+    fake.competitions = {SLUG: {"isKernelsSubmissionsOnly": True}}
+    r = submit(fake, tmp_path, good_csv, data_dir)
+    assert r.returncode == 2
+    assert "takes only notebooks" in r.stderr
+    assert "ncfm notebook --run RUN --push" in r.stderr and "ncfm submit --notebook OWNER/SLUG" in r.stderr
+    assert fake.rpc_bodies("GetCompetition") == [{"competitionName": SLUG}]
+    assert fake.rpc_bodies("StartSubmissionUpload") == [] and fake.uploads == {}
+
+
+def test_the_competition_list_answers_when_the_competition_call_fails(fake, tmp_path, good_csv, data_dir):
+    fake.get_competition_error = (500, "internal error")
+    fake.competitions = {SLUG: {"isKernelsSubmissionsOnly": True}}
+    r = submit(fake, tmp_path, good_csv, data_dir)
+    assert r.returncode == 2 and "takes only notebooks" in r.stderr
+    assert fake.rpc_bodies("ListCompetitions")[0]["search"] == SLUG
+    assert fake.uploads == {}
+
+
+def test_a_failed_competition_lookup_does_not_block_the_upload(fake, tmp_path, good_csv, data_dir):
+    fake.get_competition_error = (500, "internal error")
+    fake.missing_competitions = {SLUG}  # ... and the list does not find it either
+    r = submit(fake, tmp_path, good_csv, data_dir)
+    assert r.returncode == 0, r.stderr
+    assert len(fake.rpc_bodies("CreateSubmission")) == 1
+
+
+def test_a_competition_that_does_not_exist_is_named_and_nothing_is_sent(fake, tmp_path, good_csv, data_dir):
+    fake.missing_competitions = {"no-such-competition"}
+    r = submit(fake, tmp_path, good_csv, data_dir, "--competition", "no-such-competition")
+    assert r.returncode == 2
+    assert "does not know the competition 'no-such-competition'" in r.stderr and "HTTP 404" in r.stderr
+    assert fake.rpc_bodies("StartSubmissionUpload") == []
+    r = submit_notebook(fake, tmp_path, data_dir, "fake-user/ncfm-inception", "--competition", "no-such-competition")
+    assert r.returncode == 2 and "HTTP 404" in r.stderr
+    assert fake.rpc_bodies("GetKernelSessionStatus") == [] and fake.rpc_bodies("CreateCodeSubmission") == []
 
 
 # --------------------------------------------------------------------------- pure pieces
