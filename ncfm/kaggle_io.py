@@ -61,6 +61,7 @@ class Credentials:
 
     source: str
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    username: str = ""  # from KAGGLE_USERNAME or kaggle.json; "" for an API token (known after sign-in)
 
 
 def config_dir(environ: Mapping[str, str] | None = None, home: os.PathLike | str | None = None) -> Path:
@@ -150,7 +151,7 @@ def find_credentials(environ: Mapping[str, str] | None = None,
     if not found:
         raise NcfmError(f"no Kaggle credentials found (looked for KAGGLE_API_TOKEN, KAGGLE_USERNAME/KAGGLE_KEY, "
                         f"{cfg}, {home / '.kaggle' / 'access_token'}). {help_text}")
-    return Credentials(found[0], tuple(s for s in secrets if s))
+    return Credentials(found[0], tuple(s for s in secrets if s), username=username)
 
 
 def scrub(text: str, secrets: Sequence[str]) -> str:

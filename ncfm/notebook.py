@@ -483,13 +483,17 @@ def _slug(text: str) -> str:
 def _owner(flag: str | None) -> tuple[str, str | None]:
     if flag:
         return flag, None
-    try:
-        from ncfm.kaggle_io import find_credentials
+    from ncfm.kaggle_io import find_credentials
 
-        return find_credentials().username, None
-    except Exception:  # no credentials here: a placeholder the user replaces (push refuses it)
-        return "your-kaggle-username", ("no Kaggle credentials found, so the ids name the owner "
-                                        "'your-kaggle-username'; pass --owner YOUR_NAME (push needs your own)")
+    try:
+        username = find_credentials().username
+    except NcfmError:
+        username = ""
+    if username:
+        return username, None
+    # a placeholder the user replaces (push refuses ids of another account)
+    return "your-kaggle-username", ("no Kaggle username in your credentials (KAGGLE_USERNAME or kaggle.json), so "
+                                    "the ids name the owner 'your-kaggle-username'; pass --owner YOUR_NAME")
 
 
 def answer_options(args, recorded: dict | None) -> dict:
@@ -513,6 +517,7 @@ def _predict_flags(options: dict, run_paths: list[str], folds_csv: str, devices:
 
 def main(args) -> int:
     from ncfm.dataset import competition_for, find_test_images
+    from ncfm.kaggle_io import DATASET_DIR, DATASET_METADATA, KERNEL_METADATA, NOTEBOOK_DIR
     from ncfm.predict import is_crop_run, leave_out_weak, usable_folds
 
     if args.accelerator not in ACCELERATORS:
@@ -547,7 +552,7 @@ def main(args) -> int:
 
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    dataset_dir, notebook_dir = tmp / "dataset", tmp / "notebook"
+    dataset_dir, notebook_dir = tmp / DATASET_DIR, tmp / NOTEBOOK_DIR
     bundle = Bundle(dataset_dir)
     run_paths, warnings = bundle_runs(bundle, args.run, kept, int(options["tta"]))
     manifest = bundle.manifest(folds_csv)
@@ -594,7 +599,7 @@ def main(args) -> int:
               "estimate": {"seconds": round(estimate.seconds, 1), "test_images": test_images, "lines": estimate.lines},
               "files": bundle.mtimes}
     atomic_write_text(dataset_dir / BUNDLE, json.dumps(record, indent=1) + "\n")
-    atomic_write_text(dataset_dir / "dataset-metadata.json", json.dumps({
+    atomic_write_text(dataset_dir / DATASET_METADATA, json.dumps({
         "title": _title(f"{name} ncfm models"), "id": f"{owner}/{dataset_slug}",
         "licenses": [{"name": "CC0-1.0"}],
         "subtitle": "Models and ncfm wheels for an offline Kaggle notebook"[:80]}, indent=2) + "\n")
@@ -603,7 +608,7 @@ def main(args) -> int:
     code_file = f"{kernel_slug}.ipynb"
     nb = notebook_json(bundle_id, record["samples"], predict_args, title, summary)
     atomic_write_text(notebook_dir / code_file, json.dumps(nb, indent=1) + "\n")
-    atomic_write_text(notebook_dir / "kernel-metadata.json", json.dumps({
+    atomic_write_text(notebook_dir / KERNEL_METADATA, json.dumps({
         "id": f"{owner}/{kernel_slug}", "title": title, "code_file": code_file, "language": "python",
         "kernel_type": "notebook", "is_private": True, "enable_gpu": args.accelerator != "cpu",
         "enable_internet": False, "machine_shape": ACCELERATORS[args.accelerator],
@@ -617,9 +622,9 @@ def main(args) -> int:
         shutil.rmtree(out)
     tmp.rename(out)
 
-    size_bytes = sum(p.stat().st_size for p in (out / "dataset").rglob("*") if p.is_file())
-    say(f"wrote {out}/dataset ({size_bytes / 1e6:.1f} MB: {sum(len(v) for v in kept.values())} fold model(s), "
-        f"{len(wheels)} wheel(s): {', '.join(w.name for w in wheels)}) and {out}/notebook/{code_file}")
+    size_bytes = sum(p.stat().st_size for p in (out / DATASET_DIR).rglob("*") if p.is_file())
+    say(f"wrote {out / DATASET_DIR} ({size_bytes / 1e6:.1f} MB: {sum(len(v) for v in kept.values())} fold model(s), "
+        f"{len(wheels)} wheel(s): {', '.join(w.name for w in wheels)}) and {out / NOTEBOOK_DIR / code_file}")
     say(f"the notebook predicts with: ncfm predict {' '.join(predict_args)}")
     say(f"estimated runtime on {machine} for {test_images} test images: {_clock(estimate.seconds)}")
     for line in estimate.lines:
@@ -633,8 +638,8 @@ def main(args) -> int:
         from ncfm.kaggle_io import push_notebook
 
         return push_notebook(out)
-    say(f"next: `ncfm notebook ... --push` (or `kaggle datasets create -p {out}/dataset -r zip` and "
-        f"`kaggle kernels push -p {out}/notebook`), then `ncfm submit --notebook {owner}/{kernel_slug} -m MSG`")
+    say(f"next: `ncfm notebook ... --push` (or `kaggle datasets create -p {out / DATASET_DIR} -r zip` "
+        f"and `kaggle kernels push -p {out / NOTEBOOK_DIR}`), then `ncfm submit --notebook {owner}/{kernel_slug} -m MSG`")
     return 0
 
 

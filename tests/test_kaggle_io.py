@@ -341,6 +341,27 @@ def test_push_creates_a_private_dataset_with_its_sub_folders_then_pushes_the_not
     assert "version 1" in r.stdout and "ncfm submit --notebook" in r.stdout
 
 
+@pytest.mark.slow
+def test_ncfm_notebook_push_sends_the_folder_it_wrote(fake, tmp_path, trained_run):
+    out = tmp_path / "kaggle" / "tiny"
+    env = fake.client_env(tmp_path / "home")
+    r = run_cli(fake, env, "notebook", "--run", str(trained_run["run"]), "--data-dir", str(trained_run["data"]),
+                "--out", str(out), "--wheels", "none", "--push")
+    assert r.returncode == 0, r.stderr
+    create, = fake.rpc_bodies("CreateDataset")
+    assert (create["ownerSlug"], create["slug"]) == ("fake-user", "tiny-ncfm-models")  # the credentials' owner
+    names = {fake.blob_names[f["token"]]: f["token"] for f in create["files"]}
+    assert set(names) == {"runs.zip", "data.zip", "wheels.zip", "ncfm-bundle.json"}
+    with zipfile.ZipFile(io.BytesIO(fake.uploads[names["runs.zip"]])) as z:
+        assert {"tiny/fold0/best.keras", "tiny/fold1/best.keras"} <= set(z.namelist())
+    save, = fake.rpc_bodies("SaveKernel")
+    assert save["slug"] == "fake-user/tiny-predict" and save["enableInternet"] is False
+    assert save["datasetDataSources"] == ["fake-user/tiny-ncfm-models"]
+    assert save["competitionDataSources"] == ["the-nature-conservancy-fisheries-monitoring"]
+    assert [c["cell_type"] for c in json.loads(save["text"])["cells"]][:2] == ["markdown", "code"]
+    assert json.loads((out / "pushed.json").read_text())["kernel"] == "fake-user/tiny-predict"
+
+
 def test_push_to_an_existing_dataset_adds_a_version_with_the_message(fake, tmp_path):
     fake.dataset_exists = True
     r = push(fake, tmp_path, notebook_folder(tmp_path), message="fold 4 retrained")
