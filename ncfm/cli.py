@@ -13,7 +13,7 @@ import errno
 import sys
 
 from ncfm import NcfmError
-from ncfm.config import TrainConfig
+from ncfm.config import PredictAnswer, TrainConfig
 
 
 UserError = NcfmError  # raised by any module for problems the user can fix
@@ -294,25 +294,27 @@ def _add_predict(sub):
                    help="the manifest the runs were split by; its competition.json describes the competition "
                    "(default <data-dir>/folds.csv; give it when --data-dir holds only the competition's own "
                    "files, as a Kaggle notebook's /kaggle/input does)")
-    p.add_argument("--tta", type=int, default=8, help="views per image, view 0 = the plain image (default 8)")
-    p.add_argument("--views", default="flips,zoom,shift",
-                   help="kinds of TTA views: any of flips,zoom,shift,crop (default flips,zoom,shift)")
-    p.add_argument("--mean", choices=["arithmetic", "geometric"], default="arithmetic",
-                   help="how models are averaged (default arithmetic)")
+    answer = PredictAnswer()
+    p.add_argument("--tta", type=int, default=answer.tta,
+                   help=f"views per image, view 0 = the plain image (default {answer.tta})")
+    p.add_argument("--views", default=answer.views,
+                   help=f"kinds of TTA views: any of flips,zoom,shift,crop (default {answer.views})")
+    p.add_argument("--mean", choices=["arithmetic", "geometric"], default=answer.mean,
+                   help=f"how models are averaged (default {answer.mean})")
     p.add_argument("--run-weights", "--member-weights", dest="run_weights", choices=["equal", "oof", "confidence"],
-                   default="equal",
+                   default=answer.run_weights,
                    help="how several --run, or the member groups (<config>-seed<S>/) of a run trained with "
                         "`ncfm train --folds --seeds/--config`, are blended: equal weights; oof = non-negative weights "
                         "summing to 1 fitted on their out-of-fold log loss and printed (members of one config share "
                         "folds, so their OOF rows align); confidence = a crop run and a whole-image run blended per "
                         "image, the crops weighing more where the detector is sure of its box (fitted on OOF)")
-    p.add_argument("--crop-boxes", type=int, default=0,
+    p.add_argument("--crop-boxes", type=int, default=answer.crop_boxes,
                    help="a crop run: combine the crops of only this many of the detector's best boxes per image "
                         "(default 0: every box its crop set cut, `ncfm train --crop-top-boxes`)")
-    p.add_argument("--calibrate", choices=["none", "temperature", "floor", "both"], default="temperature",
+    p.add_argument("--calibrate", choices=["none", "temperature", "floor", "both"], default=answer.calibrate,
                    help="fit on the runs' out-of-fold predictions when the competition is scored by log "
-                   "loss (default temperature)")
-    p.add_argument("--clip", type=float, default=0.0, help="manual probability floor applied last (e.g. 0.01)")
+                   f"loss (default {answer.calibrate})")
+    p.add_argument("--clip", type=float, default=answer.clip, help="manual probability floor applied last (e.g. 0.01)")
     p.add_argument("--allow-unfinished", action="store_true",
                    help="use folds whose training has not finished (their best checkpoint so far) "
                    "instead of stopping")
@@ -341,7 +343,7 @@ def _add_predict(sub):
     p.add_argument("--cache-dir", default=None,
                    help="where decoded images are cached (default <data-dir>/cache); give a writable folder "
                    "when the data folder is read-only (a Kaggle notebook's /kaggle/input)")
-    p.add_argument("--seed", type=int, default=2016, help="seed of the TTA views (default 2016)")
+    p.add_argument("--seed", type=int, default=answer.seed, help=f"seed of the TTA views (default {answer.seed})")
     p.add_argument("--no-report", action="store_true", help="do not draw the runs' report afterwards")
 
 

@@ -143,6 +143,23 @@ class DetectConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
 
+@dataclass(frozen=True)
+class PredictAnswer:
+    """The defaults of the `ncfm predict` flags that change its answer for given runs and test images;
+    predict records the values it used in calibration.json, and `ncfm notebook` replays them on Kaggle.
+    weak_folds "shrink" was chosen on held-out test images of several data sets (docs/weak_folds.md)."""
+
+    tta: int = 8
+    views: str = "flips,zoom,shift"
+    mean: str = "arithmetic"
+    run_weights: str = "equal"
+    crop_boxes: int = 0
+    calibrate: str = "temperature"
+    clip: float = 0.0
+    weak_folds: str = "shrink"
+    seed: int = 2016
+
+
 def load_config_file(path: os.PathLike | str, settings=None) -> dict:
     """Read a TOML (or YAML) file of TrainConfig fields: top-level keys or a [train] table.
 

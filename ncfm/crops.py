@@ -599,6 +599,22 @@ def _cut_images(jobs: list, data_dir: str, out: str, settings: dict) -> list[tup
     return failures
 
 
+def copy_record(crops: CropSet, dest) -> list[Path]:
+    """The crop set's record, without its images, into folder `dest`: its fold manifests and a
+    crops.json without test crops (to be cut where the test images are: add_test_crops). What a
+    crop run needs elsewhere (a Kaggle notebook). -> the files written."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    meta = json.loads((crops.dir / META).read_text())
+    meta["test"], meta["counts"]["test"] = {}, {}
+    written = []
+    for k in crops.folds:
+        written.append(dest / crops.manifest(k).name)
+        atomic_write_text(written[-1], crops.manifest(k).read_text())
+    atomic_write_text(dest / META, json.dumps(meta, indent=1) + "\n")  # last, as it marks the set finished
+    return [*written, dest / META]
+
+
 # ----------------------------------------------------------------------------- reading
 def read_crop_set(path) -> CropSet:
     """The crop set in folder `path`, from its crops.json (the only reader of that file)."""

@@ -52,13 +52,10 @@ from ncfm.progress import say
 BUNDLE = "ncfm-bundle.json"
 FORMAT = 1
 ACCELERATORS = {"cpu": None, "t4x2": "NvidiaTeslaT4"}  # --accelerator -> kernel-metadata machine_shape
-PATH_FIELDS = ("folds_csv", "crop_set", "detector", "data_dir")  # config.json fields that name files
-FOLD_FILES = ("best.keras", "config.json", "state.json", "oof.csv", "oof_boxes.csv")
 # the input root, the output folder and a scratch folder of the notebook; Kaggle's unless set (tests)
 INPUT_ENV, WORKING_ENV, SCRATCH_ENV = "NCFM_KAGGLE_INPUT", "NCFM_KAGGLE_WORKING", "NCFM_KAGGLE_SCRATCH"
 # T4 throughput assumed for the estimate: half the float32 peak (8.1 TFLOP/s), what convolutions reach
 T4_FLOPS = 4.0e12
-DEFAULT_TIME_LIMIT_HOURS = 9.0
 STARTUP_SECONDS = 60.0  # installing the wheels and importing TensorFlow on Kaggle, roughly
 
 
@@ -70,6 +67,16 @@ class Bundle:
     root: Path
     placed: dict = field(default_factory=dict)  # source path (resolved) -> path inside the bundle
     mtimes: dict = field(default_factory=dict)  # path inside the bundle -> the source's mtime_ns
+    configs: list = field(default_factory=list)  # the config.json files written, inside the bundle
+
+    def write_config(self, run_rel: str, index: int, config: dict) -> None:
+        """Fold `index`'s config.json in the bundle's run `run_rel`."""
+        fold = runs.fold_of(self.root / run_rel, index)
+        fold.dir.mkdir(parents=True, exist_ok=True)
+        runs.write_config(fold, config)
+        rel = fold.config.relative_to(self.root).as_posix()
+        if rel not in self.configs:
+            self.configs.append(rel)
 
     def place(self, src: Path, rel: str) -> str:
         """Copy `src` to `rel` inside the bundle (once per source) and return where it went."""
@@ -97,12 +104,12 @@ class Bundle:
         return self.placed[key]
 
 
-def _bundle_fold(bundle: Bundle, fold: runs.Fold, rel: str, n_views: int) -> dict:
-    """One fold's files into `rel`; its config.json's paths rewritten to the bundle's. -> the config."""
+def _bundle_fold(bundle: Bundle, fold: runs.Fold, run_rel: str, n_views: int) -> dict:
+    """One fold's files into the bundle's run `run_rel`; its config.json's paths rewritten to the
+    bundle's. -> the config."""
     config = runs.read_config(fold) or {}
-    for name in FOLD_FILES + (f"oof_tta{n_views}.csv", f"oof_tta{n_views}.json"):
-        if (fold.dir / name).is_file() and name != "config.json":
-            bundle.place(fold.dir / name, f"{rel}/{name}")
+    for path in runs.inference_files(fold, n_views):
+        bundle.place(path, f"{run_rel}/{fold.name}/{path.name}")
     if config.get("crop_set"):  # a crop run: trained on a crop set's fold manifest
         config["crop_set"] = config["data_dir"] = _crop_set(bundle, Path(config["crop_set"]))
         config["folds_csv"] = f"{config['crop_set']}/{Path(config.get('folds_csv') or '').name}"
@@ -111,35 +118,26 @@ def _bundle_fold(bundle: Bundle, fold: runs.Fold, rel: str, n_views: int) -> dic
         if config.get("folds_csv") and Path(config["folds_csv"]).is_file():
             config["folds_csv"] = bundle.manifest(Path(config["folds_csv"]))
     config["cache_dir"] = ""
-    out = bundle.root / rel / "config.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    bundle.write_config(run_rel, fold.index, config)
     return config
 
 
 def _crop_set(bundle: Bundle, crop_set: Path) -> str:
     """A crop set's record (crops.json and its fold manifests, not the images) -> its folder inside."""
-    from ncfm.crops import META, read_crop_set
+    from ncfm.crops import copy_record, read_crop_set
 
-    crops = read_crop_set(crop_set)
-    rel = f"crops/{crops.dir.name}"
-    if str(crops.dir.resolve()) in bundle.placed:
-        return bundle.placed[str(crops.dir.resolve())]
-    # without its test crops: their images are not packed, and Kaggle's test images are others
-    meta = json.loads((crops.dir / META).read_text())
-    meta["test"], meta["counts"]["test"] = {}, {}
-    (bundle.root / rel).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(bundle.root / rel / META, json.dumps(meta, indent=1) + "\n")
-    bundle.placed[str(crops.dir.resolve())] = rel
-    bundle.mtimes[f"{rel}/{META}"] = (bundle.root / rel / META).stat().st_mtime_ns
-    for k in crops.folds:
-        bundle.place(crops.manifest(k), f"{rel}/fold{k}.csv")
-    return rel
+    key = str(Path(crop_set).resolve())
+    if key not in bundle.placed:
+        crops = read_crop_set(crop_set)
+        rel = bundle.placed[key] = f"crops/{crops.dir.name}"
+        for path in copy_record(crops, bundle.root / rel):
+            bundle.mtimes[path.relative_to(bundle.root).as_posix()] = path.stat().st_mtime_ns
+    return bundle.placed[key]
 
 
 def _bundle_detector(bundle: Bundle, detector: Path, rel: str) -> str:
     for fold in runs.all_folds(detector):
-        _bundle_fold(bundle, fold, f"{rel}/{fold.name}", 1)
+        _bundle_fold(bundle, fold, rel, 1)
     return rel
 
 
@@ -154,7 +152,7 @@ def bundle_runs(bundle: Bundle, run_args: list[str], kept: dict, n_views: int) -
             sub = member.relative_to(top).as_posix() if member != top else ""
             rel = f"runs/{name}" + (f"/{sub}" if sub else "")
             for fold in kept[str(member)]:
-                config = _bundle_fold(bundle, fold, f"{rel}/{fold.name}", n_views)
+                config = _bundle_fold(bundle, fold, rel, n_views)
                 if n_views > 1 and not fold.oof_views(n_views).is_file() and fold.oof.is_file():
                     warnings.append(f"{fold.dir}: no {fold.oof_views(n_views).name}; the notebook will predict the "
                                     f"fold's held-out training images under {n_views} views on Kaggle (slow). Run "
@@ -164,8 +162,7 @@ def bundle_runs(bundle: Bundle, run_args: list[str], kept: dict, n_views: int) -
                     if source not in detectors:
                         detectors[source] = _bundle_detector(bundle, Path(source), f"runs/{Path(source).name}-detector")
                     config["detector"] = detectors[source]
-                    atomic_write_text(bundle.root / rel / fold.name / "config.json",
-                                      json.dumps(config, indent=2, sort_keys=True) + "\n")
+                    bundle.write_config(rel, fold.index, config)
         run_paths.append(f"runs/{name}")
     return run_paths, warnings
 
@@ -337,10 +334,10 @@ def unpack(bundle_dir, work_dir) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bundle_dir / rel, dest)
         os.utime(dest, ns=(mtime_ns, mtime_ns))
-    for config in bundle_dir.glob("runs/**/config.json"):  # written by the bundle: no time to keep
-        dest = work_dir / config.relative_to(bundle_dir)
+    for config in record["configs"]:  # written by the bundle: no time to keep
+        dest = work_dir / config
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(config, dest)
+        shutil.copyfile(bundle_dir / config, dest)
     return work_dir
 
 
@@ -350,8 +347,9 @@ def read_bundle(bundle_dir) -> dict:
         record = json.loads(path.read_text())
         if record.get("format") != FORMAT:
             raise ValueError(f"format {record.get('format')!r}, this ncfm reads {FORMAT}")
-        if not isinstance(record.get("files"), dict) or not record.get("id"):
-            raise ValueError("no files or id recorded")
+        if not isinstance(record.get("files"), dict) or not isinstance(record.get("configs"), list) \
+                or not record.get("id"):
+            raise ValueError("no files, configs or id recorded")
         return record
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise NcfmError(f"{path}: not a readable ncfm bundle ({e}); build it again with `ncfm notebook`") from None
@@ -499,10 +497,12 @@ def _owner(flag: str | None) -> tuple[str, str | None]:
 def answer_options(args, recorded: dict | None) -> dict:
     """predict's answer-changing flags: those given here, else those the last `ncfm predict` of the
     first run recorded (calibration.json), else predict's defaults."""
-    from ncfm.predict import ANSWER_OPTIONS, DEFAULT_WEAK_FOLDS
+    import dataclasses
 
-    defaults = {"tta": 8, "views": "flips,zoom,shift", "mean": "arithmetic", "run_weights": "equal", "crop_boxes": 0,
-                "calibrate": "temperature", "clip": 0.0, "weak_folds": DEFAULT_WEAK_FOLDS, "seed": 2016}
+    from ncfm.config import PredictAnswer
+    from ncfm.predict import ANSWER_OPTIONS
+
+    defaults = dataclasses.asdict(PredictAnswer())
     recorded = recorded or {}
     return {name: getattr(args, name) if getattr(args, name, None) is not None
             else recorded.get(name) if recorded.get(name) is not None else defaults[name] for name in ANSWER_OPTIONS}
@@ -597,7 +597,7 @@ def main(args) -> int:
               "competition": comp.slug, "samples": samples, "predict": predict_args,
               "options": options, "wheels": [w.name for w in wheels], "accelerator": args.accelerator,
               "estimate": {"seconds": round(estimate.seconds, 1), "test_images": test_images, "lines": estimate.lines},
-              "files": bundle.mtimes}
+              "files": bundle.mtimes, "configs": bundle.configs}
     atomic_write_text(dataset_dir / BUNDLE, json.dumps(record, indent=1) + "\n")
     atomic_write_text(dataset_dir / DATASET_METADATA, json.dumps({
         "title": _title(f"{name} ncfm models"), "id": f"{owner}/{dataset_slug}",

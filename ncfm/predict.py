@@ -18,6 +18,7 @@ the priors as --weak-folds says (leave_out_weak, shrink_folds).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import pandas as pd
 
 from ncfm import NcfmError, runs
 from ncfm.competition import Competition
+from ncfm.config import PredictAnswer
 from ncfm.ensemble import average, ensemble_oof, fit_weights, fold_priors, pool_folds, shrunk_oof
 from ncfm.fold import checked
 from ncfm.progress import say
@@ -104,10 +106,10 @@ def against_priors(fold: runs.Fold, comp: Competition) -> tuple[float, float, fl
 # held-out test images of several data sets (docs/weak_folds.md), stage 2 first: shrink was never
 # worse than keep beyond 0.01 and best on average; margin lost up to 0.29 and priors up to 0.13.
 WEAK_FOLD_RULES = ("keep", "priors", "margin", "shrink")
+DEFAULT_WEAK_FOLDS = PredictAnswer.weak_folds
 # the flags that change predict's answer for given runs and test images, recorded in calibration.json
 # so that the same answer can be made elsewhere (a Kaggle notebook: ncfm.notebook)
-ANSWER_OPTIONS = ("tta", "views", "mean", "run_weights", "crop_boxes", "calibrate", "clip", "weak_folds", "seed")
-DEFAULT_WEAK_FOLDS = "shrink"
+ANSWER_OPTIONS = tuple(f.name for f in dataclasses.fields(PredictAnswer))
 
 
 def leave_out_weak(run_dir: Path, folds: list[runs.Fold], comp: Competition, rule: str, log) -> list[runs.Fold]:
@@ -517,7 +519,7 @@ def main(args) -> int:
     runs.write_calibration(first, calibration | {
         "runs": [str(r) for r in run_dirs], "tta": len(views), "stage": stage, "mean": args.mean,
         "weak_folds": weak_rule, "left_out": left_out, "shrink": shrunk,
-        "options": {name: getattr(args, name, None) for name in ANSWER_OPTIONS}})
+        "options": {name: getattr(args, name, None) for name in ANSWER_OPTIONS} | {"weak_folds": weak_rule}})
     validated = ("validated" if sample is not None else
                  "its form checked, but not its ids: no sample submission to check them against")
     log(f"wrote {written} ({len(test)} rows, {len(run_dirs)} run(s) x folds x {len(views)} views, {validated})")

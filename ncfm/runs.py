@@ -111,6 +111,15 @@ class Fold:
         return f"`ncfm train --fold {self.index} --run {self.run} --retrain`"
 
 
+def inference_files(fold: Fold, n_views: int) -> list[Path]:
+    """The files of a fold that predict reads, those there (config.json aside): the model, its state,
+    its OOF (under n_views views too, with the record beside) or, for a detector, its OOF boxes.
+    What a copy of the run needs to predict elsewhere (ncfm.notebook)."""
+    views = fold.oof_views(n_views)
+    wanted = [fold.best, fold.state, fold.oof, views, views.with_suffix(".json"), fold.oof_boxes]
+    return [path for path in wanted if path.is_file()]
+
+
 def fold_of(run_dir: os.PathLike | str, index: int) -> Fold:
     return Fold(Path(run_dir), int(index))
 
