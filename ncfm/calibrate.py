@@ -212,3 +212,100 @@ def no_better(metric: str, value: float, baseline: float, margin: float = 0.0) -
     if metric == "log_loss":
         return bool(value >= baseline - margin)
     return bool(value <= baseline + margin)
+
+
+# ----------------------------------------------------------------------------- other kinds of answer
+# Several labels per image (0/1 matrices of images x labels), a number, an ordered grade: the scorers
+# of those competitions and the post-processing fitted on out-of-fold predictions that each rewards.
+# Each agrees with scikit-learn's (fbeta_score, f1_score, mean_squared_error, cohen_kappa_score with
+# quadratic weights; tests/test_calibrate.py) and is written out in NumPy because the threshold
+# searches below call it thousands of times.
+def f_beta(truth, predicted, beta: float = 2.0, average: str = "samples") -> float:
+    """F-beta of 0/1 label matrices (images x labels). average: "samples" = per image, then the mean
+    (Planet's F2); "micro" = over every (image, label) pair at once (iMet); "macro" = per label, then
+    the mean. A row or label with no true and no predicted label scores 0, as scikit-learn's does."""
+    truth, predicted = np.asarray(truth, dtype=bool), np.asarray(predicted, dtype=bool)
+    if truth.shape != predicted.shape or truth.ndim != 2:
+        raise ValueError(f"truth {truth.shape} and predicted {predicted.shape} must be the same (images, labels)")
+    axis = {"samples": 1, "macro": 0, "micro": None}.get(average)
+    if average not in ("samples", "macro", "micro"):
+        raise ValueError(f"average must be samples, micro or macro; received {average!r}")
+    tp = (truth & predicted).sum(axis=axis)
+    fp = (~truth & predicted).sum(axis=axis)
+    fn = (truth & ~predicted).sum(axis=axis)
+    b2 = beta * beta
+    denominator = (1 + b2) * tp + b2 * fn + fp
+    scores = np.divide((1 + b2) * tp, denominator, out=np.zeros(np.shape(tp), dtype=np.float64),
+                       where=denominator > 0)
+    return float(np.mean(scores))
+
+
+def rmse(truth, predicted) -> float:
+    truth, predicted = np.asarray(truth, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    return float(np.sqrt(np.mean((truth - predicted) ** 2)))
+
+
+def quadratic_kappa(truth, predicted) -> float:
+    """Cohen's kappa with quadratic weights of two integer gradings (APTOS, Diabetic Retinopathy), as
+    scikit-learn computes it: the grades are those present in either, in order, one step apart."""
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
+    grades, both = np.unique(np.concatenate([truth, predicted]), return_inverse=True)
+    k, n = len(grades), len(truth)
+    if k < 2:
+        return float("nan")
+    a, b = both[:n], both[n:]
+    observed = np.zeros((k, k))
+    np.add.at(observed, (a, b), 1.0)
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / n
+    weights = (np.arange(k)[:, None] - np.arange(k)[None, :]) ** 2.0
+    return float(1.0 - (weights * observed).sum() / (weights * expected).sum())
+
+
+THRESHOLD_GRID = np.round(np.arange(0.02, 0.99, 0.02), 2)
+
+
+def fit_label_thresholds(truth, probs, beta: float = 2.0, average: str = "samples", passes: int = 2) -> dict:
+    """Thresholds on each label's probability that maximise f_beta on OOF rows: first one for all
+    labels (grid THRESHOLD_GRID), then each label's own in turn, the others held (`passes` rounds).
+    -> {"global": t, "per_label": [t, ...], "at_0.5", "at_global", "at_per_label": their F scores}."""
+    truth, probs = np.asarray(truth, dtype=bool), np.asarray(probs, dtype=np.float64)
+
+    def score_at(thresholds) -> float:
+        return f_beta(truth, probs >= thresholds, beta, average)
+
+    best_global = max(THRESHOLD_GRID, key=lambda t: (score_at(t), -abs(t - 0.5)))
+    per_label = np.full(probs.shape[1], best_global)
+    current = score_at(per_label)
+    for _ in range(passes):
+        for j in range(probs.shape[1]):
+            for t in THRESHOLD_GRID:
+                trial = per_label.copy()
+                trial[j] = t
+                if (s := score_at(trial)) > current + 1e-12:
+                    per_label, current = trial, s
+    return {"global": float(best_global), "per_label": per_label.tolist(), "at_0.5": score_at(0.5),
+            "at_global": score_at(best_global), "at_per_label": current}
+
+
+def grades_of(values, cuts) -> np.ndarray:
+    """Grade of each value: the number of cut points at or below it (cuts ascending)."""
+    return np.searchsorted(np.asarray(cuts, dtype=np.float64), np.asarray(values, dtype=np.float64), side="right")
+
+
+def fit_grade_thresholds(truth, values, n_grades: int, passes: int = 3, steps: int = 40) -> dict:
+    """Cut points between grades 0..n_grades-1 on a regressed value that maximise quadratic_kappa on
+    OOF rows, as APTOS' winners fitted them: from the plain rounding cuts (0.5, 1.5, ...), each cut
+    in turn searched between its neighbours, the others held. -> {"cuts", "rounded", "fitted"}."""
+    truth, values = np.asarray(truth), np.asarray(values, dtype=np.float64)
+    cuts = np.arange(n_grades - 1) + 0.5
+    rounded = current = quadratic_kappa(truth, grades_of(values, cuts))
+    for _ in range(passes):
+        for j in range(len(cuts)):
+            low = cuts[j - 1] if j else min(values.min(), cuts[0]) - 0.5
+            high = cuts[j + 1] if j + 1 < len(cuts) else max(values.max(), cuts[-1]) + 0.5
+            for c in np.linspace(low, high, steps + 2)[1:-1]:
+                trial = cuts.copy()
+                trial[j] = c
+                if (s := quadratic_kappa(truth, grades_of(values, trial))) > current + 1e-12:
+                    cuts, current = trial, s
+    return {"cuts": cuts.tolist(), "rounded": rounded, "fitted": current}

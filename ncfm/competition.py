@@ -31,7 +31,8 @@ KINDS = ("probabilities", "label", "binary")
 METRICS = {"probabilities": "log_loss", "label": "accuracy", "binary": "roc_auc"}
 METRIC_NAMES = {"log_loss": "log loss", "accuracy": "accuracy", "roc_auc": "ROC AUC"}
 # Slugs whose metric differs from what the kind of submission suggests.
-KNOWN_METRICS = {"dogs-vs-cats-redux-kernels-edition": "log_loss"}
+DOGS_VS_CATS_SLUG = "dogs-vs-cats-redux-kernels-edition"  # labels in the file names: train/cat.N.jpg, dog.N.jpg
+KNOWN_METRICS = {DOGS_VS_CATS_SLUG: "log_loss"}
 NCFM_SLUG = "the-nature-conservancy-fisheries-monitoring"
 # Slugs whose training photos are known to hold near-duplicates that must not span two folds
 # (split_train_val --groups auto groups them whatever its look-alike figures say).
@@ -121,8 +122,10 @@ class Competition:
                                  f"{',...' if len(self.header) > 4 else ''})",
                 "label": f"one label per id ({','.join(self.header)})",
                 "binary": f"P({self.positive}) per id ({','.join(self.header)})"}[self.kind]
-        source = (f"labels from {self.train.get('csv')} ({self.train.get('id_column')},{self.train.get('label_column')})"
-                  if self.train.get("source") == "csv" else f"labels from the folders of {self.train.get('dir', 'train')}/")
+        source = {"csv": f"labels from {self.train.get('csv')} ({self.train.get('id_column')},"
+                         f"{self.train.get('label_column')})",
+                  "names": f"labels from the file names in {self.train.get('dir', 'train')}/ (<label>.<n>.jpg)"}.get(
+            self.train.get("source"), f"labels from the folders of {self.train.get('dir', 'train')}/")
         slug = self.slug or "unknown (pass --competition SLUG to split_train_val, or to submit)"
         return (f"competition: {slug}\n  {self.num_classes} classes: {shown}\n  {source}\n"
                 f"  submission: {kind}; scored by {self.metric_name}\n"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -77,11 +78,14 @@ def describe_competition(data_dir: os.PathLike | str, *, train_dir: str | None =
             {"source": "folders", "dir": train_rel}
     elif csv_path is not None:
         train, source = _labels_from_csv(data_dir, train_rel, csv_path, id_column, label_column)
+    elif (train := _labels_from_names(train_rel, loose)) is not None:
+        source = {"source": "names", "dir": train_rel}
     else:
         raise NcfmError(
-            f"{data_dir / train_rel}: holds images but no class folders, and no labels CSV "
-            f"({', '.join(LABEL_CSVS)}) was found in {data_dir}; put the competition's labels CSV there "
-            f"or pass --labels-csv PATH (with --id-column/--label-column if its columns are not obvious)")
+            f"{data_dir / train_rel}: holds images but no class folders, no labels CSV "
+            f"({', '.join(LABEL_CSVS)}) was found in {data_dir}, and the file names do not start with a label "
+            f"(as cat.1.jpg, dog.1.jpg); put the competition's labels CSV there or pass --labels-csv PATH "
+            f"(with --id-column/--label-column if its columns are not obvious)")
     classes = tuple(sorted(train.label.unique()))
     if len(classes) < 2:
         raise NcfmError(f"{data_dir / train_rel}: only one class ({classes[0]}); a classifier needs two or more")
@@ -103,6 +107,8 @@ def describe_competition(data_dir: os.PathLike | str, *, train_dir: str | None =
     suffix = _id_suffix(data_dir, sample[id_column].tolist()[:50], test_dirs, sample_path)
     if slug is None:
         slug = competition.NCFM_SLUG if ncfm_like and kind == "probabilities" else ""
+        if source["source"] == "names" and set(classes) == {"cat", "dog"} and kind == "binary":
+            slug = competition.DOGS_VS_CATS_SLUG  # scored by log loss, which its sample cannot say
     metric = competition.KNOWN_METRICS.get(slug, competition.METRICS[kind])
     comp = Competition(classes=classes, kind=kind, metric=metric, id_column=id_column, columns=columns,
                        positive=positive, samples={str(k): v for k, v in samples.items()},
@@ -213,6 +219,24 @@ def _labels_from_folders(data_dir: Path, train_rel: str, folders: list[str], loo
     return pd.DataFrame(rows, columns=["image", "label"]).sort_values("image", kind="stable").reset_index(drop=True)
 
 
+LABEL_IN_NAME = re.compile(r"([A-Za-z][A-Za-z ]*)[._-].+")  # cat.123.jpg -> cat
+
+
+def _labels_from_names(train_rel: str, names: list[str]) -> pd.DataFrame | None:
+    """Labels from the first part of each file name (Dogs vs. Cats: train/cat.0.jpg, train/dog.0.jpg),
+    or None when the names do not read so: every file an image whose name starts with letters then
+    '.', '_' or '-', at least two such labels and, on average, two images or more of each (img_0001.jpg
+    would give one label; 1.jpg, 2.jpg none)."""
+    matches = [LABEL_IN_NAME.fullmatch(n) for n in names]
+    if not names or not all(m and is_image_name(n) for m, n in zip(matches, names)):
+        return None
+    labels = [m.group(1) for m in matches]
+    if not 2 <= len(set(labels)) <= len(names) / 2:
+        return None
+    return pd.DataFrame({"image": [f"{train_rel}/{n}" for n in names], "label": labels}).sort_values(
+        "image", kind="stable").reset_index(drop=True)
+
+
 def _pick_label_column(df: pd.DataFrame, id_col: str, path: Path) -> str:
     others = [c for c in df.columns if c != id_col]
     if len(others) == 1:
@@ -306,8 +330,8 @@ def _test_folders(data_dir: Path, test_dir: str | None) -> tuple[str, ...]:
 def _kind_of(sample: pd.DataFrame, classes: tuple, path: Path, train: Path, source: dict):
     """(kind, classes in the model's order, positive class) from the sample's header and values."""
     columns = [str(c) for c in sample.columns[1:]]
-    labelled_by = (f"the labels of {source['csv']}" if source["source"] == "csv"
-                   else f"the class folders of {train}")
+    labelled_by = {"csv": f"the labels of {source.get('csv')}", "names": f"the file names in {train}"}.get(
+        source["source"], f"the class folders of {train}")
     if len(columns) > 1:
         missing = [c for c in columns if c not in classes]
         unused = [c for c in classes if c not in columns]

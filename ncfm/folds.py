@@ -554,8 +554,9 @@ def main(args) -> int:
     keep = checked["ok"].to_numpy()
     emptied = sorted(set(df.label) - set(df.label[keep]))
     if emptied:
-        where = ([str(data_dir / comp.train["dir"] / c) for c in emptied] if comp.train["source"] == "folders"
-                 else [f"class {c} of {data_dir / comp.train['csv']}" for c in emptied])
+        where = {"folders": [str(data_dir / comp.train["dir"] / c) for c in emptied],
+                 "names": [f"{data_dir / comp.train['dir']}/{c}.*" for c in emptied]}.get(
+            comp.train["source"], [f"class {c} of {data_dir / comp.train.get('csv', '')}" for c in emptied])
         raise NcfmError(f"no readable image left in {', '.join(where)}; every class needs at least one: "
                         f"replace the unreadable files listed above")
     df = df.assign(width=checked["width"].to_numpy(), height=checked["height"].to_numpy(),

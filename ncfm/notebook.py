@@ -526,8 +526,9 @@ def main(args) -> int:
     if args.accelerator not in ACCELERATORS:
         raise NcfmError(f"received --accelerator {args.accelerator}; choose one of {', '.join(ACCELERATORS)}")
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise NcfmError(f"{out}: already exists and is not empty; pass --force to replace it or choose another --out")
+    for run in args.run:
+        if not Path(run).is_dir():
+            raise NcfmError(f"{run}: run folder not found; train it first (`ncfm train --folds all --run {run}`)")
     member_dirs = [m for r in args.run for m in runs.member_runs(r)]
     trained = runs.trained_folds(member_dirs[0]) if member_dirs else []
     data_dir = Path(args.data_dir or _data_dir_of(runs.read_config(trained[0]) if trained else None) or "data")
@@ -539,6 +540,8 @@ def main(args) -> int:
     if not comp.samples:
         raise NcfmError(f"{data_dir}: no sample submission recorded in competition.json; the notebook finds the "
                         f"competition's files on Kaggle by it")
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise NcfmError(f"{out}: already exists and is not empty; pass --force to replace it or choose another --out")
     recorded = runs.read_calibration(args.run[0]) or {}
     if recorded.get("runs") != [str(m) for m in member_dirs]:
         recorded = {}  # the last predict of the first run was of another ensemble

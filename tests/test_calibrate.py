@@ -237,3 +237,59 @@ def test_shrinkage_is_near_zero_for_a_model_worse_than_the_priors_and_one_for_a_
     half = fit_shrinkage(labels, np.where(np.arange(300)[:, None] % 2 == 0, good, wrong), shares)
     assert 0.05 < half < 0.95
     np.testing.assert_allclose(shrink(good, shares, 0.3).sum(axis=1), 1.0)
+
+
+# ----------------------------------------------------------------------------- other kinds of answer
+@pytest.mark.parametrize("average", ["samples", "micro", "macro"])
+def test_f_beta_agrees_with_scikit_learn(average):
+    from sklearn.metrics import fbeta_score
+
+    from ncfm.calibrate import f_beta
+
+    rng = np.random.default_rng(0)
+    for beta in (1.0, 2.0):
+        truth, predicted = rng.random((60, 7)) < 0.3, rng.random((60, 7)) < 0.4
+        truth[0], predicted[0] = False, False  # an image with no label and none predicted
+        truth[:, 6], predicted[:, 6] = False, False  # a label never true and never predicted
+        expected = fbeta_score(truth, predicted, beta=beta, average=average, zero_division=0)
+        assert f_beta(truth, predicted, beta, average) == pytest.approx(expected, abs=1e-12)
+
+
+def test_rmse_and_quadratic_kappa_agree_with_scikit_learn():
+    from sklearn.metrics import cohen_kappa_score, mean_squared_error
+
+    from ncfm.calibrate import quadratic_kappa, rmse
+
+    rng = np.random.default_rng(1)
+    truth, predicted = rng.uniform(0, 100, 200), rng.uniform(0, 100, 200)
+    assert rmse(truth, predicted) == pytest.approx(np.sqrt(mean_squared_error(truth, predicted)), rel=1e-12)
+    for grades in ([0, 1, 2, 3, 4], [0, 1, 3, 4]):  # a grade nobody has: scikit-learn's spacing
+        a, b = rng.choice(grades, 150), np.clip(rng.choice(grades, 150) + rng.integers(-1, 2, 150), 0, 4)
+        assert quadratic_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b, weights="quadratic"), abs=1e-12)
+    assert quadratic_kappa([0, 1, 2, 3], [0, 1, 2, 3]) == pytest.approx(1.0)
+
+
+def test_label_thresholds_fitted_on_oof_beat_a_fixed_half_where_they_must():
+    from ncfm.calibrate import fit_label_thresholds
+
+    rng = np.random.default_rng(2)
+    truth = rng.random((400, 5)) < 0.3
+    # ranked well but low: every true label below 0.5; label 4 on a scale of its own, all above 0.4
+    probs = np.where(truth, rng.uniform(0.2, 0.45, truth.shape), rng.uniform(0.0, 0.25, truth.shape))
+    probs[:, 4] = np.where(truth[:, 4], rng.uniform(0.7, 0.9, len(truth)), rng.uniform(0.4, 0.6, len(truth)))
+    fit = fit_label_thresholds(truth, probs, beta=2.0)
+    assert fit["at_global"] > fit["at_0.5"] + 0.2
+    assert fit["at_per_label"] > fit["at_global"] + 0.01
+    assert 0.6 <= fit["per_label"][4] <= 0.7 and fit["global"] < 0.45
+
+
+def test_grade_cuts_fitted_on_oof_beat_plain_rounding_where_they_must():
+    from ncfm.calibrate import fit_grade_thresholds, grades_of, quadratic_kappa
+
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 5, 500)
+    values = 0.6 * truth + 0.4 + rng.normal(0, 0.15, 500)  # a regressor that squeezes the grades together
+    fit = fit_grade_thresholds(truth, values, n_grades=5)
+    assert fit["fitted"] > fit["rounded"] + 0.05
+    assert fit["fitted"] == pytest.approx(quadratic_kappa(truth, grades_of(values, fit["cuts"])))
+    assert list(fit["cuts"]) == sorted(fit["cuts"])

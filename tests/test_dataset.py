@@ -267,3 +267,32 @@ def test_skip_bad_lists_and_leaves_out_unreadable_images(kaggle_layout, capsys):
     folds = pd.read_csv(root / "folds.csv")
     assert len(folds) == 23 and "train/BET/img_00101.jpg" not in set(folds["image"])
     assert json.loads((root / "folds.json").read_text())["skipped"][0]["image"] == "train/BET/img_00101.jpg"
+
+
+def test_dogs_vs_cats_labels_come_from_the_file_names(tmp_path, capsys):
+    from ncfm import competition
+
+    data = tmp_path / "data"
+    for label in ("cat", "dog"):
+        for i in range(6):
+            write_image(data / "train" / f"{label}.{i}.jpg", colour=(200, 40, 40) if label == "cat" else (40, 40, 200))
+    for i in range(1, 5):
+        write_image(data / "test" / f"{i}.jpg")
+    (data / "sample_submission.csv").write_text("id,label\n" + "".join(f"{i},0.5\n" for i in range(1, 5)))
+    assert cli_main(["split_train_val", "--data-dir", str(data), "--folds", "2", "--groups", "none"]) == 0
+    comp = competition.load(data / "competition.json")
+    assert comp.classes == ("cat", "dog") and comp.kind == "binary" and comp.positive == "dog"
+    assert comp.slug == competition.DOGS_VS_CATS_SLUG and comp.metric == "log_loss"
+    assert comp.train == {"source": "names", "dir": "train"}
+    assert "labels from the file names in train/" in capsys.readouterr().out
+    folds = pd.read_csv(data / "folds.csv")
+    assert sorted(folds.label.value_counts().items()) == [("cat", 6), ("dog", 6)]
+
+
+@pytest.mark.parametrize("names", [["img_0001.jpg", "img_0002.jpg"], ["1.jpg", "2.jpg"], ["cat.1.jpg", "dog.2.jpg"]])
+def test_names_that_do_not_carry_a_label_are_still_a_clear_error(tmp_path, names, capsys):
+    for name in names:
+        write_image(tmp_path / "train" / name)
+    (tmp_path / "sample_submission.csv").write_text("id,label\n1,0.5\n")
+    assert cli_main(["split_train_val", "--data-dir", str(tmp_path)]) == 2
+    assert "the file names do not start with a label" in capsys.readouterr().err

@@ -70,6 +70,16 @@ def test_an_existing_folder_is_not_overwritten_without_force(trained_run, tmp_pa
     assert "already exists" in capsys.readouterr().err and (out / "mine.txt").read_text() == "keep"
 
 
+def test_a_missing_run_or_data_folder_is_named_before_anything_is_written(trained_run, tmp_path, capsys):
+    out = tmp_path / "nb"
+    assert ncfm(["notebook", "--run", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert f"{tmp_path / 'nope'}: run folder not found" in capsys.readouterr().err
+    assert ncfm(["notebook", "--run", str(trained_run["run"]), "--data-dir", str(tmp_path / "nowhere"),
+                 "--out", str(out)]) == 2
+    assert "folds.csv: not found; pass --data-dir" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_flops_count_a_convolution_and_a_dense_layer():
     import keras
 
