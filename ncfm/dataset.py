@@ -86,6 +86,11 @@ def describe_competition(data_dir: os.PathLike | str, *, train_dir: str | None =
             f"({', '.join(LABEL_CSVS)}) was found in {data_dir}, and the file names do not start with a label "
             f"(as cat.1.jpg, dog.1.jpg); put the competition's labels CSV there or pass --labels-csv PATH "
             f"(with --id-column/--label-column if its columns are not obvious)")
+    if source["source"] == "csv" and (other := _not_one_class(train.label)):
+        raise NcfmError(f"{csv_path}: its {source['label_column']!r} column holds {other}, not one class per image; "
+                        f"ncfm reads competitions whose answer is one class per image so far (several labels, a "
+                        f"number and an ordered grade are planned). If it is one class per image after all, pass "
+                        f"--label-column for the column that says so")
     classes = tuple(sorted(train.label.unique()))
     if len(classes) < 2:
         raise NcfmError(f"{data_dir / train_rel}: only one class ({classes[0]}); a classifier needs two or more")
@@ -235,6 +240,23 @@ def _labels_from_names(train_rel: str, names: list[str]) -> pd.DataFrame | None:
         return None
     return pd.DataFrame({"image": [f"{train_rel}/{n}" for n in names], "label": labels}).sort_values(
         "image", kind="stable").reset_index(drop=True)
+
+
+def _not_one_class(labels: pd.Series) -> str:
+    """What a labels column holds when it is not one class per image, else "": several space-separated
+    labels (Planet's tags: more distinct combinations than distinct labels), or a number (more than 30
+    distinct numeric values, as Pawpularity's scores)."""
+    labels = labels.astype(str).str.strip()
+    tokens = labels.str.split()
+    if (tokens.str.len() > 1).any():
+        vocabulary = {t for ts in tokens for t in ts}
+        if labels.nunique() > len(vocabulary):
+            return (f"several labels per image ({len(vocabulary)} labels, space-separated, in {labels.nunique()} "
+                    f"combinations, e.g. {labels[tokens.str.len() > 1].iloc[0]!r})")
+    numbers = pd.to_numeric(labels, errors="coerce")
+    if numbers.notna().all() and labels.nunique() > 30:
+        return f"a number per image ({labels.nunique()} distinct values from {numbers.min():g} to {numbers.max():g})"
+    return ""
 
 
 def _pick_label_column(df: pd.DataFrame, id_col: str, path: Path) -> str:
