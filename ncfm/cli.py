@@ -294,39 +294,10 @@ def _add_predict(sub):
                    help="the manifest the runs were split by; its competition.json describes the competition "
                    "(default <data-dir>/folds.csv; give it when --data-dir holds only the competition's own "
                    "files, as a Kaggle notebook's /kaggle/input does)")
-    answer = PredictAnswer()
-    p.add_argument("--tta", type=int, default=answer.tta,
-                   help=f"views per image, view 0 = the plain image (default {answer.tta})")
-    p.add_argument("--views", default=answer.views,
-                   help=f"kinds of TTA views: any of flips,zoom,shift,crop (default {answer.views})")
-    p.add_argument("--mean", choices=["arithmetic", "geometric"], default=answer.mean,
-                   help=f"how models are averaged (default {answer.mean})")
-    p.add_argument("--run-weights", "--member-weights", dest="run_weights", choices=["equal", "oof", "confidence"],
-                   default=answer.run_weights,
-                   help="how several --run, or the member groups (<config>-seed<S>/) of a run trained with "
-                        "`ncfm train --folds --seeds/--config`, are blended: equal weights; oof = non-negative weights "
-                        "summing to 1 fitted on their out-of-fold log loss and printed (members of one config share "
-                        "folds, so their OOF rows align); confidence = a crop run and a whole-image run blended per "
-                        "image, the crops weighing more where the detector is sure of its box (fitted on OOF)")
-    p.add_argument("--crop-boxes", type=int, default=answer.crop_boxes,
-                   help="a crop run: combine the crops of only this many of the detector's best boxes per image "
-                        "(default 0: every box its crop set cut, `ncfm train --crop-top-boxes`)")
-    p.add_argument("--calibrate", choices=["none", "temperature", "floor", "both"], default=answer.calibrate,
-                   help="fit on the runs' out-of-fold predictions when the competition is scored by log "
-                   f"loss (default {answer.calibrate})")
-    p.add_argument("--clip", type=float, default=answer.clip, help="manual probability floor applied last (e.g. 0.01)")
+    _answer_flags(p)
     p.add_argument("--allow-unfinished", action="store_true",
                    help="use folds whose training has not finished (their best checkpoint so far) "
                    "instead of stopping")
-    p.add_argument("--weak-folds", choices=["keep", "priors", "margin", "shrink"], default=None,
-                   help="what to do with a fold no better than the class priors on its held-out images (each is "
-                   "named): keep it in the average; priors = leave out a fold whose OOF does not beat the priors; "
-                   "margin = also one that beats them by less than twice the standard error; shrink = keep every "
-                   "fold, each pulled towards the priors by a weight fitted on its own OOF. A run whose every fold "
-                   "is weak keeps them all. (default shrink: on held-out test images it was never worse than "
-                   "keep beyond noise, where leaving folds out was; docs/weak_folds.md)")
-    p.add_argument("--keep-weak-folds", dest="weak_folds", action="store_const", const="keep",
-                   help="the same as --weak-folds keep")
     p.add_argument("--fill-unreadable", action="store_true",
                    help="give unreadable test images the class priors (listed) instead of stopping")
     p.add_argument("--batch-size", type=int, default=0,
@@ -343,8 +314,49 @@ def _add_predict(sub):
     p.add_argument("--cache-dir", default=None,
                    help="where decoded images are cached (default <data-dir>/cache); give a writable folder "
                    "when the data folder is read-only (a Kaggle notebook's /kaggle/input)")
-    p.add_argument("--seed", type=int, default=answer.seed, help=f"seed of the TTA views (default {answer.seed})")
     p.add_argument("--no-report", action="store_true", help="do not draw the runs' report afterwards")
+
+
+def _answer_flags(p, recorded: bool = False) -> None:
+    """The flags that change predict's answer (config.PredictAnswer), for predict and for `ncfm notebook`,
+    which replays them. recorded: they default to None, meaning what the last predict of the runs used."""
+    answer = PredictAnswer()
+
+    def default(value, why: str = "") -> dict:
+        said = f"what the last `ncfm predict` of these runs used, else {value}" if recorded else f"{value}{why}"
+        return {"default": None if recorded else value, "help_default": f"(default {said})"}
+
+    def add(*flags, help: str, value, why: str = "", **kw) -> None:  # noqa: A002 (as argparse names it)
+        d = default(value, why)
+        p.add_argument(*flags, default=d["default"], help=f"{help} {d['help_default']}".replace("%", "%%"), **kw)
+
+    add("--tta", type=int, value=answer.tta, help="views per image, view 0 = the plain image")
+    add("--views", value=answer.views, help="kinds of TTA views: any of flips,zoom,shift,crop")
+    add("--mean", choices=["arithmetic", "geometric"], value=answer.mean, help="how models are averaged")
+    add("--run-weights", "--member-weights", dest="run_weights", choices=["equal", "oof", "confidence"],
+        value=answer.run_weights,
+        help="how several --run, or the member groups (<config>-seed<S>/) of a run trained with "
+             "`ncfm train --folds --seeds/--config`, are blended: equal weights; oof = non-negative weights "
+             "summing to 1 fitted on their out-of-fold log loss and printed (members of one config share "
+             "folds, so their OOF rows align); confidence = a crop run and a whole-image run blended per "
+             "image, the crops weighing more where the detector is sure of its box (fitted on OOF)")
+    add("--crop-boxes", type=int, value=answer.crop_boxes, why=": every box its crop set cut, `ncfm train "
+        "--crop-top-boxes`", help="a crop run: combine the crops of only this many of the detector's best boxes "
+                                  "per image")
+    add("--calibrate", choices=["none", "temperature", "floor", "both"], value=answer.calibrate,
+        help="fit on the runs' out-of-fold predictions when the competition is scored by log loss")
+    add("--clip", type=float, value=answer.clip, help="manual probability floor applied last (e.g. 0.01)")
+    d = default(answer.weak_folds, ": on held-out test images it was never worse than keep beyond noise, where "
+                                   "leaving folds out was; docs/weak_folds.md")
+    p.add_argument("--weak-folds", choices=["keep", "priors", "margin", "shrink"], default=None,
+                   help="what to do with a fold no better than the class priors on its held-out images (each is "
+                   "named): keep it in the average; priors = leave out a fold whose OOF does not beat the priors; "
+                   "margin = also one that beats them by less than twice the standard error; shrink = keep every "
+                   "fold, each pulled towards the priors by a weight fitted on its own OOF. A run whose every fold "
+                   f"is weak keeps them all; a fold left out is not packed by `ncfm notebook`. {d['help_default']}")
+    p.add_argument("--keep-weak-folds", dest="weak_folds", action="store_const", const="keep",
+                   help="the same as --weak-folds keep")
+    add("--seed", type=int, value=answer.seed, help="seed of the TTA views")
 
 
 def _cmd_predict(args) -> int:
@@ -470,17 +482,7 @@ def _add_notebook(sub):
     p.add_argument("--wheel-dir", default=None, help="take dependency wheels from this folder instead of downloading")
     p.add_argument("--push", action="store_true", help="then create or version the dataset and push the notebook")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
-    g = p.add_argument_group("prediction (as `ncfm predict`; default: what its last run on these runs recorded)")
-    g.add_argument("--tta", type=int, default=None, help="views per image")
-    g.add_argument("--views", default=None, help="kinds of TTA views")
-    g.add_argument("--mean", choices=["arithmetic", "geometric"], default=None, help="how models are averaged")
-    g.add_argument("--run-weights", choices=["equal", "oof", "confidence"], default=None, help="how runs are blended")
-    g.add_argument("--crop-boxes", type=int, default=None, help="a crop run's boxes per image")
-    g.add_argument("--calibrate", choices=["none", "temperature", "floor", "both"], default=None, help="calibration")
-    g.add_argument("--clip", type=float, default=None, help="manual probability floor")
-    g.add_argument("--weak-folds", choices=["keep", "priors", "margin", "shrink"], default=None,
-                   help="weak-fold rule (a fold predict leaves out is not packed)")
-    g.add_argument("--seed", type=int, default=None, help="seed of the TTA views")
+    _answer_flags(p.add_argument_group("prediction, as `ncfm predict`"), recorded=True)
 
 
 def _cmd_notebook(args) -> int:

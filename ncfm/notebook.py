@@ -104,12 +104,14 @@ class Bundle:
         return self.placed[key]
 
 
-def _bundle_fold(bundle: Bundle, fold: runs.Fold, run_rel: str, n_views: int) -> dict:
+def _bundle_fold(bundle: Bundle, fold: runs.Fold, run_rel: str, n_views: int) -> None:
     """One fold's files into the bundle's run `run_rel`; its config.json's paths rewritten to the
-    bundle's. -> the config."""
+    bundle's (a crop run's detector run and crop-set record packed with it)."""
     config = runs.read_config(fold) or {}
     for path in runs.inference_files(fold, n_views):
         bundle.place(path, f"{run_rel}/{fold.name}/{path.name}")
+    if config.get("detector"):  # a crop run: its detector finds the test images' boxes
+        config["detector"] = _bundle_detector(bundle, Path(config["detector"]))
     if config.get("crop_set"):  # a crop run: trained on a crop set's fold manifest
         config["crop_set"] = config["data_dir"] = _crop_set(bundle, Path(config["crop_set"]))
         config["folds_csv"] = f"{config['crop_set']}/{Path(config.get('folds_csv') or '').name}"
@@ -119,7 +121,6 @@ def _bundle_fold(bundle: Bundle, fold: runs.Fold, run_rel: str, n_views: int) ->
             config["folds_csv"] = bundle.manifest(Path(config["folds_csv"]))
     config["cache_dir"] = ""
     bundle.write_config(run_rel, fold.index, config)
-    return config
 
 
 def _crop_set(bundle: Bundle, crop_set: Path) -> str:
@@ -135,16 +136,20 @@ def _crop_set(bundle: Bundle, crop_set: Path) -> str:
     return bundle.placed[key]
 
 
-def _bundle_detector(bundle: Bundle, detector: Path, rel: str) -> str:
-    for fold in runs.all_folds(detector):
-        _bundle_fold(bundle, fold, rel, 1)
-    return rel
+def _bundle_detector(bundle: Bundle, detector: Path) -> str:
+    """A crop run's detector run, every fold, into runs/<name>-detector/ (once) -> that folder."""
+    key = str(detector.resolve())
+    if key not in bundle.placed:
+        rel = bundle.placed[key] = f"runs/{detector.name}-detector"
+        for fold in runs.all_folds(detector):
+            _bundle_fold(bundle, fold, rel, 1)
+    return bundle.placed[key]
 
 
 def bundle_runs(bundle: Bundle, run_args: list[str], kept: dict, n_views: int) -> tuple[list[str], list[str]]:
     """Every kept fold of the runs (their member groups too) into runs/; -> (the --run paths inside the
     bundle, warnings)."""
-    run_paths, warnings, detectors = [], [], {}
+    run_paths, warnings = [], []
     for i, arg in enumerate(run_args):
         top = Path(arg)
         name = top.name if top.name not in {Path(a).name for a in run_args[:i]} else f"{top.name}-{i}"
@@ -152,17 +157,11 @@ def bundle_runs(bundle: Bundle, run_args: list[str], kept: dict, n_views: int) -
             sub = member.relative_to(top).as_posix() if member != top else ""
             rel = f"runs/{name}" + (f"/{sub}" if sub else "")
             for fold in kept[str(member)]:
-                config = _bundle_fold(bundle, fold, rel, n_views)
+                _bundle_fold(bundle, fold, rel, n_views)
                 if n_views > 1 and not fold.oof_views(n_views).is_file() and fold.oof.is_file():
                     warnings.append(f"{fold.dir}: no {fold.oof_views(n_views).name}; the notebook will predict the "
                                     f"fold's held-out training images under {n_views} views on Kaggle (slow). Run "
                                     f"`ncfm predict` with the same flags first to save them")
-                if config.get("detector"):
-                    source = runs.read_config(fold)["detector"]
-                    if source not in detectors:
-                        detectors[source] = _bundle_detector(bundle, Path(source), f"runs/{Path(source).name}-detector")
-                    config["detector"] = detectors[source]
-                    bundle.write_config(rel, fold.index, config)
         run_paths.append(f"runs/{name}")
     return run_paths, warnings
 
@@ -564,9 +563,9 @@ def main(args) -> int:
     manifest = bundle.manifest(folds_csv)
     wheel_dir = dataset_dir / "wheels"
     wheels = [ncfm_wheel(wheel_dir)]
-    crop = any(is_crop_run(kept[str(m)]) for m in member_dirs if kept[str(m)])
+    crop_runs = [kept[str(m)] for m in member_dirs if kept[str(m)] and is_crop_run(kept[str(m)])]
     if args.wheels != "none":
-        names = ["keras", "keras-hub"] if crop else ["keras"]
+        names = ["keras", "keras-hub"] if crop_runs else ["keras"]
         if args.wheels != "auto":
             names = [n.strip() for n in args.wheels.split(",") if n.strip()]
         more, missing = dependency_wheels(names, wheel_dir, Path(args.wheel_dir) if args.wheel_dir else None)
@@ -584,10 +583,7 @@ def main(args) -> int:
 
     # the estimate: each run's kept folds, with the views predict will use
     groups = [(str(m), kept[str(m)], int(options["tta"])) for m in member_dirs if kept[str(m)]]
-    detector_folds = []
-    for m in member_dirs:
-        if kept[str(m)] and is_crop_run(kept[str(m)]):
-            detector_folds = runs.all_folds(runs.read_config(kept[str(m)][0])["detector"])
+    detector_folds = runs.all_folds(runs.read_config(crop_runs[-1][0])["detector"]) if crop_runs else []
     size = runs.fold_image_size(groups[0][1][0])
     estimate = estimate_runtime(groups, test_images, args.accelerator, detector_folds,
                                 _decode_seconds(data_dir, list(test.path), size))
@@ -651,7 +647,7 @@ def main(args) -> int:
 
 def _title(text: str) -> str:
     text = text.strip()
-    return (text + " " * 6)[:50].strip() if len(text) >= 6 else (text + " notebook")[:50]
+    return text[:50].strip() if len(text) >= 6 else (text + " notebook")[:50]
 
 
 def _version() -> str:
