@@ -208,8 +208,8 @@ def fit_shrinkage(labels, probs, shares) -> float:
 def no_better(metric: str, value: float, baseline: float, margin: float = 0.0) -> bool:
     """Whether `value` of `metric` is no better than `baseline`, or better by no more than `margin`
     (prior_margin): a log loss not lower by more, an accuracy or ROC AUC not higher by more. False
-    when either is NaN (nothing to judge: e.g. ROC AUC on one class)."""
-    if metric == "log_loss":
+    when either is NaN (nothing to judge: e.g. ROC AUC on one class). RMSE, as log loss, is lower when better."""
+    if metric in ("log_loss", "rmse"):
         return bool(value >= baseline - margin)
     return bool(value <= baseline + margin)
 

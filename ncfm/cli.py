@@ -12,7 +12,7 @@ import dataclasses
 import errno
 import sys
 
-from ncfm import NcfmError
+from ncfm import NcfmError, competition
 from ncfm.config import PredictAnswer, TrainConfig
 
 
@@ -92,17 +92,29 @@ def _add_split_train_val(sub):
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default 0 = all cores)")
     p.add_argument("--force", action="store_true", help="overwrite an existing manifest")
     g = p.add_argument_group("layout (detected; these override)")
-    g.add_argument("--train-dir", default=None, help="training images, relative to --data-dir (default: train/ or train_images/)")
+    g.add_argument("--train-dir", default=None,
+                   help="training images, relative to --data-dir (default: train/, train_images/ or train-jpg/)")
     g.add_argument("--test-dir", default=None, help="test images, relative to --data-dir (default: every test*/ folder)")
     g.add_argument("--labels-csv", default=None,
-                   help="CSV of image id and label for a flat training folder (default: labels.csv, train.csv "
-                   "or train_labels.csv when train/ has no class folders)")
+                   help="CSV of image id and label for a flat training folder (default: labels.csv, train.csv, "
+                   "train_labels.csv, train_v2.csv or trainLabels.csv when train/ has no class folders)")
     g.add_argument("--id-column", default=None, help="the labels CSV's id column (default: its first)")
     g.add_argument("--label-column", default=None,
-                   help="the labels CSV's label column (default: its only other column, or one named label, "
-                   "class, breed, species, ...)")
+                   help="the labels CSV's label column (default: its only other column, the sample submission's "
+                   "answer column, or one named label, class, breed, species, ...)")
     g.add_argument("--competition", default=None,
-                   help="Kaggle slug, recorded for submit/submissions (default: NCFM's for NCFM's layout)")
+                   help="Kaggle slug, recorded for submit/submissions (default: NCFM's for NCFM's layout); a known "
+                   "slug also sets the task and metric (Planet, iMet, Pawpularity, APTOS, Diabetic Retinopathy)")
+    g.add_argument("--task", default=None, choices=competition.TASKS,
+                   help="what the answer is: single (one class per image), multilabel (space-separated labels), "
+                   "regression (a number), ordinal (an integer grade). Default: read from the labels (several "
+                   "labels in some rows; over 30 distinct numbers; whole numbers in a column named diagnosis, "
+                   "level or grade); a column of small whole numbers elsewhere needs --task ordinal")
+    g.add_argument("--metric", default=None, choices=list(competition.METRIC_NAMES),
+                   help="the competition's metric where the task's default is not it: multilabel f2_samples "
+                   "(default, Planet), f2_micro (iMet 2019), f1_micro, f1_macro, f2_macro, f1_samples; "
+                   "regression rmse; ordinal qwk; single log_loss, accuracy or roc_auc (default: from the "
+                   "sample submission)")
 
 
 def _cmd_split_train_val(args) -> int:

@@ -46,22 +46,28 @@ def is_hidden(name: str) -> bool:
 
 
 # --------------------------------------------------------------------------- the layout
-TRAIN_DIRS = ("train", "train_images")  # where Kaggle's training images usually are
-LABEL_CSVS = ("labels.csv", "train.csv", "train_labels.csv")  # and their labels, when not in folders
+TRAIN_DIRS = ("train", "train_images", "train-jpg")  # where Kaggle's training images usually are
+LABEL_CSVS = ("labels.csv", "train.csv", "train_labels.csv", "train_v2.csv", "trainLabels.csv")  # and their labels, when not in folders
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "breed", "species")
-SAMPLE_FILES = ("sample_submission.csv", "sampleSubmission.csv", "sample_submission_stg1.csv")
+SAMPLE_FILES = ("sample_submission.csv", "sampleSubmission.csv", "sample_submission_v2.csv",
+                "sample_submission_stg1.csv")
+ORDINAL_COLUMNS = ("diagnosis", "level", "grade", "severity")  # a labels column of whole numbers so named: grades
+NUMBER_VALUES = 30  # a labels column of more distinct numbers than this holds a number to predict
 POSITIVE_LABELS = ("1", "true", "yes", "positive")
 
 
 def describe_competition(data_dir: os.PathLike | str, *, train_dir: str | None = None,
                          test_dir: str | None = None, labels_csv: str | None = None,
                          id_column: str | None = None, label_column: str | None = None,
-                         slug: str | None = None) -> tuple[Competition, pd.DataFrame]:
+                         slug: str | None = None, task: str | None = None,
+                         metric: str | None = None) -> tuple[Competition, pd.DataFrame]:
     """Read the competition's own files: (its description, the training table image,label).
 
     Labels come from class folders (train/<class>/) or from a flat image folder plus a labels
     CSV; classes, ids and the kind of submission come from the sample submission's header and
-    values. The keyword arguments override what would be detected (the CLI's --train-dir, ...).
+    values. The keyword arguments override what would be detected (the CLI's --train-dir, ...,
+    --task, --metric). The task (one class per image, several labels, a number, a grade) comes from
+    `task`, else the slug (competition.KNOWN_TASKS), else the labels (_task_of).
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -77,7 +83,8 @@ def describe_competition(data_dir: os.PathLike | str, *, train_dir: str | None =
         train, source = _labels_from_folders(data_dir, train_rel, subfolders, loose), \
             {"source": "folders", "dir": train_rel}
     elif csv_path is not None:
-        train, source = _labels_from_csv(data_dir, train_rel, csv_path, id_column, label_column)
+        train, source = _labels_from_csv(data_dir, train_rel, csv_path, id_column, label_column,
+                                         _answer_column(data_dir))
     elif (train := _labels_from_names(train_rel, loose)) is not None:
         source = {"source": "names", "dir": train_rel}
     else:
@@ -86,16 +93,16 @@ def describe_competition(data_dir: os.PathLike | str, *, train_dir: str | None =
             f"({', '.join(LABEL_CSVS)}) was found in {data_dir}, and the file names do not start with a label "
             f"(as cat.1.jpg, dog.1.jpg); put the competition's labels CSV there or pass --labels-csv PATH "
             f"(with --id-column/--label-column if its columns are not obvious)")
-    if source["source"] == "csv" and (other := _not_one_class(train.label)):
-        raise NcfmError(f"{csv_path}: its {source['label_column']!r} column holds {other}, not one class per image; "
-                        f"ncfm reads competitions whose answer is one class per image so far (several labels, a "
-                        f"number and an ordered grade are planned). If it is one class per image after all, pass "
-                        f"--label-column for the column that says so")
+    samples = _sample_files(data_dir)
+    sample_path = data_dir / samples[min(samples)] if samples else None
+    sample = read_sample_file(sample_path) if sample_path else None
+    task, metric = _task_of(train.label, source, task, metric, slug)
+    if task != "single":
+        return _other_task(data_dir, train, source, task, metric, sample, sample_path, samples, test_dir, slug)
     classes = tuple(sorted(train.label.unique()))
     if len(classes) < 2:
         raise NcfmError(f"{data_dir / train_rel}: only one class ({classes[0]}); a classifier needs two or more")
 
-    samples = _sample_files(data_dir)
     test_dirs = _test_folders(data_dir, test_dir)
     ncfm_like = set(classes) == set(competition.NCFM_CLASSES)
     if not samples:
@@ -105,8 +112,6 @@ def describe_competition(data_dir: os.PathLike | str, *, train_dir: str | None =
             return comp, train
         raise NcfmError(f"{data_dir}: no sample submission ({', '.join(SAMPLE_FILES)}); it decides the "
                         f"ids, columns and kind of the submission: download it with the competition's files")
-    sample_path = data_dir / samples[min(samples)]
-    sample = read_sample_file(sample_path)
     kind, classes, positive = _kind_of(sample, classes, sample_path, data_dir / train_rel, source)
     id_column, columns = str(sample.columns[0]), tuple(str(c) for c in sample.columns[1:])
     suffix = _id_suffix(data_dir, sample[id_column].tolist()[:50], test_dirs, sample_path)
@@ -114,7 +119,8 @@ def describe_competition(data_dir: os.PathLike | str, *, train_dir: str | None =
         slug = competition.NCFM_SLUG if ncfm_like and kind == "probabilities" else ""
         if source["source"] == "names" and set(classes) == {"cat", "dog"} and kind == "binary":
             slug = competition.DOGS_VS_CATS_SLUG  # scored by log loss, which its sample cannot say
-    metric = competition.KNOWN_METRICS.get(slug, competition.METRICS[kind])
+    metric = metric or competition.KNOWN_METRICS.get(slug, competition.METRICS[kind])
+    _check_metric(metric, "single")
     comp = Competition(classes=classes, kind=kind, metric=metric, id_column=id_column, columns=columns,
                        positive=positive, samples={str(k): v for k, v in samples.items()},
                        test_dirs=test_dirs, id_suffix=suffix, train=source, slug=slug)
@@ -242,27 +248,114 @@ def _labels_from_names(train_rel: str, names: list[str]) -> pd.DataFrame | None:
         "image", kind="stable").reset_index(drop=True)
 
 
-def _not_one_class(labels: pd.Series) -> str:
-    """What a labels column holds when it is not one class per image, else "": several space-separated
-    labels (Planet's tags: more distinct combinations than distinct labels), or a number (more than 30
-    distinct numeric values, as Pawpularity's scores)."""
+def _answer_column(data_dir: Path) -> str | None:
+    """The sample submission's answer column when it has one (its name is often the labels column's)."""
+    samples = _sample_files(data_dir) if data_dir.is_dir() else {}
+    sample = read_sample_file(data_dir / samples[min(samples)], check=False) if samples else None
+    return str(sample.columns[1]) if sample is not None and len(sample.columns) == 2 else None
+
+
+def _check_metric(metric: str, task: str) -> None:
+    if metric not in competition.TASK_METRICS[task]:
+        raise NcfmError(f"--metric {metric}: not a metric of a {task} competition; choose one of "
+                        f"{', '.join(competition.TASK_METRICS[task])}")
+
+
+def _task_of(labels: pd.Series, source: dict, task: str | None, metric: str | None,
+             slug: str | None) -> tuple[str, str | None]:
+    """(task, metric or None for the task's default): --task, else the slug's (KNOWN_TASKS), else what
+    the labels show (_task_from_labels)."""
+    known = competition.KNOWN_TASKS.get(slug or "")
+    if task is None and known:
+        task, metric = known[0], metric or known[1]
+    task = task or _task_from_labels(labels, source)
+    if task not in competition.TASKS:
+        raise NcfmError(f"--task {task}: choose one of {', '.join(competition.TASKS)}")
+    if task != "single" and source["source"] != "csv":
+        where = "file names" if source["source"] == "names" else "class folders"
+        raise NcfmError(f"--task {task}: its labels come from a labels CSV, but {source['dir']}/ has its labels in "
+                        f"its {where} (one class per image); pass --labels-csv PATH, or leave --task out")
+    if metric:
+        _check_metric(metric, task)
+    return task, metric
+
+
+def _task_from_labels(labels: pd.Series, source: dict) -> str:
+    """What a labels column holds: several space-separated labels (more distinct combinations than
+    distinct labels, as Planet's tags), a number (more than NUMBER_VALUES distinct numbers, as
+    Pawpularity's), a grade (whole numbers in a column named as ORDINAL_COLUMNS, as APTOS' diagnosis),
+    else one class per image ("single"). Other grades need --task ordinal: a column of digits can as
+    well be classes (Digit Recognizer's)."""
     labels = labels.astype(str).str.strip()
     tokens = labels.str.split()
-    if (tokens.str.len() > 1).any():
-        vocabulary = {t for ts in tokens for t in ts}
-        if labels.nunique() > len(vocabulary):
-            return (f"several labels per image ({len(vocabulary)} labels, space-separated, in {labels.nunique()} "
-                    f"combinations, e.g. {labels[tokens.str.len() > 1].iloc[0]!r})")
+    if (tokens.str.len() > 1).any() and labels.nunique() > len({t for ts in tokens for t in ts}):
+        return "multilabel"
     numbers = pd.to_numeric(labels, errors="coerce")
-    if numbers.notna().all() and labels.nunique() > 30:
-        return f"a number per image ({labels.nunique()} distinct values from {numbers.min():g} to {numbers.max():g})"
-    return ""
+    if numbers.notna().all():
+        if labels.nunique() > NUMBER_VALUES:
+            return "regression"
+        if (source.get("label_column", "").lower() in ORDINAL_COLUMNS and (numbers == numbers.round()).all()
+                and numbers.nunique() >= 3):
+            return "ordinal"
+    return "single"
 
 
-def _pick_label_column(df: pd.DataFrame, id_col: str, path: Path) -> str:
+def _other_task(data_dir: Path, train: pd.DataFrame, source: dict, task: str, metric: str | None,
+                sample: pd.DataFrame | None, sample_path: Path | None, samples: dict, test_dir: str | None,
+                slug: str | None) -> tuple[Competition, pd.DataFrame]:
+    """The competition and training table of a multilabel, regression or ordinal task: the labels
+    checked and normalised (a label once per image; grades as integers), and what the task needs
+    from them (the label vocabulary, the value range, the grades)."""
+    where = data_dir / source["csv"]
+    if sample is None:
+        raise NcfmError(f"{data_dir}: no sample submission ({', '.join(SAMPLE_FILES)}); it decides the ids and the "
+                        f"answer column: download it with the competition's files")
+    if len(sample.columns) != 2:
+        raise NcfmError(f"{sample_path}: {len(sample.columns) - 1} answer columns, but a {task} competition answers "
+                        f"in one; pass --task single if it asks for a probability per class")
+    id_column, column = str(sample.columns[0]), str(sample.columns[1])
+    labels = train.label.astype(str).str.strip()
+    if task == "multilabel":
+        tokens = labels.str.split()
+        extra = {"classes": tuple(sorted({t for ts in tokens for t in ts}))}
+        labels = tokens.map(lambda ts: " ".join(dict.fromkeys(ts)))
+    else:
+        numbers = pd.to_numeric(labels, errors="coerce")
+        bad = labels[numbers.isna() | ~np.isfinite(numbers.fillna(0))]
+        if len(bad):
+            raise NcfmError(f"{where}: {len(bad)} label(s) of {source['label_column']!r} are not numbers "
+                            f"({', '.join(map(repr, bad.unique()[:3]))}); a {task} competition needs a number "
+                            f"per image: fix those rows, or pass --task single if its labels are classes")
+        if task == "ordinal":
+            if not (numbers == numbers.round()).all():
+                raise NcfmError(f"{where}: grades must be whole numbers; {source['label_column']!r} holds "
+                                f"{numbers[numbers != numbers.round()].iloc[0]:g}; pass --task regression")
+            grades = tuple(range(int(numbers.min()), int(numbers.max()) + 1))
+            if not 2 <= len(grades) <= 100:
+                raise NcfmError(f"{where}: {len(grades)} grade(s) from {grades[0]} to {grades[-1]}; an ordinal "
+                                f"competition has 2 to 100; pass --task regression or single")
+            extra = {"classes": (column,), "grades": grades}
+            labels = numbers.astype(int).astype(str)
+        else:
+            if numbers.min() == numbers.max():
+                raise NcfmError(f"{where}: every label is {numbers.min():g}; nothing to predict")
+            extra = {"classes": (column,), "value_range": (float(numbers.min()), float(numbers.max()))}
+    test_dirs = _test_folders(data_dir, test_dir)
+    suffix = _id_suffix(data_dir, sample[id_column].tolist()[:50], test_dirs, sample_path)
+    comp = Competition(kind=task, metric=metric or competition.METRICS[task], id_column=id_column, columns=(column,),
+                       samples={str(k): v for k, v in samples.items()}, test_dirs=test_dirs, id_suffix=suffix,
+                       train=source, slug=slug or "", **extra)
+    return comp, train.assign(label=labels.to_numpy())
+
+
+def _pick_label_column(df: pd.DataFrame, id_col: str, path: Path, answer: str | None = None) -> str:
+    """The labels column: the only other one, the sample submission's answer column (Pawpularity's
+    train.csv holds 12 metadata columns beside it), or the one with a usual name."""
     others = [c for c in df.columns if c != id_col]
     if len(others) == 1:
         return others[0]
+    if answer in others:
+        return answer
     named = [c for c in others if c.lower() in LABEL_COLUMNS]
     if len(named) == 1:
         return named[0]
@@ -271,7 +364,7 @@ def _pick_label_column(df: pd.DataFrame, id_col: str, path: Path) -> str:
 
 
 def _labels_from_csv(data_dir: Path, train_rel: str, path: Path, id_column: str | None,
-                     label_column: str | None) -> tuple[pd.DataFrame, dict]:
+                     label_column: str | None, answer: str | None = None) -> tuple[pd.DataFrame, dict]:
     """Labels from a CSV of (id, label) for a flat folder of images; ids with or without extension."""
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -284,7 +377,7 @@ def _labels_from_csv(data_dir: Path, train_rel: str, path: Path, id_column: str 
     for flag, col in (("--id-column", id_col), ("--label-column", label_column)):
         if col and col not in df.columns:
             raise NcfmError(f"{path}: no column {col!r} ({flag}); its columns are {', '.join(df.columns)}")
-    label_col = label_column or _pick_label_column(df, id_col, path)
+    label_col = label_column or _pick_label_column(df, id_col, path, answer)
     ids, labels = df[id_col].str.strip(), df[label_col].str.strip()
     blank = df.index[(ids == "") | (labels == "")]
     if len(blank):
@@ -335,7 +428,7 @@ def _sample_files(data_dir: Path) -> dict[int, str]:
     found = {s: n for s, n in staged.items() if read_sample_file(data_dir / n, check=False) is not None}
     if found:
         return found
-    for name in SAMPLE_FILES[:2]:
+    for name in SAMPLE_FILES[:3]:
         if read_sample_file(data_dir / name, check=False) is not None:
             return {1: name}
     return {}

@@ -33,6 +33,13 @@ swapping whole groups between folds (balance_groups). A fold whose class share s
 from the whole's by more than SHARE_TOLERANCE is warned about, naming the fold and class. Group
 ids are numbered in order of first appearance in the image-sorted table, so the CSV is
 byte-identical for the same images and seed.
+
+Answers that are not one class per image are stratified by what stands for their class
+(`strata`): a grade by itself; a number by its quantile bin (QUANTILE_BINS); several labels by the
+image's rarest label for the grouping decision and the warnings, while the folds themselves come
+from iterative stratification over the label sets (Sechidis et al., 2011: the rarest label's
+images, group by group, each to the fold that still needs most of it; iterative_folds), which
+keeps every label's share even where one label per image could not.
 """
 
 from __future__ import annotations
@@ -395,15 +402,75 @@ def share_drift(folds: pd.DataFrame) -> tuple[float, int, str, float, float]:
     return float(gaps.loc[fold, label]), int(fold), str(label), float(shares.loc[fold, label]), float(whole[label])
 
 
+QUANTILE_BINS = 10  # a number to predict is stratified by this many quantile bins (fewer for few images)
+
+
+def strata(labels: pd.Series, task: str = "single") -> pd.Series:
+    """What stands for an image's class when stratifying a task (see the module docstring)."""
+    labels = labels.astype(str)
+    if task == "regression":
+        values = pd.to_numeric(labels, errors="coerce")
+        bins = max(2, min(QUANTILE_BINS, len(values) // 20))
+        codes = pd.qcut(values.rank(method="first"), bins, labels=False)
+        return codes.map(lambda b: f"bin{int(b)}")
+    if task == "multilabel":
+        counts = pd.Series([t for ts in labels.str.split() for t in ts]).value_counts()
+        return labels.str.split().map(lambda ts: min(ts, key=lambda t: (counts[t], t)))
+    return labels
+
+
+def iterative_folds(label_counts: np.ndarray, sizes: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Iterative stratification of units (groups of images) over their label sets: the fold of each
+    unit, given each unit's count of images per label (units x labels) and its number of images.
+
+    While a label is left, the one with the fewest units left goes first: each of its units (in a
+    seeded random order) goes to the fold that still wants most of that label and of the unit's
+    other labels (each as a share of its total), ties to the fold that wants most images, then at
+    random; a fold's wants drop by what the unit brings. Units without labels fill the folds that
+    want most images."""
+    rng = np.random.default_rng(seed)
+    counts, sizes = np.asarray(label_counts, dtype=np.float64), np.asarray(sizes, dtype=np.float64)
+    want_labels = np.tile(counts.sum(axis=0) / n_folds, (n_folds, 1))
+    want_size = np.full(n_folds, sizes.sum() / n_folds)
+    fold_of = np.full(len(counts), -1, dtype=np.int64)
+
+    totals = np.maximum(counts.sum(axis=0), 1.0)
+
+    def place(unit: int, column: np.ndarray) -> None:
+        # the unit's other labels count too (a group brings several images, each several labels),
+        # each relative to its total: what the fold still wants of all it brings
+        fit = np.round(column / totals[label] + (want_labels / totals) @ counts[unit] / max(counts[unit].sum(), 1), 9)
+        key = np.lexsort((rng.random(n_folds), -want_size, -fit))
+        fold = int(key[0])
+        fold_of[unit] = fold
+        want_labels[fold] -= counts[unit]
+        want_size[fold] -= sizes[unit]
+
+    while True:
+        open_units = fold_of < 0
+        left = (counts[open_units] > 0).sum(axis=0)
+        if not left.any():
+            break
+        label = int(np.lexsort((rng.random(len(left)), np.where(left > 0, left, np.inf)))[0])
+        for unit in rng.permutation(np.flatnonzero(open_units & (counts[:, label] > 0))):
+            place(int(unit), want_labels[:, label])
+    label = 0
+    for unit in rng.permutation(np.flatnonzero(fold_of < 0)):
+        place(int(unit), np.zeros(n_folds))
+    return fold_of
+
+
 def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: str = "auto",
-                 features=None, known_near_duplicates: str = "", progress: bool = False) -> pd.DataFrame:
+                 features=None, known_near_duplicates: str = "", progress: bool = False,
+                 task: str = "single") -> pd.DataFrame:
     """df (image, label[, width, height, thumb]) plus `group` and `fold` (0..n_folds-1), sorted by image.
 
     groups="auto" decides between boat groups and none (choose_groups); the result's
     attrs["groups"] and attrs["why"] say what was used and why, attrs["largest_share_gap"] the
     (gap, fold, class) of share_drift. Warns (UserWarning) when a class
     has fewer groups than folds (some folds then hold no validation image of that class) and when
-    a fold's class share is further than SHARE_TOLERANCE from the whole's.
+    a fold's class share is further than SHARE_TOLERANCE from the whole's. For another `task` the
+    classes are its strata, and several labels per image are split by iterative_folds.
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
@@ -415,6 +482,8 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: s
     df = df.iloc[order].reset_index(drop=True)
     if features is not None:
         features = [features[i] for i in order]
+    answers = df["label"].to_numpy()
+    df = df.assign(label=strata(df["label"], task).to_numpy())
     out = df.copy()
     if groups == "auto":
         out["group"], groups, why = choose_groups(df, features, known_near_duplicates, progress)
@@ -468,6 +537,12 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: s
         counts = pd.crosstab(group_ids, y).to_numpy()  # rows: group ids 0..G-1 in order
         first = np.unique(group_ids, return_index=True)[1]
         fold = balance_groups(counts, fold[first], n_folds)[group_ids]
+    if task == "multilabel":
+        tags = pd.Series(answers).str.get_dummies(sep=" ").to_numpy()
+        group_ids = out["group"].to_numpy()
+        per_group = np.zeros((group_ids.max() + 1, tags.shape[1]))
+        np.add.at(per_group, group_ids, tags)
+        fold = iterative_folds(per_group, np.bincount(group_ids), n_folds, seed)[group_ids]
     out["fold"] = fold
     gap, k, label, share, whole = share_drift(out)
     out.attrs.update(groups=groups, why=why, largest_share_gap=(gap, k, label))
@@ -477,6 +552,7 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: s
             f"({gap * 100:.0f} points; tolerance {SHARE_TOLERANCE * 100:.0f}). Its out-of-fold scores judge another "
             f"class mix than the test's; fewer --folds or --groups none balance them, but let near-duplicates leak",
             stacklevel=2)
+    out["label"] = answers
     return out
 
 
@@ -490,6 +566,23 @@ def fold_table(folds: pd.DataFrame, classes=None) -> pd.DataFrame:
     return table
 
 
+def task_fold_table(folds: pd.DataFrame, comp) -> pd.DataFrame:
+    """fold_table for the competition's task: images per fold and class or grade; per label (an image
+    counts once for each of its labels); or a number's mean and spread."""
+    if comp.kind == "multilabel":
+        tags = folds["label"].str.get_dummies(sep=" ").reindex(columns=list(comp.classes), fill_value=0)
+        table = tags.groupby(folds["fold"]).sum()
+        table["images"] = folds.groupby("fold").size()
+    elif comp.kind == "regression":
+        values = pd.to_numeric(folds["label"]).groupby(folds["fold"])
+        table = pd.DataFrame({"images": values.size(), "mean": values.mean().round(2), "std": values.std().round(2),
+                              "min": values.min(), "max": values.max()})
+    else:
+        return fold_table(folds, [str(g) for g in comp.grades] if comp.kind == "ordinal" else comp.classes)
+    table["groups"] = folds.groupby("fold")["group"].nunique()
+    return table
+
+
 # --------------------------------------------------------------------------- the manifest
 FOLDS_CSV = "folds.csv"  # split_train_val's manifest, in the data folder unless --out/--folds-csv say otherwise
 
@@ -499,9 +592,9 @@ def folds_csv_path(data_dir, given=None) -> Path:
     return Path(given) if given else Path(data_dir) / FOLDS_CSV
 
 
-def read_manifest(folds_csv: Path, fold: int | None = None, classes=None) -> tuple[pd.DataFrame, int]:
+def read_manifest(folds_csv: Path, fold: int | None = None, classes=None, comp=None) -> tuple[pd.DataFrame, int]:
     """folds.csv as a table (labels as strings) and its number of folds; with `classes`, every
-    label must be one of them."""
+    label must be one of them; with `comp` (a Competition), one it can read (Competition.bad_labels)."""
     if not folds_csv.is_file():
         raise NcfmError(f"{folds_csv}: folds manifest not found; run `ncfm split_train_val` first "
                         f"(or pass --folds-csv)")
@@ -515,6 +608,9 @@ def read_manifest(folds_csv: Path, fold: int | None = None, classes=None) -> tup
     if not pd.api.types.is_integer_dtype(df.fold):
         raise NcfmError(f"{folds_csv}: the fold column must hold whole numbers; rerun `ncfm split_train_val --force`")
     unknown = sorted(set(df.label) - set(classes)) if classes is not None else []
+    if comp is not None and (bad := comp.bad_labels(df.label)):
+        raise NcfmError(f"{folds_csv}: label(s) that the competition ({comp.kind}) cannot read: {bad[:5]}; rerun "
+                        f"`ncfm split_train_val --force`")
     if unknown:
         raise NcfmError(f"{folds_csv}: unknown labels {unknown[:10]}; the competition's classes are "
                         f"{', '.join(classes)}; rerun `ncfm split_train_val --force`")
@@ -538,7 +634,8 @@ def main(args) -> int:
         raise NcfmError(f"received --folds {args.folds}; k-fold needs at least 2 folds")
     comp, df = describe_competition(data_dir, train_dir=args.train_dir, test_dir=args.test_dir,
                                     labels_csv=args.labels_csv, id_column=args.id_column,
-                                    label_column=args.label_column, slug=args.competition)
+                                    label_column=args.label_column, slug=args.competition,
+                                    task=getattr(args, "task", None), metric=getattr(args, "metric", None))
     print(comp.describe())
     print(f"found {len(df)} training images in {data_dir / comp.train['dir']}")
     checked = check_images([data_dir / p for p in df["image"]], workers=args.workers,
@@ -552,7 +649,7 @@ def main(args) -> int:
         for img, err in bad:
             print(f"  {data_dir / img}: {err}")
     keep = checked["ok"].to_numpy()
-    emptied = sorted(set(df.label) - set(df.label[keep]))
+    emptied = sorted(set(df.label) - set(df.label[keep])) if comp.task == "single" else []
     if emptied:
         where = {"folders": [str(data_dir / comp.train["dir"] / c) for c in emptied],
                  "names": [f"{data_dir / comp.train['dir']}/{c}.*" for c in emptied]}.get(
@@ -566,7 +663,7 @@ def main(args) -> int:
         warnings.simplefilter("always")
         folds = assign_folds(df, n_folds=args.folds, seed=args.seed, groups=args.groups,
                              known_near_duplicates=competition.KNOWN_NEAR_DUPLICATES.get(comp.slug, ""),
-                             progress=sys.stderr.isatty())
+                             progress=sys.stderr.isatty(), task=comp.task)
     used = folds.attrs["groups"]
     print(f"--groups {args.groups}: {folds.attrs['why']}")
     labels_from = data_dir / comp.train.get("csv", comp.train["dir"])
@@ -608,6 +705,6 @@ def main(args) -> int:
 
     print(f"{meta['n_images']} images in {meta['n_groups']} groups (--groups {used}), "
           f"{args.folds} folds, seed {args.seed}")
-    print(fold_table(folds, comp.classes).to_string())
+    print(task_fold_table(folds, comp).to_string())
     print(f"{out}: {status} (settings in {sidecar}; the competition in {described})")
     return 0

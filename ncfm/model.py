@@ -4,7 +4,7 @@ A model built here takes raw uint8 pixels (B, S, S, 3) and does everything else 
 
     training model:  uint8 "image" -> RandomAugment -> "classifier"
     inference model: uint8 "image" -> "classifier"
-    "classifier":    preprocess -> backbone -> pool -> dropout -> Dense(K, softmax, float32)
+    "classifier":    preprocess -> backbone -> pool -> dropout -> Dense(K, softmax or sigmoid, float32)
 
 The classifier is a nested model so prediction can wrap it with test-time views
 (`build_tta_model`) and phase 1 can freeze just its backbone. It holds only Keras' own layers
@@ -130,13 +130,18 @@ def _make_backbone(spec: Backbone, size: int, weights):
 
 def build_model(backbone: str = "inception_v3", weights: str = "none", image_size: int = 0,
                 dropout: float = 0.5, augment: dict | None = None, seed: int | None = None, *,
-                num_classes: int) -> keras.Model:
+                num_classes: int, activation: str = "softmax") -> keras.Model:
     """The full training model: uint8 input, augmentation, classifier (see module docstring).
 
-    num_classes is the competition's (no default: a model's head must never be sized by accident).
+    num_classes is the competition's outputs (no default: a model's head must never be sized by
+    accident): 2 or more classes under softmax; with activation="sigmoid" (several labels, a scaled
+    number or grade: ncfm.task) one or more outputs, each in [0, 1] on its own.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, received num_classes={num_classes!r}")
+    least = 2 if activation == "softmax" else 1
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < least:
+        raise ValueError(f"num_classes must be an integer >= {least}, received num_classes={num_classes!r}")
+    if activation not in ("softmax", "sigmoid"):
+        raise ValueError(f"activation must be softmax or sigmoid, received {activation!r}")
     spec = get_backbone(backbone)
     size = image_size or spec.size
     if size < spec.min_size:
@@ -150,7 +155,7 @@ def build_model(backbone: str = "inception_v3", weights: str = "none", image_siz
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     # its own stream: with the augmentation's seed the flip coins would track the first dropout units
     x = keras.layers.Dropout(dropout, seed=None if seed is None else seed + 1, name="dropout")(x)
-    probs = keras.layers.Dense(int(num_classes), activation="softmax", dtype="float32", name="probs")(x)
+    probs = keras.layers.Dense(int(num_classes), activation=activation, dtype="float32", name="probs")(x)
     classifier = keras.Model(pixels, probs, name="classifier")
 
     raw = keras.Input((size, size, 3), dtype="uint8", name="image")

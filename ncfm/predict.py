@@ -62,7 +62,7 @@ def usable_folds(run_dir: Path, comp: Competition, allow_unfinished: bool = Fals
         if not runs.is_finished(fold):
             unfinished.append(fold)
         if fold.oof.is_file():
-            runs.read_oof(fold.oof, expected, fix)
+            runs.read_oof(fold.oof, expected, fix, one_class=comp.task == "single")
     if unfinished and not allow_unfinished:
         raise NcfmError(f"{run_dir}: training not finished for {', '.join(f.name for f in unfinished)} "
                         f"(state.json); rerun `ncfm train --fold K --run {run_dir}` to finish it (it "
@@ -82,6 +82,8 @@ def against_priors(fold: runs.Fold, comp: Competition) -> tuple[float, float, fl
     metric, state = comp.metric, runs.read_state(fold) or {}
     if f"oof_{metric}" in state and f"prior_{metric}" in state and "prior_margin" in state:
         return float(state[f"oof_{metric}"]), float(state[f"prior_{metric}"]), float(state["prior_margin"])
+    if comp.task != "single":  # train records these for every fold of another task
+        return None
     folds_csv = Path((runs.read_config(fold) or {}).get("folds_csv") or "")
     if not (fold.oof.is_file() and folds_csv.is_file()):
         return None
@@ -196,8 +198,10 @@ def _refuse_nan(probs: np.ndarray, fold: runs.Fold, what: str) -> None:
 
 
 # ----------------------------------------------------------------------------- models
-def predict_views(model, images, rows, views, batch_size: int, progress: bool = True) -> np.ndarray:
-    """Mean over `views` of the model's probabilities for images[rows] -> (len(rows), classes)."""
+def predict_views(model, images, rows, views, batch_size: int, progress: bool = True,
+                  normalise: bool = True) -> np.ndarray:
+    """Mean over `views` of the model's probabilities for images[rows] -> (len(rows), classes), each
+    row summing to 1 unless not `normalise` (sigmoid outputs: ncfm.task)."""
     from ncfm.batches import make_batches
     from ncfm.model import build_tta_model
 
@@ -208,7 +212,7 @@ def predict_views(model, images, rows, views, batch_size: int, progress: bool = 
     batches = make_batches(images, np.asarray(rows), None, batch_size=batch_size, pad=True)
     per_view = tta.predict(batches, verbose=1 if progress and sys.stdout.isatty() else 0)
     probs = np.asarray(per_view, dtype="float64")[: len(rows)].mean(axis=1)
-    return probs / probs.sum(axis=1, keepdims=True)
+    return probs / probs.sum(axis=1, keepdims=True) if normalise else probs
 
 
 def default_batch_size(n_views: int, n_devices: int = 1) -> int:
@@ -230,7 +234,7 @@ def predict_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, data_d
 
     from ncfm.cache import cache_key, load_images_masked
 
-    classes, n_views = comp.classes, len(views)
+    classes, n_views, one_class = comp.classes, len(views), comp.task == "single"
     size = runs.fold_image_size(folds[0])
     # a test image replaced since (same name, new bytes or date) makes the saved predictions stale
     test_images = cache_key(data_dir, list(test.path), size)
@@ -245,7 +249,7 @@ def predict_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, data_d
             recorded = np.flatnonzero(np.isnan(test_probs).any(axis=1))
             _check_unreadable(data_dir, test, recorded, fill_rows, recorded_in=test_path)
             test_probs[recorded] = 1.0 / len(classes)  # placeholder; main gives these rows the priors
-        oof = runs.read_oof(fold.oof, classes) if fold.oof.is_file() else None
+        oof = runs.read_oof(fold.oof, classes, one_class=one_class) if fold.oof.is_file() else None
         oof_probs = None
         if oof is not None:  # the held-out images under the same views
             oof_probs = oof[list(classes)].to_numpy("float64") if n_views == 1 else (
@@ -259,7 +263,7 @@ def predict_run(run_dir: Path, folds: list[runs.Fold], comp: Competition, data_d
                     pixels, bad = load_images_masked(data_dir, list(test.path), size, cache_dir=cache_dir)
                     _check_unreadable(data_dir, test, bad, fill_rows)
                 log(f"{fold.dir}: {len(test)} test images x {n_views} views")
-                test_probs = predict_views(model, pixels, np.arange(len(test)), views, batch_size)
+                test_probs = predict_views(model, pixels, np.arange(len(test)), views, batch_size, normalise=one_class)
                 _refuse_nan(test_probs, fold, "test images")
                 saved = runs.probability_frame(test.id, test_probs, classes)
                 saved.loc[bad, list(classes)] = np.nan  # a black image's prediction is no prediction
@@ -407,13 +411,13 @@ def _oof_views(model, oof, fold, comp, data_dir, size, views, batch_size, log, c
     if not folds_csv.is_file():
         log(f"{folds_csv}: not found; calibrating on the plain (single-view) OOF predictions")
         return None
-    manifest, _ = read_manifest(folds_csv, classes=comp.classes)
+    manifest, _ = read_manifest(folds_csv, comp=comp)
     pixels = load_images(data_dir, list(manifest.image), size, cache_dir=cache_dir)  # the cache training built
     rows = pd.Index(manifest.image).get_indexer(oof.image)
     if (rows < 0).any():
         log(f"{folds_csv}: does not hold this fold's images; calibrating on the plain OOF")
         return None
-    return predict_views(model, pixels, rows, views, batch_size, progress=False)
+    return predict_views(model, pixels, rows, views, batch_size, progress=False, normalise=comp.task == "single")
 
 
 def _check_unreadable(data_dir: Path, test: pd.DataFrame, bad, fill_rows, recorded_in: Path | None = None) -> None:
@@ -472,8 +476,11 @@ def main(args) -> int:
         log(devices_line)
     fill_rows: list[int] | None = [] if args.fill_unreadable else None
 
-    run_tests, run_oofs, shrunk, box_scores = [], [], {}, {}
     cache_dir = getattr(args, "cache_dir", None)
+    if comp.task != "single":
+        return _predict_task(args, comp, data_dir, stage, test, views, batch_size, devices, run_dirs, run_folds,
+                             left_out, weak_rule, fill_rows, out, first, cache_dir, log)
+    run_tests, run_oofs, shrunk, box_scores = [], [], {}, {}
     with runtime.data_parallel(devices):  # every model is loaded and predicts inside
         for run, folds, crop_run in zip(run_dirs, run_folds, crop_runs):
             if crop_run:
@@ -524,6 +531,88 @@ def main(args) -> int:
                  "its form checked, but not its ids: no sample submission to check them against")
     log(f"wrote {written} ({len(test)} rows, {len(run_dirs)} run(s) x folds x {len(views)} views, {validated})")
     return 0
+
+
+def _predict_task(args, comp: Competition, data_dir: Path, stage: int, test: pd.DataFrame, views, batch_size: int,
+                  devices, run_dirs, run_folds, left_out, weak_rule, fill_rows, out: Path, first: Path,
+                  cache_dir, log) -> int:
+    """predict for several labels, a number or a grade (ncfm.task): the sigmoid outputs averaged over
+    views, folds and runs (arithmetic means: a mean of scaled numbers is the scaled mean); the answer
+    rule fitted on the pooled OOF (task.fit_answer: thresholds, grade cut points, the clipping range;
+    a richer rule only where it wins on held-out folds) and recorded in calibration.json; the CSV in
+    the sample's form."""
+    from ncfm import runtime, task
+    from ncfm.dataset import read_sample_submission
+    from ncfm.submission import build_submission, write_submission
+
+    if args.run_weights != "equal":
+        raise NcfmError(f"--run-weights {args.run_weights} weighs runs by their log loss; a {comp.kind} competition "
+                        f"averages its runs equally (--run-weights equal)")
+    if args.mean != "arithmetic" or args.clip:
+        log(f"--mean {args.mean} / --clip {args.clip:g}: not used for a {comp.kind} competition (arithmetic means; "
+            f"its answer rule is fitted on OOF instead)")
+    run_tests, pooled = [], []
+    with runtime.data_parallel(devices):
+        for run, folds in zip(run_dirs, run_folds):
+            tests, oofs = predict_run(run, folds, comp, data_dir, stage, test, views, batch_size=batch_size,
+                                      force=args.recompute, log=log, fill_rows=fill_rows, cache_dir=cache_dir)
+            run_tests.append(np.mean(tests, axis=0))
+            if oofs:
+                pooled.append(pd.concat([df.assign(fold=name) for name, df in oofs.items()], ignore_index=True)
+                              .drop_duplicates("image").set_index("image").sort_index())
+    outputs = np.mean(run_tests, axis=0)
+    classes = list(comp.classes)
+    record = {"method": "none", "metric": comp.metric, "temperature": 1.0, "floor": 0.0}
+    rule = task.default_rule(comp)
+    if len(pooled) == len(run_dirs) and pooled:
+        common = pooled[0].index
+        for frame in pooled[1:]:
+            common = common.intersection(frame.index)
+        labels = pooled[0].loc[common, "label"]
+        oof = np.mean([frame.loc[common, classes].to_numpy("float64") for frame in pooled], axis=0)
+        folds = pooled[0].loc[common, "fold"].to_numpy()
+        for name in np.unique(folds):
+            rows = folds == name
+            log(f"  {name}: OOF {comp.metric_name} {task.score(comp, labels[rows], oof[rows]):.4f} "
+                f"({task.FIXED_RULE[comp.kind]}; {rows.sum()} images)")
+        fitted = task.fit_answer(comp, labels, oof, folds)
+        rule = fitted["rule"]
+        shown = "; ".join(f"{name} {v['on_oof']:.4f} on OOF, {v['held_out']:.4f} held out"
+                          for name, v in fitted["scores"].items())
+        log(f"answer rule fitted on {len(labels)} OOF images ({comp.metric_name}): {shown}; using {fitted['chosen']}"
+            + _rule_text(comp, rule))
+        record |= {"answer": fitted, "oof_score": fitted["scores"][fitted["chosen"]]["held_out"],
+                   "oof_score_fixed": fitted["scores"]["fixed"]["on_oof"]}
+        fill = task.targets(comp, labels).mean(axis=0)
+    else:
+        log("no out-of-fold predictions found: answering with the fixed rule (" + task.FIXED_RULE[comp.kind] + ")")
+        record["answer"] = {"rule": rule, "chosen": "fixed", "scores": {}}
+        fill = outputs.mean(axis=0)
+    if fill_rows:
+        outputs[fill_rows] = fill
+        log(f"{len(fill_rows)} unreadable test image(s) given the training average: "
+            + ", ".join(test.id.iloc[i] for i in fill_rows))
+
+    sample = read_sample_submission(data_dir, stage, comp)
+    sample_ids = list(sample.iloc[:, 0]) if sample is not None else list(test.id)
+    written = write_submission(build_submission(list(test.id), outputs, comp, rule), out, sample_ids, comp,
+                               force=args.force)
+    runs.write_calibration(first, record | {
+        "runs": [str(r) for r in run_dirs], "tta": len(views), "stage": stage, "mean": "arithmetic",
+        "weak_folds": weak_rule, "left_out": left_out, "shrink": {},
+        "options": {name: getattr(args, name, None) for name in ANSWER_OPTIONS} | {"weak_folds": weak_rule}})
+    validated = ("validated" if sample is not None else
+                 "its form checked, but not its ids: no sample submission to check them against")
+    log(f"wrote {written} ({len(test)} rows, {len(run_dirs)} run(s) x folds x {len(views)} views, {validated})")
+    return 0
+
+
+def _rule_text(comp: Competition, rule: dict) -> str:
+    if comp.kind == "multilabel":
+        return " (thresholds " + ", ".join(f"{c} {t:.2f}" for c, t in zip(comp.classes, rule["thresholds"])) + ")"
+    if comp.kind == "ordinal":
+        return " (cut points " + ", ".join(f"{c:.2f}" for c in rule["cuts"]) + ")"
+    return f" (clipped to {rule['clip'][0]:g}..{rule['clip'][1]:g})"
 
 
 def _calibrated(probs, pooled, calibration: dict, comp: Competition, method: str, clip: float, log) -> np.ndarray:

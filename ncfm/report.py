@@ -804,10 +804,14 @@ def _loader(run_dir: Path):
     config.json cannot be read is loaded as a classifier run, whose reader turns the damage into a note."""
     import importlib
 
+    from ncfm.report_task import load_task_run, task_competition
+
     try:
         kind = runs.run_kind(run_dir) or runs.CLASSIFIER
     except NcfmError:
         kind = runs.CLASSIFIER
+    if kind == runs.CLASSIFIER and (comp := task_competition(run_dir)) is not None:
+        return lambda run, calibration_dir=None: load_task_run(run, comp, calibration_dir)
     module, name = runs.family(kind).report.split(":")
     return getattr(importlib.import_module(module), name)
 
@@ -816,7 +820,8 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict:
     """Write report.html and its PNGs for one or more runs; return the numbers and the paths written.
 
     Returns {"runs": [per-run summary], "detectors": [per-detector-run summary], "ensemble":
-    dict | None, "html": Path, "pngs": [Path]}. Each (classifier) run summary holds "classes",
+    dict | None, "html": Path, "pngs": [Path]}, and "tasks": the summaries of runs whose answer is not one
+    class per image (ncfm.report_task.summarize_task_run). Each (classifier) run summary holds "classes",
     "folds" (per-fold log_loss, accuracy, roc_auc for two classes, ...) and "oof" (pooled OOF
     log_loss, accuracy, prior_baseline, uniform_baseline, and predict's temperature, floor and
     calibrated_log_loss, None before predict has run), or "oof": None while no fold has finished.
@@ -824,6 +829,7 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict:
     best_iou, fish_auc, boxed_images, ...), their "mean", "pooled" and "grid" (the images drawn).
     """
     from ncfm.report_detect import _detector_model_text, _detector_section, summarize_detector_run
+    from ncfm.report_task import TaskRun, summarize_task_run, task_section
 
     if not run_dirs:
         raise NcfmError("no run folder given; pass --run runs/NAME")
@@ -835,9 +841,11 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict:
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dirs[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     every_summary = [summarize_run(run) | {"model": _model_text(run)} if isinstance(run, Run) else
+                     summarize_task_run(run) | {"model": _model_text(run)} if isinstance(run, TaskRun) else
                      summarize_detector_run(run) | {"model": _detector_model_text(run)} for run in every]
     summaries = [s for run, s in zip(every, every_summary) if isinstance(run, Run)]
-    detectors = [s for run, s in zip(every, every_summary) if not isinstance(run, Run)]
+    detectors = [s for run, s in zip(every, every_summary) if not isinstance(run, (Run, TaskRun))]
+    tasks = [s for run, s in zip(every, every_summary) if isinstance(run, TaskRun)]
     ensemble = ensemble_summary(loaded) if len(loaded) > 1 else None
 
     written: list[Path] = []
@@ -850,7 +858,7 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict:
             tag = tag if tag not in used else f"{tag}{i}"
             used.add(tag)
             prefix = f"report_{tag}_"
-        draw = _run_section if isinstance(run, Run) else _detector_section
+        draw = _run_section if isinstance(run, Run) else task_section if isinstance(run, TaskRun) else _detector_section
         sections.append(draw(run, s, f"run{i}", prefix, out_dir, written))
 
     names = ", ".join(s["name"] for s in every_summary)
@@ -868,17 +876,20 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict:
             + "\n".join(body) + f"\n<script>{_IMG_CHECK}</script>\n</body></html>\n")
     html_path = out_dir / "report.html"
     atomic_write_text(html_path, page)
-    return {"runs": summaries, "detectors": detectors, "ensemble": ensemble, "members": members, "html": html_path,
-            "pngs": written}
+    return {"runs": summaries, "detectors": detectors, "tasks": tasks, "ensemble": ensemble, "members": members,
+            "html": html_path, "pngs": written}
 
 
 def format_summary(result: dict) -> str:
     """The console version of the CV table(s)."""
     from ncfm.report_detect import _format_detector
+    from ncfm.report_task import format_task
 
     lines = []
     for s in result.get("detectors", []):
         lines += _format_detector(s)
+    for s in result.get("tasks", []):
+        lines += format_task(s)
     for s in result["runs"]:
         auc = s["binary"]
         lines.append(f"{s['run']}  {s.get('model', '')}")

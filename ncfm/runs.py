@@ -412,9 +412,11 @@ def probability_frame(ids, probs, classes, id_column: str = "image") -> pd.DataF
     return df
 
 
-def read_oof(path: Path, classes, fix: str = "") -> pd.DataFrame:
+def read_oof(path: Path, classes, fix: str = "", one_class: bool = True) -> pd.DataFrame:
     """An OOF file (oof.csv or oof_tta<N>.csv) checked: image, label (one of `classes`) and a
-    finite probability column per class. Adds `y`, the label's index in `classes`."""
+    finite probability column per class. Adds `y`, the label's index in `classes`. With
+    one_class=False (several labels, a number, a grade: ncfm.task) the label is kept as it is and
+    each output must lie in [0, 1]; no `y`."""
     fix = fix or "retrain that fold, or move its folder out of the run to leave it out"
     try:
         df = pd.read_csv(path, dtype={"image": str, "label": str}, keep_default_na=False)
@@ -425,20 +427,23 @@ def read_oof(path: Path, classes, fix: str = "") -> pd.DataFrame:
         raise NcfmError(f"{path}: missing column(s) {', '.join(missing[:5])}; expected image,label,"
                         f"{','.join(classes[:5])}{',...' if len(classes) > 5 else ''}; {fix}")
     index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted(set(df.label) - set(index))
+    unknown = sorted(set(df.label) - set(index)) if one_class else []
     if unknown:
         raise NcfmError(f"{path}: unknown label(s) {unknown[:5]}; labels must be among the competition's "
                         f"classes; {fix}")
     probs = pd.DataFrame({c: pd.to_numeric(df[c], errors="coerce") for c in classes}).to_numpy("float64")
-    bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1) | (probs.sum(axis=1) <= 0)
+    bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1)
+    bad |= (probs.sum(axis=1) <= 0) if one_class else (probs > 1).any(axis=1)
     if len(df) == 0 or bad.any():
         what = "no rows" if len(df) == 0 else (f"{int(bad.sum())} row(s) with empty, non-numeric, negative or "
-                                               f"all-zero probabilities (first: {df.image.iloc[int(np.argmax(bad))]})")
+                                               f"{'all-zero' if one_class else 'above 1'} probabilities (first: "
+                                               f"{df.image.iloc[int(np.argmax(bad))]})")
         raise NcfmError(f"{path}: {what}; {fix}")
     out = pd.DataFrame(probs, columns=list(classes))
     out.insert(0, "label", df.label.to_numpy())
     out.insert(0, "image", df.image.to_numpy())
-    out["y"] = df.label.map(index).astype(int).to_numpy()
+    if one_class:
+        out["y"] = df.label.map(index).astype(int).to_numpy()
     return out
 
 

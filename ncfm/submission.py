@@ -7,6 +7,9 @@ ncfm.competition):
     probabilities   one finite value in [0, 1] per class column, the row summing to 1 (NCFM, Dog Breed)
     label           one class name, spelled exactly as the class (Plant Seedlings, Paddy)
     binary          one finite value in [0, 1], the probability of the positive class (Aerial Cactus)
+    multilabel      space-separated labels of the vocabulary, each once, at least one (Planet, iMet)
+    regression      one finite number (Pawpularity)
+    ordinal         one whole number among the grades (APTOS, Diabetic Retinopathy)
 
 `predict`, `validate` and `submit` all run the same checks (`validate_submission`), so a file that
 passes here is one Kaggle will score.
@@ -73,11 +76,14 @@ class Checked(NamedTuple):
 
 
 # --------------------------------------------------------------------------- pure core
-def build_submission(ids: Sequence[str], probs: np.ndarray, competition: Competition) -> pd.DataFrame:
+def build_submission(ids: Sequence[str], probs: np.ndarray, competition: Competition,
+                     rule: dict | None = None) -> pd.DataFrame:
     """One row per id, under the sample's header. `probs` holds the model's outputs, shape
     (N, num_classes) in `competition.classes` order; each kind writes what Kaggle scores:
     every class's probability (in the sample's column order), the most likely class's name, or
-    the positive class's probability."""
+    the positive class's probability; for the other tasks the answer `rule` (ncfm.task; fitted
+    by predict, default: the fixed one) makes of the outputs: labels, a number, a grade."""
+    from ncfm import task
     probs = np.asarray(probs, dtype=np.float64)
     ids = [str(i) for i in ids]
     classes = list(competition.classes)
@@ -94,6 +100,8 @@ def build_submission(ids: Sequence[str], probs: np.ndarray, competition: Competi
         df = pd.DataFrame(probs[:, [classes.index(c) for c in columns]], columns=columns)
     elif competition.kind == "label":
         df = pd.DataFrame({columns[0]: np.asarray(classes, dtype=object)[probs.argmax(axis=1)]})
+    elif competition.task != "single":
+        df = pd.DataFrame({columns[0]: task.values_for_csv(competition, task.decide(competition, probs, rule))})
     else:
         df = pd.DataFrame({columns[0]: probs[:, classes.index(competition.positive)]})
     df.insert(0, competition.id_column, ids)
@@ -231,9 +239,72 @@ def _label_problems(df: pd.DataFrame, ids: list[str] | None, column: str, classe
     return problems
 
 
+def _tag_problems(df: pd.DataFrame, ids: list[str] | None, column: str, labels: Sequence[str]) -> list[str]:
+    """Several labels per row: empty rows (the training labels never are), labels outside the
+    vocabulary (with the label a near miss means), a label twice in a row."""
+    if column not in df.columns:
+        return []
+    rows = df[column].astype(str).tolist()
+    known, by_loose = set(labels), {_loose(c): c for c in labels}
+    empty = [i for i, x in enumerate(rows) if not x.split()]
+    unknown = [(i, t) for i, x in enumerate(rows) for t in x.split() if t not in known]
+    twice = [i for i, x in enumerate(rows) if len(set(x.split())) < len(x.split())]
+    problems = []
+    if empty:
+        items = [f"{_at(i, ids)} {column}" for i in empty]
+        problems.append(f"{_plural(len(empty), 'row')} without a label (every training image has one or more): "
+                        f"{_examples(items, len(empty))}")
+    if unknown:
+        items = []
+        for i, t in unknown[:SHOWN_PER_KIND]:
+            fix = by_loose.get(_loose(t))
+            items.append(f"{_at(i, ids)} {t!r}" + (f" ({t!r} should be {fix!r})" if fix else ""))
+        shown = " ".join(labels[:CLASSES_SHOWN]) + (" ..." if len(labels) > CLASSES_SHOWN else "")
+        problems.append(f"{_plural(len(unknown), 'label')} not among the {len(labels)} labels ({shown}; spelled "
+                        f"exactly, separated by spaces): {_examples(items, len(unknown))}")
+    if twice:
+        items = [f"{_at(i, ids)} {rows[i]!r}" for i in twice]
+        problems.append(f"{_plural(len(twice), 'row')} naming a label twice: {_examples(items, len(twice))}")
+    return problems
+
+
+def _number_problems(df: pd.DataFrame, ids: list[str] | None, competition: Competition) -> list[str]:
+    """A number per row (regression): empty, not a number, NaN or infinite; a grade (ordinal): also
+    not a whole number, or not one of the grades."""
+    column = competition.columns[0]
+    if column not in df.columns:
+        return []
+    values, empty, non_numeric = _parse_column(df[column])
+    raw = df[column].astype(str).str.strip().tolist()
+    with np.errstate(invalid="ignore"):
+        kinds = [("empty value", empty), ("value that is not a number", non_numeric),
+                 ("NaN value", np.isnan(values) & ~empty & ~non_numeric), ("infinite value", np.isinf(values))]
+        if competition.kind == "ordinal":
+            finite = np.isfinite(values)
+            whole = finite & (values == np.round(values))
+            kinds += [("value that is not a whole grade", finite & ~whole),
+                      ("grade out of range", whole & ~np.isin(values, competition.grades))]
+    problems = []
+    for name, mask in kinds:
+        rows = np.flatnonzero(mask)
+        if len(rows):
+            items = [f"{_at(i, ids)} {column}={raw[i]!r}" for i in rows[:SHOWN_PER_KIND]]
+            plural = {"value that is not a number": "values that are not numbers",
+                      "value that is not a whole grade": "values that are not whole grades"}.get(
+                name, name.replace("value", "values", 1).replace("grade out", "grades out"))
+            where = (f" (grades are {', '.join(map(str, competition.grades))})"
+                     if name.startswith("grade") or "whole grade" in name else "")
+            problems.append(f"{_plural(len(rows), name, plural)}{where}: {_examples(items, len(rows))}")
+    return problems
+
+
 def _value_problems(df: pd.DataFrame, ids: list[str] | None, competition: Competition) -> list[str]:
     if competition.kind == "label":
         return _label_problems(df, ids, competition.columns[0], competition.classes)
+    if competition.kind == "multilabel":
+        return _tag_problems(df, ids, competition.columns[0], competition.classes)
+    if competition.kind in ("regression", "ordinal"):
+        return _number_problems(df, ids, competition)
     return _probability_problems(df, ids, competition.columns,
                                  rows_sum_to_one=competition.kind == "probabilities")
 
@@ -316,8 +387,10 @@ def format_submission(df: pd.DataFrame, competition: Competition) -> str:
     if competition.kind == "probabilities":
         probs = df[columns].to_numpy(dtype=np.float64)
         out = pd.DataFrame(probs / probs.sum(axis=1, keepdims=True), columns=columns)
-    elif competition.kind == "binary":
+    elif competition.kind in ("binary", "regression"):
         out = pd.DataFrame({columns[0]: df[columns[0]].to_numpy(dtype=np.float64)})
+    elif competition.kind == "ordinal":
+        out = pd.DataFrame({columns[0]: df[columns[0]].to_numpy(dtype=np.float64).astype(np.int64)})
     else:
         out = pd.DataFrame({columns[0]: df[columns[0]].astype(str).to_numpy()})
     out.insert(0, competition.id_column, df[competition.id_column].astype(str).to_numpy())

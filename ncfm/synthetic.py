@@ -1,9 +1,11 @@
-"""A synthetic dataset shaped like a Kaggle image-classification competition's files.
+"""A synthetic dataset shaped like a Kaggle image competition's files.
 
     ncfm make_synthetic demo/data --n-train 400                      # NCFM, ~2 s at --scale 0.25
     ncfm make_synthetic demo/dogs --layout dog-breed --n-classes 10  # Dog Breed Identification
+    ncfm make_synthetic demo/planet --layout planet                  # several tags per image
 
-Four layouts, each imitating one Kaggle competition's files as its data page describes them:
+Seven layouts, each imitating one Kaggle competition's files as its data page describes them;
+four with one class per image:
     ncfm             train/<CLASS>/img_NNNNN.jpg, test_stg1/img_NNNNN.jpg, test_stg2/image_NNNNN.jpg
                      (optionally nested test_stg2/test_stg2/), sample_submission_stg1.csv and _stg2.csv
                      (image,ALB,...,YFT; stage 2 = the stage-1 names, then test_stg2/image_NNNNN.jpg)
@@ -13,23 +15,48 @@ Four layouts, each imitating one Kaggle competition's files as its data page des
                      sample_submission.csv (file,species: file names with .png, one label per row)
     aerial-cactus    train/<id>.jpg and test/<id>.jpg, always 32x32, train.csv (id,has_cactus; ids with
                      .jpg; ~75% ones), sample_submission.csv (id,has_cactus: P(cactus), 0.5 each)
+and three whose answer is something else:
+    planet           several tags per image (Planet: Understanding the Amazon from Space):
+                     train-jpg/train_<n>.jpg, test-jpg/test_<n>.jpg (n from 0), square; train_v2.csv
+                     (image_name,tags: names without .jpg, tags space-separated, e.g. "clear primary"),
+                     sample_submission_v2.csv (image_name,tags: "primary clear" each). n_classes of the
+                     17 tags (default 6, always primary and clear), each its own drawn object (shape,
+                     stripes, hue), one per tag present, in cells of a grid; primary on ~90% of the
+                     images, clear ~70%, the others Kaggle's share but at least 5% (agriculture ~30%),
+                     every tag on at least n_train/25 images (16 at 400); one weather tag at most per
+                     image, nothing else on a cloudy one, every image has a tag; videos of up to 4
+                     frames (6 elsewhere): more videos, so more tag combinations in a small set
+                     (more combinations than tags from about n_train=100 at the default 6 tags)
+    pawpularity      a number per image (PetFinder.my Pawpularity): train/<Id>.jpg, test/<Id>.jpg (Ids: 32
+                     hex digits); train.csv (Id, 12 binary metadata columns, Pawpularity: 1 to 100),
+                     test.csv (Id and the metadata), sample_submission.csv (Id,Pawpularity: 50.0 each).
+                     The score is the pet's appeal, drawn as its size (larger = higher), plus the
+                     boat's offset and noise (sd 8): mean ~38, sd ~20, right-skewed; frames of a video
+                     differ a little in score; the metadata is drawn independently of it
+    aptos            an ordered grade per image (APTOS 2019 Blindness Detection): train_images/<id_code>.png,
+                     test_images/<id_code>.png (12 hex digits), square; train.csv (id_code,diagnosis:
+                     0 to 4, in APTOS's balance with a floor), test.csv (id_code), sample_submission.csv
+                     (id_code,diagnosis: 0 each). A round fundus over the boat's deck, with more and
+                     larger lesions (yellow exudates, dark red haemorrhages) the higher the grade
 
 What every layout imitates, because the pipeline's choices depend on it:
 - boats (cameras, backgrounds): each boat has one image size (Kaggle's NCFM sizes times --scale;
-  square for plant seedlings; 32x32 for aerial cactus) and its own deck (colour, plank seams,
-  sea, rails, gear, lighting). Boats correlate with classes, but every class appears on several
-  boats, so group-aware folds are possible;
+  square for plant seedlings, planet and aptos; 32x32 for aerial cactus) and its own deck
+  (colour, plank seams, sea, rails, gear, lighting). Boats correlate with classes, but every
+  class appears on several boats, so group-aware folds are possible;
 - videos: consecutive near-identical frames of one boat (same deck, object moved a little), so
   plain stratified folds leak; on NCFM some videos are night-vision (grey or green monochrome);
 - classes: a distinct drawing per class (fish shape, colours, stripes, fins; NCFM's NoF and the
   cactus-free aerial photos have none), in the competition's class balance (NCFM: ALB ~45%,
-  LAG ~2%) with a floor so every class fills 5 folds;
+  LAG ~2%) with a floor so every class fills 5 folds; likewise Planet's tags and APTOS's grades,
+  and Pawpularity's score is visible in the image (see above);
 - NCFM's stage 2 shows boats never seen in training; the other layouts have one test folder,
   drawn on the training boats.
 
 Extra files that Kaggle does not ship, for tests and metrics: train_boats.csv (image,boat: the
 true boat of each training image, image relative to the data folder) and test_truth.csv (the
-sample submission's id column, then label; NCFM adds boat,stage). NCFM's layout also gets the
+sample submission's id column, then label; NCFM adds boat,stage; planet, pawpularity and aptos name
+the label as Kaggle does: tags, Pawpularity, diagnosis). NCFM's layout also gets the
 training fish's boxes as the community shared them, boxes/<class>_labels.json in the Sloth tool's
 JSON (for `ncfm boxes`; see _sloth_files). --small-fish draws small fish on large frames, --decoys N
 N fish-like distractors on every frame (crates, rags, fish-shaped bags in fish colours).
@@ -69,7 +96,9 @@ DECK_COLOURS = [(150, 150, 150), (110, 125, 140), (215, 215, 210), (190, 175, 14
                 (70, 120, 125), (140, 80, 60), (90, 90, 100), (180, 190, 200), (120, 105, 80)]
 
 # Random streams, one per purpose, so adding a draw to one never shifts another.
-_PLAN, _BOAT, _VIDEO, _FRAME, _BOXES, _DECOY = 0, 1, 2, 3, 4, 5
+_PLAN, _BOAT, _VIDEO, _FRAME, _BOXES, _DECOY, _ANSWER = 0, 1, 2, 3, 4, 5, 6
+# ... and within _ANSWER (planet, pawpularity, aptos): one sub-stream per purpose
+_APPEAL, _METADATA, _EYE = 0, 1, 2
 
 
 # --------------------------------------------------------------------------- the competitions
@@ -101,6 +130,31 @@ PLANT_TRAIN_COUNTS = {"Black-grass": 263, "Charlock": 390, "Cleavers": 287, "Com
                       "Sugar beet": 385}
 # Aerial Cactus Identification's has_cactus labels: about 75% ones.
 CACTUS_TRAIN_COUNTS = {"0": 4364, "1": 13136}
+# Planet: Understanding the Amazon from Space: its 17 tags and about how many of its 40,479 training
+# images carry each (train_v2.csv). The weather tags are exclusive: exactly one per image on Kaggle,
+# and a cloudy image carries no other tag.
+PLANET_TAG_COUNTS = {"agriculture": 12315, "artisinal_mine": 339, "bare_ground": 862, "blooming": 332,
+                     "blow_down": 101, "clear": 28431, "cloudy": 2089, "conventional_mine": 100,
+                     "cultivation": 4547, "habitation": 3660, "haze": 2697, "partly_cloudy": 7261,
+                     "primary": 37513, "road": 8071, "selective_logging": 340, "slash_burn": 209, "water": 7411}
+PLANET_IMAGES = 40479
+PLANET_WEATHER = ("clear", "cloudy", "haze", "partly_cloudy")
+# PetFinder.my Pawpularity: 12 binary metadata columns (train.csv, test.csv) and about how often each
+# is 1; they say little about the score, on Kaggle as here (drawn independently of it).
+PET_METADATA = {"Subject Focus": 0.03, "Eyes": 0.77, "Face": 0.90, "Near": 0.86, "Action": 0.01,
+                "Accessory": 0.07, "Group": 0.13, "Collage": 0.05, "Human": 0.17, "Occlusion": 0.17,
+                "Info": 0.06, "Blur": 0.07}
+# The score: the photo's appeal (visible: the pet's size) plus the boat's (camera's) own offset plus
+# noise, rounded and clipped to 1..100. Appeal ~ shift + Gamma(shape, scale): right-skewed like
+# Kaggle's scores (mean ~38, sd ~20).
+PAW_SHAPE, PAW_SCALE, PAW_SHIFT = 4.9, 8.54, -3.9
+PAW_NOISE_SD, PAW_BOAT_SD = 8.0, 4.0
+PAW_BINS = [(lo, lo + 9) for lo in range(1, 100, 10)]  # the summary's class_counts: images per ten points
+# APTOS 2019 Blindness Detection: training images per diagnosis grade (0 no DR ... 4 proliferative DR).
+APTOS_TRAIN_COUNTS = {"0": 1805, "1": 370, "2": 999, "3": 193, "4": 295}
+# lesions drawn on a fundus of each grade (times 0.8-1.2): more with every grade, so neighbouring
+# grades look more alike than distant ones
+APTOS_LESIONS = (0, 4, 10, 18, 30)
 
 
 @dataclass(frozen=True)
@@ -113,6 +167,9 @@ class Layout:
     id_digits: int          # hex digits of an image id; 0: NCFM's numbered img_NNNNN.jpg
     class_folders: bool     # train/<class>/... (else a flat train/ and a labels CSV)
     size: str               # "boat": the boat's camera size x scale; "square": its height squared; "32x32"
+    answer: str = "class"   # what a label is: "class" (one per image), "tags" (several), "number", "grade"
+    train_folder: str = "train"
+    test_folder: str = "test"
 
 
 LAYOUTS = {
@@ -120,6 +177,10 @@ LAYOUTS = {
     "dog-breed": Layout(dict.fromkeys(DOG_BREEDS, 1), 6, "jpg", 32, False, "boat"),
     "plant-seedlings": Layout(PLANT_TRAIN_COUNTS, 5, "png", 9, True, "square"),
     "aerial-cactus": Layout(CACTUS_TRAIN_COUNTS, 2, "jpg", 32, False, "32x32"),
+    # counts: the tags' images; the score's column; the grades' images
+    "planet": Layout(PLANET_TAG_COUNTS, 6, "jpg", 0, False, "square", "tags", "train-jpg", "test-jpg"),
+    "pawpularity": Layout({"Pawpularity": 9912}, 1, "jpg", 32, False, "boat", "number"),
+    "aptos": Layout(APTOS_TRAIN_COUNTS, 5, "png", 12, False, "square", "grade", "train_images", "test_images"),
 }
 
 
@@ -133,14 +194,33 @@ def _class_weights(name: str, n_classes: int | None) -> dict[str, int]:
     """The synthetic set's classes (a spread of the competition's, in its order) and their weights."""
     counts = _layout(name).counts
     n = _layout(name).default_classes if n_classes is None else n_classes
-    if name in ("ncfm", "aerial-cactus") and n != len(counts):
-        raise NcfmError(f"received n_classes={n_classes}; the {name} layout has exactly {len(counts)} classes "
+    if name in ("ncfm", "aerial-cactus", "aptos") and n != len(counts):
+        kind = "grades (0 to 4)" if name == "aptos" else "classes"
+        raise NcfmError(f"received n_classes={n_classes}; the {name} layout has exactly {len(counts)} {kind} "
                         f"(leave n_classes out)")
     if not 2 <= n <= len(counts):
         raise NcfmError(f"received n_classes={n_classes}; the {name} layout has 2 to {len(counts)} classes")
     # evenly spread over the sorted names (not the first n: they would all start with "a")
     chosen = [list(counts)[i * len(counts) // n] for i in range(n)]
     return {c: counts[c] for c in chosen}
+
+
+def _answer_classes(name: str, n_classes: int | None) -> list[str]:
+    """What the summary counts on the layouts whose answer is not one class per image: Planet's tags
+    (n_classes of the 17, default 6: primary and clear, then a spread over the others from the
+    commonest to the rarest, in Kaggle's alphabetical order), Pawpularity's bins of ten points."""
+    if name == "pawpularity":
+        if n_classes is not None:
+            raise NcfmError(f"received n_classes={n_classes}; the pawpularity layout has a number per image "
+                            f"(Pawpularity, 1 to 100), not classes (leave n_classes out)")
+        return [f"{lo}-{hi}" for lo, hi in PAW_BINS]
+    n = _layout(name).default_classes if n_classes is None else n_classes
+    if not 2 <= n <= len(PLANET_TAG_COUNTS):
+        raise NcfmError(f"received n_classes={n_classes}; the planet layout has 2 to {len(PLANET_TAG_COUNTS)} tags")
+    others = sorted((t for t in PLANET_TAG_COUNTS if t not in ("primary", "clear")),
+                    key=lambda t: -PLANET_TAG_COUNTS[t])
+    chosen = {"primary", "clear"} | {others[i * len(others) // (n - 2)] for i in range(n - 2)}
+    return [t for t in PLANET_TAG_COUNTS if t in chosen]
 
 
 # --------------------------------------------------------------------------- the plan
@@ -251,8 +331,8 @@ def _ncfm_names(rng, train, test1, test2, nested_stg2) -> list[tuple]:
 
 
 def _hex_names(rng, layout: Layout, train, test) -> list[tuple]:
-    """train/[<class>/]<id>.<ext> and test/<id>.<ext>, ids random hex (32 digits like an md5, or 9
-    as in Plant Seedlings)."""
+    """train/[<class>/]<id>.<ext> and test/<id>.<ext> (or the layout's folders), ids random hex (32
+    digits like an md5, 12 as in APTOS, or 9 as in Plant Seedlings)."""
     ids: list[str] = []
     seen = set()
     while len(ids) < len(train) + len(test):
@@ -262,11 +342,129 @@ def _hex_names(rng, layout: Layout, train, test) -> list[tuple]:
             ids.append(new)
     jobs = []
     for (video, boat, label, f), i in zip(train, ids):
-        folder = f"train/{label}" if layout.class_folders else "train"
+        folder = f"{layout.train_folder}/{label}" if layout.class_folders else layout.train_folder
         jobs.append((f"{folder}/{i}.{layout.ext}", boat, label, video, f, 0))
     for (video, boat, label, f), i in zip(test, ids[len(train):]):
-        jobs.append((f"test/{i}.{layout.ext}", boat, label, video, f, 1))
+        jobs.append((f"{layout.test_folder}/{i}.{layout.ext}", boat, label, video, f, 1))
     return jobs
+
+
+def _plan_answers(layout: str, tags: list[str], n_train: int, n_test: int, boats: int, seed: int) -> list[tuple]:
+    """Planet's and Pawpularity's images, as _plan's: the videos first (every boat gets one, then
+    by the boats' weights), then their answers. Planet: each video's tags (_tag_videos), the same on
+    every frame. Pawpularity: a score per frame, the video's appeal (what the image shows, see
+    _appeal) plus its boat's offset plus noise, so near-duplicate frames differ a little in score."""
+    rng = np.random.default_rng([seed, _PLAN])
+    boat_weights = rng.dirichlet(np.full(boats, 3.0))
+    train = _boat_videos(rng, n_train, boats, boat_weights, 4 if layout == "planet" else 6)
+    test = _boat_videos(rng, n_test, boats, boat_weights, 3)
+    if layout == "planet":
+        tag_boats = {t: rng.dirichlet(np.full(boats, 1.5)) for t in tags}  # tags correlate with boats
+        floor = max(5, min(n_train // 25, 40))  # 16 at 400: every tag fills 5 folds
+        labels = (_tag_videos(rng, train, tags, tag_boats, n_train, floor)
+                  + _tag_videos(rng, test, tags, tag_boats, n_test, 0))
+
+        def label(video, boat, frame):
+            return labels[video]
+    else:
+        offsets = rng.normal(0, PAW_BOAT_SD, boats)
+
+        def label(video, boat, frame):
+            score = _appeal(seed, video) + offsets[boat] + rng.normal(0, PAW_NOISE_SD)
+            return str(int(np.clip(round(score), 1, 100)))
+
+    def frames(videos, first_video_id):
+        return [(first_video_id + v, boat, label(first_video_id + v, boat, f), f)
+                for v, (boat, length) in enumerate(videos) for f in range(length)]
+
+    train_frames = frames(train, 0)
+    test_frames = frames(test, len(train))
+    if layout == "planet":
+        return _planet_names(rng, train_frames, test_frames)
+    return _hex_names(rng, LAYOUTS[layout], train_frames, test_frames)
+
+
+def _boat_videos(rng, n: int, boats: int, weights: np.ndarray, max_len: int) -> list[tuple[int, int]]:
+    """n images as videos (boat, n_frames) of 1 to max_len frames: boat i gets video i, the rest by weight."""
+    videos, left = [], n
+    while left > 0:
+        length = int(min(left, rng.integers(1, max_len + 1)))
+        boat = len(videos) if len(videos) < boats else int(rng.choice(boats, p=weights))
+        videos.append((boat, length))
+        left -= length
+    return videos
+
+
+def _planet_share(tag: str) -> float:
+    """A tag's share of the images: Kaggle's, within [5%, 90%] (primary ~90%, clear ~70%, agriculture
+    ~30% ... the rarest raised to 5%)."""
+    return min(0.9, max(0.05, PLANET_TAG_COUNTS[tag] / PLANET_IMAGES))
+
+
+def _tag_videos(rng, videos: list[tuple], tags: list[str], tag_boats: dict, n: int, floor: int) -> list[str]:
+    """Each video's tags, space-separated in the vocabulary's order. Every tag goes to whole videos
+    until its images reach max(floor, its share of n) (_pick_videos); the weather tags go to distinct
+    videos (rarest first, clear last: one at most per image), a cloudy video gets no other tag, and a
+    video left without any tag gets primary, so every image has one."""
+    have: list[set] = [set() for _ in videos]
+    free = list(range(len(videos)))  # no weather tag yet
+    for t in sorted((t for t in tags if t in PLANET_WEATHER), key=PLANET_TAG_COUNTS.get):
+        chosen = set(_pick_videos(rng, videos, free, max(floor, round(n * _planet_share(t))), tag_boats[t]))
+        for v in chosen:
+            have[v].add(t)
+        free = [v for v in free if v not in chosen]
+    open_ = [v for v in range(len(videos)) if "cloudy" not in have[v]]
+    for t in (t for t in tags if t not in PLANET_WEATHER):
+        for v in _pick_videos(rng, videos, open_, max(floor, round(n * _planet_share(t))), tag_boats[t]):
+            have[v].add(t)
+    return [" ".join(t for t in tags if t in h) if h else "primary" for h in have]
+
+
+def _pick_videos(rng, videos: list[tuple], pool: list[int], target: int, boat_weights: np.ndarray) -> list[int]:
+    """Videos of the pool, in a random order weighted by their boats (first the shortest video of each
+    of the first five boats in that order, so even a rare tag spans several boats), until their
+    frames reach target."""
+    if target <= 0 or not pool:
+        return []
+    keys = rng.random(len(pool)) ** (1 / np.array([boat_weights[videos[v][0]] for v in pool]))
+    order = [pool[i] for i in np.argsort(-keys, kind="stable")]
+    shortest: dict[int, int] = {}  # boat -> its shortest video, boats in order of first appearance
+    for v in order:
+        boat = videos[v][0]
+        if boat not in shortest or videos[v][1] < videos[shortest[boat]][1]:
+            shortest[boat] = v
+    first = list(shortest.values())[:5]
+    order = first + [v for v in order if v not in set(first)]
+    chosen, total = [], 0
+    for v in order:
+        if total >= target:
+            break
+        chosen.append(v)
+        total += videos[v][1]
+    return chosen
+
+
+def _planet_names(rng, train, test) -> list[tuple]:
+    """Planet's file names: train-jpg/train_<n>.jpg and test-jpg/test_<n>.jpg, numbered from 0 in an
+    order that says nothing about tags or videos."""
+    jobs = []
+    for (video, boat, label, f), num in zip(train, rng.permutation(len(train))):
+        jobs.append((f"train-jpg/train_{num}.jpg", boat, label, video, f, 0))
+    for (video, boat, label, f), num in zip(test, rng.permutation(len(test))):
+        jobs.append((f"test-jpg/test_{num}.jpg", boat, label, video, f, 1))
+    return jobs
+
+
+def _appeal(seed: int, video: int) -> float:
+    """Pawpularity: how appealing a video's photo is, in score points (mean ~38); the pet is drawn
+    the larger the higher it is. Its own stream, so the plan and the drawing agree."""
+    return PAW_SHIFT + float(np.random.default_rng([seed, _ANSWER, _APPEAL, video]).gamma(PAW_SHAPE, PAW_SCALE))
+
+
+def _pet_metadata(seed: int, video: int) -> list[int]:
+    """Pawpularity's 12 binary metadata columns of a video's frames, each 1 with PET_METADATA's chance."""
+    draws = np.random.default_rng([seed, _ANSWER, _METADATA, video]).random(len(PET_METADATA))
+    return [int(d < p) for d, p in zip(draws, PET_METADATA.values())]
 
 
 def _image_size(layout: Layout, boat: int, boats: int, scale: float) -> tuple[int, int]:
@@ -369,13 +567,32 @@ def _palette(hue: float) -> dict:
     return {"back": rgb(hue, 0.8, 0.45), "belly": rgb(hue + 0.5, 0.35, 0.9), "fin": rgb(hue + 0.25, 0.9, 0.95)}
 
 
+def _one_hue(hue: float) -> dict:
+    """Back, belly and fin colours all of one saturated hue: an object told apart by its colour alone."""
+    def rgb(s, v):
+        return tuple(round(255 * x) for x in colorsys.hsv_to_rgb(hue % 1, s, v))
+    return {"back": rgb(0.85, 0.7), "belly": rgb(0.55, 0.95), "fin": rgb(0.9, 0.5)}
+
+
+PET_HUE = 0.85  # Pawpularity's pet: magenta, a colour the decks rarely have
+
+
 def _looks(layout: str, classes: list[str]) -> dict[str, Look]:
     """One look per class. NCFM: its own fish (NoF: none). Aerial cactus: a long green shape or
-    nothing. Otherwise class k gets shape k % 6, k // 6 % 4 stripes, and from k = 24 on a new palette."""
+    nothing. Planet: tag k of n gets shape k % 6, k // 6 stripes and its own hue k / n. Pawpularity:
+    one pet ("pet"), its size the label's cue. APTOS: none (a fundus and its lesions, _draw_eye).
+    Otherwise class k gets shape k % 6, k // 6 % 4 stripes, and from k = 24 on a new palette."""
     if layout == "ncfm":
         return {c: Look(c, FISH_LENGTH[c]) if c in FISH else Look("") for c in classes}
     if layout == "aerial-cactus":  # at 32x32 the cactus needs to be long to be seen
         return {"0": Look(""), "1": Look("DOL", 0.6)}
+    if layout == "planet":
+        return {c: Look(_SHAPES[k % 6], FISH_LENGTH[_SHAPES[k % 6]], _one_hue(k / len(classes)), k // 6)
+                for k, c in enumerate(classes)}
+    if layout == "pawpularity":
+        return {"pet": Look("LAG", 0.0, _one_hue(PET_HUE))}
+    if layout == "aptos":
+        return {}
     looks = {}
     for k, c in enumerate(classes):
         shape, stripes, palette = _SHAPES[k % 6], k // 6 % 4, k // 24
@@ -492,6 +709,7 @@ class Style:
     ext: str            # "jpg" or "png"
     fish_scale: float = 1.0  # fish length relative to the frame, times the class's own (small_fish: 0.4)
     decoys: int = 0  # fish-like distractors per frame (see _draw_decoy)
+    answer: str = "class"  # the layout's kind of label (Layout.answer): "class" frames by _render, else _render_answer
 
 
 def _draw_decoy(length: float, rng):
@@ -528,12 +746,13 @@ def _render(job, style: Style, with_fish: bool = True) -> tuple[bytes, list[tupl
 
     Returns the encoded image and the tight box (x, y, width, height) of each fish drawn, in the
     image's pixels, clipped to it (a fish wholly out of the frame has none). with_fish=False draws the
-    same frame without its fish (the same random draws), to check the boxes against.
+    same frame without its fish (the same random draws), to check the boxes against. The layouts
+    whose answer is not a class are drawn by _render_answer.
     """
-    from io import BytesIO
-
     from PIL import Image, ImageDraw
 
+    if style.answer != "class":
+        return _render_answer(job, style)
     path, boat, label, video, frame, _stage = job
     w, h = style.sizes[boat]
     look = style.looks[label]
@@ -559,14 +778,7 @@ def _render(job, style: Style, with_fish: bool = True) -> tuple[bytes, list[tupl
 
     bg = _background(seed, boat, w, h)
     pil = Image.fromarray(np.roll(bg, (int(dy), int(dx)), axis=(0, 1)) if (dx or dy) else bg)
-    if style.decoys:  # their own streams: the rest of the frame is drawn as without them
-        dv, df = np.random.default_rng([seed, _DECOY, video]), np.random.default_rng([seed, _DECOY, video, frame])
-        typical = 0.28 * w * style.fish_scale
-        for _ in range(style.decoys):
-            sprite = _draw_decoy(typical, np.random.default_rng(dv.integers(2**32)))
-            sprite = sprite.rotate(dv.uniform(0, 360), expand=True, resample=Image.BILINEAR)
-            cx, cy = dv.uniform([0.05 * w, 0.05 * h], [0.95 * w, 0.95 * h]) + df.normal(0, 0.004 * w, 2)
-            pil.paste(sprite, (int(cx - sprite.width / 2), int(cy - sprite.height / 2)), sprite)
+    _paste_decoys(pil, style, video, frame)
     if gear:
         r = 0.04 * w
         ImageDraw.Draw(pil).ellipse([gear_xy[0] - r, gear_xy[1] - r * 0.6, gear_xy[0] + r, gear_xy[1] + r * 0.6],
@@ -586,6 +798,34 @@ def _render(job, style: Style, with_fish: bool = True) -> tuple[bytes, list[tupl
             left, top, right, bottom = seen
             boxes.append((float(x + cx0 + left), float(y + cy0 + top), float(right - left), float(bottom - top)))
 
+    return _expose(pil, gain, night, green, fr, style.ext), boxes
+
+
+def _paste_decoys(pil, style: Style, video: int, frame: int) -> None:
+    """style.decoys fish-like distractors, in place; their own streams: the rest of the frame is drawn
+    as without them."""
+    if not style.decoys:
+        return
+    from PIL import Image
+
+    w, h = pil.size
+    dv = np.random.default_rng([style.seed, _DECOY, video])
+    df = np.random.default_rng([style.seed, _DECOY, video, frame])
+    typical = 0.28 * w * style.fish_scale
+    for _ in range(style.decoys):
+        sprite = _draw_decoy(typical, np.random.default_rng(dv.integers(2**32)))
+        sprite = sprite.rotate(dv.uniform(0, 360), expand=True, resample=Image.BILINEAR)
+        cx, cy = dv.uniform([0.05 * w, 0.05 * h], [0.95 * w, 0.95 * h]) + df.normal(0, 0.004 * w, 2)
+        pil.paste(sprite, (int(cx - sprite.width / 2), int(cy - sprite.height / 2)), sprite)
+
+
+def _expose(pil, gain: float, night: bool, green: bool, fr, ext: str) -> bytes:
+    """The camera: the frame's gain (or night vision), sensor noise, the encoded file."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    w, h = pil.size
     if night:  # monochrome night vision: same scene, its luminance in grey or green
         lum = pil.convert("L")
         gain *= 0.8
@@ -602,11 +842,109 @@ def _render(job, style: Style, with_fish: bool = True) -> tuple[bytes, list[tupl
     x += (noise * 2 if night else noise)[..., None]
     out = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
     buf = BytesIO()
-    if style.ext == "png":
+    if ext == "png":
         out.save(buf, "PNG")
     else:
         out.save(buf, "JPEG", quality=JPEG_QUALITY)
-    return buf.getvalue(), boxes
+    return buf.getvalue()
+
+
+def _render_answer(job, style: Style) -> tuple[bytes, list]:
+    """Draw one frame of planet, pawpularity or aptos: the boat's deck (camera nudged) with what the
+    answer shows, gear, noise. Planet: one object per tag (the tag's look, _looks) in its own cell of
+    a grid; Pawpularity: one pet, the larger the more appealing (_appeal); APTOS: a fundus over the
+    deck, with more lesions the higher the grade (_draw_eye). The frames of a video move a little.
+    Returns the encoded image and no boxes."""
+    from PIL import Image, ImageDraw
+
+    path, boat, label, video, frame, _stage = job
+    w, h = style.sizes[boat]
+    seed = style.seed
+    vr = np.random.default_rng([seed, _VIDEO, video])  # what every frame of the video shares
+    fr = np.random.default_rng([seed, _FRAME, video, frame])  # what changes frame to frame
+    dx, dy = (vr.integers(-1, 2, 2) * np.ceil(0.005 * np.array([w, h]))).astype(int)
+    gain = vr.uniform(0.85, 1.15) * fr.uniform(0.97, 1.03)
+    bg = _background(seed, boat, w, h)
+    pil = Image.fromarray(np.roll(bg, (int(dy), int(dx)), axis=(0, 1)) if (dx or dy) else bg)
+    if style.answer == "grade":
+        pil = _draw_eye(pil, int(label), seed, boat, vr, fr)
+        _paste_decoys(pil, style, video, frame)
+        return _expose(pil, gain, False, False, fr, style.ext), []
+
+    objects = []  # (look, length, rng of its drawing, centre, angle)
+    if style.answer == "tags":
+        tags = label.split()
+        g = 3 if len(tags) <= 9 else 4  # a grid of g x g cells, one object in each of len(tags)
+        for tag, cell in zip(tags, vr.permutation(g * g)):
+            look = style.looks[tag]
+            length = look.length * w * 0.9 * vr.uniform(0.85, 1.15)
+            centre = np.array([(cell % g + 0.5 + vr.uniform(-0.2, 0.2)) * w / g,
+                               (cell // g + 0.5 + vr.uniform(-0.2, 0.2)) * h / g])
+            velocity = vr.normal(0, 0.006, 2) * w
+            angle, spin = vr.uniform(0, 360), vr.normal(0, 4)
+            objects.append((look, length, np.random.default_rng(vr.integers(2**32)),
+                            centre + frame * velocity + fr.normal(0, 0.004 * w, 2), angle + frame * spin))
+    else:  # number: the pet, 0.1 to 0.55 of the width long as the appeal goes from 0 to 100
+        look = style.looks["pet"]
+        length = (0.1 + 0.45 * float(np.clip(_appeal(seed, video), 0, 100)) / 100) * w
+        centre = vr.uniform([0.35 * w, 0.35 * h], [0.65 * w, 0.65 * h])
+        objects.append((look, length, np.random.default_rng(vr.integers(2**32)),
+                        centre + fr.normal(0, 0.006 * w, 2), vr.uniform(-30, 30) + fr.normal(0, 3)))
+    gear = vr.random() < 0.5  # a crew member's boot or glove, whatever the answer (not a cue)
+    gear_xy = vr.uniform([0, 0], [w, h]) + frame * fr.normal(0, 0.01 * w, 2)
+    gear_colour = _colour(vr, (230, 140, 30) if vr.random() < 0.5 else (40, 40, 45), 20)
+
+    _paste_decoys(pil, style, video, frame)
+    if gear:
+        r = 0.04 * w
+        ImageDraw.Draw(pil).ellipse([gear_xy[0] - r, gear_xy[1] - r * 0.6, gear_xy[0] + r, gear_xy[1] + r * 0.6],
+                                    fill=gear_colour)
+    for look, length, obj_rng, (cx, cy), angle in objects:
+        sprite = _draw_fish(look.shape, length, obj_rng, look.colours, look.stripes)
+        sprite = sprite.rotate(angle, expand=True, resample=Image.BILINEAR)
+        pil.paste(sprite, (int(cx - sprite.width / 2), int(cy - sprite.height / 2)), sprite)
+    return _expose(pil, gain, False, False, fr, style.ext), []
+
+
+def _draw_eye(pil, grade: int, seed: int, boat: int, vr, fr):
+    """APTOS: a fundus photograph over the deck (the camera's): a round orange-red retina, darker
+    toward its rim, black around it, a pale optic disc with vessels, and lesions by grade: about
+    APTOS_LESIONS[grade] yellow exudates and dark red haemorrhages, a little larger with every grade."""
+    from PIL import Image, ImageDraw
+
+    w, h = pil.size
+    camera = np.random.default_rng([seed, _ANSWER, _EYE, boat])  # each boat (camera) its own retina colour
+    retina = np.array([200, 85, 40], np.float32) + camera.integers(-25, 26, 3)
+    retina *= vr.uniform(0.9, 1.1, 3)  # and each eye a little its own
+    r = 0.47 * min(w, h)
+    cx, cy = np.array([w / 2, h / 2]) + fr.normal(0, 0.004 * w, 2)  # the eye moves a little frame to frame
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    d2 = ((xx - cx) ** 2 + (yy - cy) ** 2) / r ** 2
+    deck = np.asarray(pil).astype(np.float32)
+    inside = (0.3 * deck + 0.7 * retina) * (1 - 0.35 * np.minimum(d2, 1))[..., None]
+    pil = Image.fromarray(np.clip(inside, 0, 255).astype(np.uint8))  # the retina, drawn on, then cut round
+    draw = ImageDraw.Draw(pil)
+    side = 1 if vr.random() < 0.5 else -1  # left or right eye
+    disc = np.array([cx + side * 0.35 * r, cy + vr.normal(0, 0.03) * r])
+    vessel = tuple(int(v) for v in np.clip(retina * 0.55, 0, 255))
+    for _ in range(int(vr.integers(4, 7))):  # vessels: from the disc across the retina
+        a = vr.uniform(0, 2 * math.pi)
+        points = [tuple(disc)]
+        for k in range(1, 5):
+            a += vr.normal(0, 0.25)
+            points.append((disc[0] + math.cos(a) * 0.22 * r * k, disc[1] + math.sin(a) * 0.22 * r * k))
+        draw.line(points, fill=vessel, width=max(1, round(0.018 * r)))
+    rd = 0.12 * r
+    draw.ellipse([disc[0] - rd, disc[1] - rd, disc[0] + rd, disc[1] + rd], fill=(250, 228, 175))
+    n = int(round(APTOS_LESIONS[grade] * vr.uniform(0.8, 1.2)))
+    for _ in range(n):
+        a, rho = vr.uniform(0, 2 * math.pi), 0.85 * r * math.sqrt(vr.random())
+        px, py = cx + rho * math.cos(a), cy + rho * math.sin(a)
+        size = r * vr.uniform(0.02, 0.04) * (1 + 0.15 * grade)
+        colour = (245, 222, 80) if vr.random() < 0.5 else (105, 15, 10)  # exudate or haemorrhage
+        draw.ellipse([px - size, py - size, px + size, py + size], fill=colour)
+    eye = np.where((d2 <= 1)[..., None], np.asarray(pil), np.clip(0.08 * deck, 0, 255).astype(np.uint8))
+    return Image.fromarray(eye)
 
 
 def _render_chunk(jobs, out_dir: str, style: Style) -> list[list[tuple]]:
@@ -621,15 +959,17 @@ def _render_chunk(jobs, out_dir: str, style: Style) -> list[list[tuple]]:
 
 
 # --------------------------------------------------------------------------- the CSV files
-def _tables(layout: str, jobs: list[tuple], classes: list[str]) -> dict[str, str]:
+def _tables(layout: str, jobs: list[tuple], classes: list[str], seed: int = 0) -> dict[str, str]:
     """Every CSV file of the dataset: file name -> text. Kaggle's own, then train_boats.csv and
-    test_truth.csv (labels and boats that Kaggle keeps to itself)."""
+    test_truth.csv (labels and boats that Kaggle keeps to itself). seed: Pawpularity's metadata."""
     train = sorted((j for j in jobs if j[5] == 0), key=lambda j: j[0])
     boats = "image,boat\n" + "".join(f"{j[0]},{j[1]}\n" for j in train)
     if layout == "ncfm":
         return {**_ncfm_tables(jobs, classes), "train_boats.csv": boats}
 
     test = sorted((j for j in jobs if j[5] == 1), key=lambda j: j[0])
+    if LAYOUTS[layout].answer != "class":
+        return {**_answer_tables(layout, train, test, seed), "train_boats.csv": boats}
 
     def name(job):  # the file name, as aerial cactus and plant seedlings write ids
         return job[0].split("/")[-1]
@@ -654,6 +994,42 @@ def _tables(layout: str, jobs: list[tuple], classes: list[str]) -> dict[str, str
     tables["train_boats.csv"] = boats
     tables["test_truth.csv"] = f"{id_column},label\n" + "".join(f"{test_id(j)},{j[2]}\n" for j in test)
     return tables
+
+
+def _answer_tables(layout: str, train: list[tuple], test: list[tuple], seed: int) -> dict[str, str]:
+    """Planet's, Pawpularity's and APTOS's CSV files, ids without the extension, and test_truth.csv:
+    the sample submission's ids (in its order) with the true answer under Kaggle's column name."""
+    def stem(job):
+        return job[0].split("/")[-1].rsplit(".", 1)[0]
+
+    def rows(jobs, *columns):
+        return "".join(",".join([stem(j), *(c(j) for c in columns)]) + "\n" for j in jobs)
+
+    def answer(job):
+        return job[2]
+
+    if layout == "planet":  # in Kaggle's order: train_0, train_1, ...
+        def number(job):
+            return int(stem(job).split("_")[1])
+
+        train, test = sorted(train, key=number), sorted(test, key=number)
+        return {"train_v2.csv": "image_name,tags\n" + rows(train, answer),
+                "sample_submission_v2.csv": "image_name,tags\n" + rows(test, lambda j: "primary clear"),
+                "test_truth.csv": "image_name,tags\n" + rows(test, answer)}
+    if layout == "pawpularity":
+        header = "Id," + ",".join(PET_METADATA)
+
+        def metadata(job):  # what a video's photo shows: the same for its frames
+            return ",".join(map(str, _pet_metadata(seed, job[3])))
+
+        return {"train.csv": header + ",Pawpularity\n" + rows(train, metadata, answer),
+                "test.csv": header + "\n" + rows(test, metadata),
+                "sample_submission.csv": "Id,Pawpularity\n" + rows(test, lambda j: "50.0"),
+                "test_truth.csv": "Id,Pawpularity\n" + rows(test, answer)}
+    return {"train.csv": "id_code,diagnosis\n" + rows(train, answer),  # aptos
+            "test.csv": "id_code\n" + rows(test),
+            "sample_submission.csv": "id_code,diagnosis\n" + rows(test, lambda j: "0"),
+            "test_truth.csv": "id_code,diagnosis\n" + rows(test, answer)}
 
 
 def _ncfm_tables(jobs: list[tuple], classes: list[str]) -> dict[str, str]:
@@ -733,8 +1109,11 @@ def _prepare(layout: str, n_train: int, n_test1: int, n_test2: int | None, boats
              nested_stg2: bool, n_classes: int | None, small_fish: bool, decoys: int = 0) -> tuple:
     """Check the settings; every image to draw and what they share: (classes, jobs, style, frame scale)."""
     spec = _layout(layout)
-    weights = _class_weights(layout, n_classes)
-    classes = list(weights)
+    if spec.answer in ("tags", "number"):
+        weights, classes = {}, _answer_classes(layout, n_classes)
+    else:
+        weights = _class_weights(layout, n_classes)
+        classes = list(weights)
     if layout == "ncfm":
         n_test2 = 80 if n_test2 is None else n_test2
     elif n_test2 is not None or nested_stg2:
@@ -752,13 +1131,21 @@ def _prepare(layout: str, n_train: int, n_test1: int, n_test2: int | None, boats
         raise NcfmError(f"received decoys={decoys}; the fish-like distractors per frame are 0 or more")
     if small_fish and spec.size == "32x32":
         raise NcfmError(f"received small_fish=True; the {layout} layout's images are always 32x32 (leave it out)")
-    jobs = _plan(layout, weights, n_train, n_test1, n_test2 or 0, boats, seed, nested_stg2)
+    if small_fish and spec.answer != "class":
+        raise NcfmError(f"received small_fish=True; the {layout} layout's answer is not a fish's class, its "
+                        f"objects keep their size (leave it out)")
+    if spec.answer in ("tags", "number"):
+        if n_train < 20:
+            raise NcfmError(f"received n_train={n_train}; need at least 20 (4 per fold)")
+        jobs = _plan_answers(layout, classes, n_train, n_test1, boats, seed)
+    else:
+        jobs = _plan(layout, weights, n_train, n_test1, n_test2 or 0, boats, seed, nested_stg2)
     # small fish: frames twice as wide and high (4x the area), fish a little shorter in pixels
     frame_scale = scale * SMALL_FISH_FRAME if small_fish else scale
     style = Style(seed=seed, sizes={b: _image_size(spec, b, boats, frame_scale) for b in sorted({j[1] for j in jobs})},
                   looks=_looks(layout, classes), night_share=NIGHT_VIDEO_SHARE if layout == "ncfm" else 0.0,
                   ext=spec.ext, fish_scale=SMALL_FISH_LENGTH / SMALL_FISH_FRAME if small_fish else 1.0,
-                  decoys=decoys)
+                  decoys=decoys, answer=spec.answer)
     return classes, jobs, style, frame_scale
 
 
@@ -768,21 +1155,27 @@ def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int 
                    progress: bool = False) -> dict:
     """Write the dataset into out_dir (created; existing files of the same names are overwritten).
 
-    layout: one of LAYOUTS ("ncfm", "dog-breed", "plant-seedlings", "aerial-cactus").
+    layout: one of LAYOUTS ("ncfm", "dog-breed", "plant-seedlings", "aerial-cactus", "planet",
+        "pawpularity", "aptos"; see the module's docstring for their files).
     n_test1: NCFM's stage-1 test images, or the other layouts' test images.
     n_test2, nested_stg2: NCFM's stage 2 only (n_test2 defaults to 80 there).
     n_classes: how many of the competition's classes (default: 8 NCFM, 6 dog breeds, 5 plant
-        species, 2 aerial cactus; dog breeds go up to 120, plant species to 12).
-    scale: image size as a fraction of NCFM's camera sizes (aerial cactus is always 32x32).
+        species, 2 aerial cactus, 6 Planet tags; dog breeds go up to 120, plant species to 12,
+        Planet tags to 17); fixed for aptos (5 grades) and none for pawpularity (leave it out).
+    scale: image size as a fraction of NCFM's camera sizes (aerial cactus is always 32x32; plant
+        seedlings, planet and aptos are square, the camera's height squared).
     small_fish: small fish on large frames, as on real decks: frames twice as wide and high as
         `scale` gives (4x the area), fish 0.8x as long in pixels as on the default frames (a
         fish's box covers ~1-3% of the frame instead of ~5-15%); a fifth of the images hold two.
+        Not for aerial cactus, planet, pawpularity or aptos.
 
     The ncfm layout also writes the training fish's boxes as the community's Sloth files,
     boxes/<class>_labels.json (see _sloth_files), for `ncfm boxes`.
 
-    Returns a summary: counts per class, boats and their sizes, seconds taken; on ncfm, the true
-    fish boxes {image: [(x, y, width, height), ...]} and the flaws put in the Sloth files.
+    Returns a summary: class_counts (training images per class; planet: per tag, the images carrying
+    it; pawpularity: per ten points of score, "1-10" ... "91-100"; aptos: per grade, "0" ... "4"),
+    boats and their sizes, seconds taken; on ncfm, the true fish boxes {image: [(x, y, width,
+    height), ...]} and the flaws put in the Sloth files.
     workers=0 uses every core for large sets and one for small ones; the output never depends on it.
     """
     from tqdm import tqdm
@@ -817,7 +1210,7 @@ def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int 
                     drawn += fut.result()
                     bar.update(len(chunk))
 
-    for file_name, text in _tables(layout, jobs, classes).items():
+    for file_name, text in _tables(layout, jobs, classes, seed).items():
         atomic_write_text(out / file_name, text)
 
     train = [j for j in jobs if j[5] == 0]
@@ -828,7 +1221,7 @@ def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int 
         "n_train": len(train),
         "n_test1": sum(1 for j in jobs if j[5] == 1),
         "n_test2": sum(1 for j in jobs if j[5] == 2),
-        "class_counts": {c: sum(1 for j in train if j[2] == c) for c in classes},
+        "class_counts": _class_counts_of(spec.answer, train, classes),
         "train_boats": boats, "stage2_boats": n_new,
         "videos": len({j[3] for j in jobs}),
         "boat_sizes": {b: "%dx%d" % _image_size(spec, b, boats, frame_scale) for b in range(boats + n_new)},
@@ -851,6 +1244,15 @@ def make_synthetic(out_dir, n_train: int = 400, n_test1: int = 60, n_test2: int 
     return summary
 
 
+def _class_counts_of(answer: str, train: list[tuple], classes: list[str]) -> dict[str, int]:
+    """Training images per class or grade; per tag (images carrying it); Pawpularity: per bin of ten points."""
+    if answer == "tags":
+        return {t: sum(1 for j in train if t in j[2].split()) for t in classes}
+    if answer == "number":
+        return {c: sum(1 for j in train if lo <= int(j[2]) <= hi) for c, (lo, hi) in zip(classes, PAW_BINS)}
+    return {c: sum(1 for j in train if j[2] == c) for c in classes}
+
+
 def main(args) -> int:
     """`ncfm make_synthetic OUT_DIR`: refuse a non-empty folder unless --force, then draw."""
     import sys
@@ -865,6 +1267,11 @@ def main(args) -> int:
                              layout=args.layout, n_classes=args.n_classes, small_fish=args.small_fish,
                              decoys=args.decoys, progress=sys.stderr.isatty())
     counts = " ".join(f"{c}={n}" for c, n in summary["class_counts"].items())
+    # where a label is not a class: what class_counts counts, and what test_truth.csv holds
+    counted, answers = {"planet": ("images per tag: ", "tags"),
+                        "pawpularity": ("Pawpularity by ten points: ", "scores"),
+                        "aptos": ("images per diagnosis grade: ", "grades")}.get(summary["layout"], ("", "labels"))
+    counts = counted + counts
     if summary["layout"] == "ncfm":
         print(f"wrote {summary['n_train']} train ({counts}), {summary['n_test1']} stage-1 and "
               f"{summary['n_test2']} stage-2 test images to {out} in {summary['seconds']:.1f} s")
@@ -878,5 +1285,5 @@ def main(args) -> int:
         print(f"wrote {summary['n_train']} train ({counts}) and {summary['n_test1']} test images in the "
               f"{summary['layout']} layout to {out} in {summary['seconds']:.1f} s")
         print(f"{summary['train_boats']} boats (backgrounds), {summary['videos']} videos; true boats in "
-              f"{out / 'train_boats.csv'}, test labels in {out / 'test_truth.csv'}")
+              f"{out / 'train_boats.csv'}, test {answers} in {out / 'test_truth.csv'}")
     return 0

@@ -105,12 +105,12 @@ def train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: P
 def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: Path, fold: runs.Fold,
                 max_train_images: int, notes: dict) -> dict:
     from ncfm import runtime
-    from ncfm.batches import one_hot
     from ncfm.folds import read_manifest
     from ncfm.cache import load_images
+    from ncfm.task import targets as targets_of
 
     # Everything that can be refused is refused before a file is written.
-    manifest, n_folds = read_manifest(folds_csv, fold.index, comp.classes)
+    manifest, n_folds = read_manifest(folds_csv, fold.index, comp=comp)
     devices_setting, requested_precision, cfg = cfg.devices, cfg.mixed_precision, resolve_train_config(cfg)
     devices = training_devices(cfg)
     smallest = _smallest_training_split(manifest, max_train_images, folds_csv, devices, devices_setting)
@@ -130,8 +130,10 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
         train_df, val_df = manifest[manifest.fold != fold.index], manifest[manifest.fold == fold.index]
         if max_train_images:  # for quick experiments and the benchmark
             train_df = train_df.iloc[:max_train_images]
+        outputs = f"{comp.num_classes} classes" if comp.task == "single" else (
+            f"{comp.num_classes} labels" if comp.kind == "multilabel" else f"one {comp.kind} output")
         say(f"fold {fold.index}/{n_folds}: {len(train_df)} train, {len(val_df)} validation images, "
-            f"{comp.num_classes} classes; {cfg.backbone} at {cfg.image_size}px, weights={cfg.weights}; "
+            f"{outputs}; {cfg.backbone} at {cfg.image_size}px, weights={cfg.weights}; "
             f"{runtime.describe()}, XLA {cfg.jit_compile}; {cfg.mixed_precision}: {precision_reason}")
         if devices_line := runtime.describe_devices(devices, devices_setting):
             say(devices_line)
@@ -145,7 +147,7 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
             images = checked(to_device, images)
             say(f"image cache on the device: {images.nbytes / 2**20:,.0f} MiB; batches are gathered there")
         rows = (manifest.index.get_indexer(train_df.index), manifest.index.get_indexer(val_df.index))
-        targets = (one_hot(train_df.label, comp.classes), one_hot(val_df.label, comp.classes))
+        targets = (targets_of(comp, train_df.label), targets_of(comp, val_df.label))
         # Every fold takes the same number of steps per epoch (that of the smallest training split;
         # each epoch is a fresh random subset, so no image is left out for good). Identical step
         # counts give identical learning-rate schedules and so identical XLA programs: with JAX's
@@ -154,6 +156,8 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
         started = time.time()
         val_batch = _fit(cfg, comp, fold, state, history, images, rows, targets, batch, smallest // batch,
                          len(devices))
+        if comp.task != "single":
+            return _score_task_fold(cfg, comp, fold, state, images, rows, train_df, val_df, val_batch, started)
         return _score_fold(cfg, comp, fold, state, images, rows, targets, val_df, val_batch, started)
 
 
@@ -170,7 +174,8 @@ def _fit(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, hist
         model = runs.load_last(fold)
     else:
         model = build_model(cfg.backbone, cfg.weights, cfg.image_size, cfg.dropout, augment_settings(cfg),
-                            seed=cfg.seed + fold.index, num_classes=comp.num_classes)
+                            seed=cfg.seed + fold.index, num_classes=comp.num_classes,
+                            activation="softmax" if comp.task == "single" else "sigmoid")
     checkpoint = ClassifierCheckpoint(fold, state, history, cfg, comp.classes)
     # several devices split every batch evenly, so the last validation batch is padded (weighted 0)
     val_batch = max(batch, 64 - 64 % n_devices)
@@ -192,7 +197,7 @@ def _fit(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, hist
             say(f"phase 2: backbone unfrozen ({n} trainable tensors), lr {cfg.lr:g}")
             optimizer = make_optimizer(cfg, cfg.lr, steps * (last_epoch - first_epoch),
                                        int(cfg.warmup_epochs * steps))
-        compile_model(model, cfg, optimizer)
+        compile_model(model, cfg, optimizer, comp.task)
         train_data = make_batches(images, train_rows, y_train, batch, train=True, start_epoch=start,
                                   seed=cfg.seed * 1000 + fold.index * 100, steps_per_epoch=steps)
         model.fit(train_data, steps_per_epoch=steps, epochs=last_epoch, initial_epoch=start,
@@ -244,6 +249,38 @@ def _score_fold(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dic
             f"--weak-folds priors leaves it out). Give it more epochs "
             f"(--epochs), a higher learning rate (--lr){weights}: "
             f"add them to {fold.retrain_hint()}")
+    return state
+
+
+def _score_task_fold(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, images, rows,
+                     train_df: pd.DataFrame, val_df: pd.DataFrame, val_batch: int, started: float) -> dict:
+    """_score_fold for several labels, a number or a grade (ncfm.task): oof.csv holds the sigmoid
+    outputs; state.json the competition's metric under the fixed rule (thresholds 0.5, plain rounding;
+    predict fits better ones on every fold's OOF) and that of an answer that ignores the image
+    (task.baseline: the label frequencies, the mean value, the most common grade)."""
+    from ncfm import task
+    from ncfm.batches import make_batches
+    from ncfm.calibrate import no_better
+
+    _, val_rows = rows
+    best = runs.load_best(fold)
+    oof = best.predict(make_batches(images, val_rows, None, batch_size=val_batch, pad=True), verbose=0)
+    oof = np.asarray(oof, dtype="float64")[: len(val_rows)]
+    runs.write_oof(fold, val_df.image, val_df.label, oof, comp.classes)
+    mine = task.score(comp, val_df.label, oof)
+    baseline = task.baseline(comp, train_df.label, val_df.label)
+    state.update(finished=True, stop_reason=_why_it_ended(cfg, state), train_seconds=round(time.time() - started, 1))
+    state.update({f"oof_{comp.metric}": mine, f"prior_{comp.metric}": baseline, "prior_margin": 0.0,
+                  "no_better_than_priors": no_better(comp.metric, mine, baseline)})
+    runs.write_state(fold, state)
+    say(f"fold {fold.index} done ({state['stop_reason']}): best epoch {state['best_epoch']}, OOF {comp.metric_name} "
+        f"{mine:.4f} ({task.FIXED_RULE[comp.kind]}; predict fits it on every fold's OOF), against {baseline:.4f} for "
+        f"{task.BASELINE[comp.kind]} -> {fold.dir}")
+    if state["no_better_than_priors"]:
+        weights = "" if is_pretrained(cfg.weights) else " or pretrained weights (--weights)"
+        say(f"WARNING: fold {fold.index} is no better than {task.BASELINE[comp.kind]} on its {len(val_df)} held-out "
+            f"images. Give it more epochs (--epochs), a higher learning rate (--lr){weights}: add them to "
+            f"{fold.retrain_hint()}")
     return state
 
 
@@ -341,14 +378,19 @@ def make_optimizer(cfg: TrainConfig, lr: float, total_steps: int, warmup_steps: 
     return keras.optimizers.Adam(schedule, weight_decay=wd)
 
 
-def compile_model(model, cfg: TrainConfig, optimizer):
+def compile_model(model, cfg: TrainConfig, optimizer, task: str = "single"):
     # Accuracy is a weighted metric: the padding of a padded validation batch has weight 0.
     # Under mixed_float16, auto_scale_loss wraps the optimizer in a LossScaleOptimizer (small
     # float16 gradients underflow to zero without it; tests/test_precision.py shows both). A
     # LossScaleOptimizer restored from last.keras is not wrapped twice.
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                  weighted_metrics=["accuracy"], jit_compile=cfg.jit_compile == "on", auto_scale_loss=True)
+    # The other tasks (ncfm.task) train every sigmoid output with binary cross-entropy; their
+    # "accuracy" is Keras' binary accuracy at 0.5 (for a number or a grade, a rough sign only).
+    if task == "single":
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+    else:  # label smoothing would move a number's or a grade's target: only several labels take it
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing if task == "multilabel" else 0.0)
+    model.compile(optimizer=optimizer, loss=loss, weighted_metrics=["accuracy"],
+                  jit_compile=cfg.jit_compile == "on", auto_scale_loss=True)
 
 
 def augment_settings(cfg: TrainConfig) -> dict:

@@ -296,20 +296,3 @@ def test_names_that_do_not_carry_a_label_are_still_a_clear_error(tmp_path, names
     (tmp_path / "sample_submission.csv").write_text("id,label\n1,0.5\n")
     assert cli_main(["split_train_val", "--data-dir", str(tmp_path)]) == 2
     assert "the file names do not start with a label" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("labels,said", [
-    (["haze primary", "clear primary", "primary", "haze", "clear", "clear primary water", "haze water"] * 2,
-     "several labels per image (4 labels, space-separated, in 7 combinations"),
-    ([str(v) for v in range(1, 41)], "a number per image (40 distinct values from 1 to 40)"),
-])
-def test_labels_that_are_not_one_class_are_refused_with_what_they_are(tmp_path, labels, said, capsys):
-    for i in range(len(labels)):
-        write_image(tmp_path / "train" / f"train_{i}.jpg")
-    pd.DataFrame({"image_name": [f"train_{i}" for i in range(len(labels))], "tags": labels}).to_csv(
-        tmp_path / "train.csv", index=False)
-    (tmp_path / "sample_submission.csv").write_text("image_name,tags\ntest_0,primary\n")
-    assert cli_main(["split_train_val", "--data-dir", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert said in err and "not one class per image" in err
-    assert not (tmp_path / "folds.csv").exists()
