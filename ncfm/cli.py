@@ -27,7 +27,8 @@ def _add_make_synthetic(sub):
         description="Write a synthetic dataset in a Kaggle competition's layout: by default NCFM's "
         "(train/<CLASS>/, test_stg1/, test_stg2/, both sample submissions); --layout dog-breed, "
         "plant-seedlings or aerial-cactus imitate those competitions' files (one test/ folder, their "
-        "labels CSV and sample_submission.csv). Each class is a distinct drawn shape on per-boat "
+        "labels CSV and sample_submission.csv); planet (several tags per image), pawpularity (a number) "
+        "and aptos (a grade 0-4) those whose answer is not one class per image. Each class is a distinct drawn shape on per-boat "
         "backgrounds, with near-duplicate frames per boat, so plain stratified folds leak. "
         "train_boats.csv and test_truth.csv hold the true boats and test labels; on ncfm, "
         "boxes/<class>_labels.json hold the training fish's boxes as the community's Sloth files "
@@ -35,10 +36,12 @@ def _add_make_synthetic(sub):
     )
     p.add_argument("out_dir", help="folder to create (must be empty or not exist)")
     p.add_argument("--layout", default="ncfm",
-                   help="whose files to imitate: ncfm, dog-breed, plant-seedlings or aerial-cactus (default ncfm)")
+                   help="whose files to imitate: ncfm, dog-breed, plant-seedlings, aerial-cactus, planet, "
+                   "pawpularity or aptos (default ncfm)")
     p.add_argument("--n-classes", type=int, default=None,
-                   help="classes to draw: dog-breed 2-120 (default 6), plant-seedlings 2-12 (default 5); "
-                   "fixed for ncfm (8) and aerial-cactus (2)")
+                   help="classes to draw: dog-breed 2-120 (default 6), plant-seedlings 2-12 (default 5), planet's "
+                   "tags 2-17 (default 6); fixed for ncfm (8), aerial-cactus (2), aptos (5 grades), not used by "
+                   "pawpularity")
     p.add_argument("--n-train", type=int, default=400, help="training images in all (default 400)")
     p.add_argument("--n-test1", type=int, default=60,
                    help="stage-1 test images; the test images of the other layouts (default 60)")
@@ -536,7 +539,8 @@ def _add_demo(sub):
     p.add_argument("--n-train", type=int, default=400, help="synthetic training images (default 400)")
     p.add_argument("--tta", type=int, default=4, help="TTA views (default 4)")
     p.add_argument("--layout", default="ncfm", metavar="LAYOUT",
-                   help="whose files the synthetic data imitates: ncfm, dog-breed, plant-seedlings or aerial-cactus (default ncfm)")
+                   help="whose files the synthetic data imitates: ncfm, dog-breed, plant-seedlings, aerial-cactus, "
+                   "or, answering other than one class per image, planet, pawpularity, aptos (default ncfm)")
     p.add_argument("--crops", action="store_true",
                    help="also find the fish: small fish on large frames, `ncfm boxes`, a RetinaNet per fold "
                         "(`ncfm detect`), a classifier on its crops (`ncfm train --detector`), and the blend of "

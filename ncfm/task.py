@@ -24,6 +24,7 @@ calibration and the weak-fold rule); `targets` serves them too.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from ncfm import calibrate
 from ncfm.competition import Competition, TAG_SEPARATOR
@@ -131,19 +132,33 @@ def score(comp: Competition, labels, outputs, rule: dict | None = None) -> float
     return score_answers(comp, truth(comp, labels), decide(comp, outputs, rule))
 
 
+def _ignoring_the_image(comp: Competition, train_labels, n: int) -> np.ndarray:
+    """(n, outputs) that ignore the image, learned from `train_labels` (see baseline)."""
+    true = truth(comp, train_labels)
+    if comp.kind == "multilabel":
+        return np.tile(true.mean(axis=0), (n, 1))
+    if comp.kind == "ordinal":
+        grades, counts = np.unique(true, return_counts=True)
+        return np.full((n, 1), scaled(comp, grades[counts.argmax()]))
+    return np.full((n, 1), scaled(comp, true.mean()))
+
+
 def baseline(comp: Competition, train_labels, labels) -> float:
     """The metric of an answer that ignores the image, learned from `train_labels` and scored on
     `labels`: every label at its training frequency (thresholded as a model's would be, at 0.5; at
     least the most common label), the mean training value, the most common training grade."""
-    true = truth(comp, train_labels)
-    if comp.kind == "multilabel":
-        outputs = np.tile(true.mean(axis=0), (len(labels), 1))
-    elif comp.kind == "ordinal":
-        grades, counts = np.unique(true, return_counts=True)
-        outputs = np.full((len(labels), 1), scaled(comp, grades[counts.argmax()]))
-    else:
-        outputs = np.full((len(labels), 1), scaled(comp, true.mean()))
-    return score(comp, labels, outputs)
+    return score(comp, labels, _ignoring_the_image(comp, train_labels, len(labels)))
+
+
+def pooled_baseline(comp: Competition, labels, folds) -> float:
+    """The metric of `baseline` over the OOF rows of every fold: each fold's rows answered from the
+    labels of the other folds, then scored together."""
+    labels, folds = pd.Series([str(x) for x in labels]), np.asarray(folds)
+    answers = np.zeros_like(decide(comp, targets(comp, labels)))
+    for k in np.unique(folds):
+        held = folds == k
+        answers[held] = decide(comp, _ignoring_the_image(comp, labels[~held], int(held.sum())))
+    return score_answers(comp, truth(comp, labels), answers)
 
 
 def better(comp: Competition, a: float, b: float) -> bool:

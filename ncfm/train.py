@@ -176,6 +176,8 @@ def _fit(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, hist
         model = build_model(cfg.backbone, cfg.weights, cfg.image_size, cfg.dropout, augment_settings(cfg),
                             seed=cfg.seed + fold.index, num_classes=comp.num_classes,
                             activation="softmax" if comp.task == "single" else "sigmoid")
+        if comp.task != "single":
+            _start_at_the_mean(model, y_train)
     checkpoint = ClassifierCheckpoint(fold, state, history, cfg, comp.classes)
     # several devices split every batch evenly, so the last validation batch is padded (weighted 0)
     val_batch = max(batch, 64 - 64 % n_devices)
@@ -250,6 +252,18 @@ def _score_fold(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dic
             f"(--epochs), a higher learning rate (--lr){weights}: "
             f"add them to {fold.retrain_hint()}")
     return state
+
+
+def _start_at_the_mean(model, y_train: np.ndarray) -> None:
+    """Set the sigmoid head's biases so that a new model outputs the training mean of each target (a
+    label's frequency, the mean scaled number or grade) instead of 0.5: the first epochs then learn
+    from the images rather than the targets' level, which from random weights they would spend on."""
+    from ncfm.model import classifier_of
+
+    mean = np.clip(np.asarray(y_train, dtype="float64").mean(axis=0), 1e-3, 1 - 1e-3)
+    head = classifier_of(model).get_layer("probs")
+    kernel, _ = head.get_weights()
+    head.set_weights([kernel, np.log(mean / (1 - mean)).astype(kernel.dtype)])
 
 
 def _score_task_fold(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, images, rows,
