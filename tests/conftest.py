@@ -96,7 +96,7 @@ TINY_TRAIN = ["--weights", "none", "--image-size", "75", "--epochs", "2", "--hea
 # left with a long file at the end (seconds on the 2-core machine: train 700, members 315, detect
 # 285, predict 190, demo 130, model 60); test_detect goes before test_members, which would wait
 # for the `trained_run` that test_train builds.
-FIRST = ("test_train.py", "test_detect.py", "test_members.py", "test_predict.py", "test_demo.py",
+FIRST = ("test_train.py", "test_detect.py", "test_members.py", "test_predict.py", "test_task.py", "test_demo.py",
          "test_competitions.py", "test_devices.py", "test_model.py")
 
 

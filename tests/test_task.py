@@ -207,3 +207,39 @@ def test_a_multilabel_competition_with_probability_columns_is_refused(tmp_path, 
     (tmp_path / "sample_submission.csv").write_text("id,a,b,c\nt_0,0.3,0.3,0.4\n")
     assert cli_main(["split_train_val", "--data-dir", str(tmp_path), "--task", "multilabel"]) == 2
     assert "3 answer columns, but a multilabel competition answers in one" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the journey of each kind
+@pytest.mark.parametrize("layout,kind,column", [("planet", "multilabel", "tags"),
+                                                ("pawpularity", "regression", "Pawpularity"),
+                                                ("aptos", "ordinal", "diagnosis")])
+def test_each_kind_from_make_synthetic_to_a_validated_csv_with_only_data_dir(tmp_path, layout, kind, column, capsys):
+    from conftest import TINY_TRAIN
+    from ncfm import runs
+    from ncfm.synthetic import make_synthetic
+
+    data, run, out = tmp_path / "data", tmp_path / "runs" / layout, tmp_path / "sub.csv"
+    make_synthetic(data, n_train=100, n_test1=10, boats=5, scale=0.1, layout=layout)
+    assert cli_main(["split_train_val", "--data-dir", str(data), "--folds", "2"]) == 0
+    comp = json.loads((data / "competition.json").read_text())
+    assert (comp["kind"], comp["columns"]) == (kind, [column])
+    assert cli_main(["train", "--data-dir", str(data), "--fold", "0", "--run", str(run), *TINY_TRAIN]) == 0
+    state = json.loads((run / "fold0" / "state.json").read_text())
+    assert {f"oof_{comp['metric']}", f"prior_{comp['metric']}"} <= set(state)
+    assert cli_main(["predict", "--data-dir", str(data), "--run", str(run), "--tta", "2", "--out", str(out)]) == 0
+    answer = runs.read_calibration(run)["answer"]
+    assert answer["chosen"] in task.CANDIDATES[kind] and "held_out" in answer["scores"]["fixed"]
+    made = pd.read_csv(out, dtype=str, keep_default_na=False)
+    sample = pd.read_csv(next(data.glob("sample_submission*.csv")), dtype=str)
+    assert list(made.columns) == list(sample.columns) and list(made.iloc[:, 0]) == list(sample.iloc[:, 0])
+    capsys.readouterr()
+    assert cli_main(["validate", str(out), "--data-dir", str(data)]) == 0
+    assert "OK: 10 rows" in capsys.readouterr().out
+    assert cli_main(["report", "--run", str(run)]) == 0
+    assert comp["metric"] in capsys.readouterr().out
+    broken = made.copy()
+    broken.loc[0, column] = {"multilabel": "primary rainforest", "regression": "nan", "ordinal": "7"}[kind]
+    broken.to_csv(tmp_path / "broken.csv", index=False)
+    assert cli_main(["validate", str(tmp_path / "broken.csv"), "--data-dir", str(data)]) != 0
+    said = {"multilabel": "'rainforest'", "regression": "NaN value", "ordinal": "grade out of range"}[kind]
+    assert said in capsys.readouterr().err
