@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ncfm"
-TOP = {"cli", "demo", "report", "report_page", "report_detect"}  # strings stages together, or draws them
+TOP = {"cli", "demo", "report", "report_page", "report_detect", "report_task"}  # strings stages together, or draws them
 FAMILIES = {"train", "detect"}
 
 
