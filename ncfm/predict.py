@@ -130,24 +130,34 @@ def leave_out_weak(run_dir: Path, folds: list[runs.Fold], comp: Competition, rul
     weak = [fold for fold, j in judged.items() if j is not None and weak_by(j)]
     if not weak:
         return folds
+    against, baseline, short = _baseline_words(comp)
 
     def name(fold) -> str:
         value, priors, margin = judged[fold]
         within = "" if no_better(comp.metric, value, priors) else f", better by less than {margin:.4f}, twice the standard error"
-        return f"{fold.name} (OOF {comp.metric_name} {value:.4f}, class priors {priors:.4f}{within})"
+        return f"{fold.name} (OOF {comp.metric_name} {value:.4f}, {short} {priors:.4f}{within})"
 
     named = ", ".join(map(name, weak))
     if len(weak) == len(folds):
-        log(f"WARNING: {run_dir}: every fold is no better than predicting its training class shares: {named}. "
-            f"Keeping them all, but this run predicts no better than the class priors: train it again with more "
+        log(f"WARNING: {run_dir}: every fold is no better than {against}: {named}. "
+            f"Keeping them all, but this run predicts no better than that: train it again with more "
             f"epochs (--epochs), a higher learning rate (--lr) or pretrained weights (--weights)")
         return folds
     if rule in ("keep", "shrink"):
-        log(f"{run_dir}: keeping {named}, no better than the class priors on held-out images (--weak-folds {rule})")
+        log(f"{run_dir}: keeping {named}, no better than {baseline} on held-out images (--weak-folds {rule})")
         return folds
-    log(f"{run_dir}: leaving out {named}, no better than the class priors on held-out images (--weak-folds "
+    log(f"{run_dir}: leaving out {named}, no better than {baseline} on held-out images (--weak-folds "
         f"{rule}); ensembling {len(folds) - len(weak)} of {len(folds)} folds (--weak-folds keep keeps every fold)")
     return [fold for fold in folds if fold not in weak]
+
+
+def _baseline_words(comp: Competition) -> tuple[str, str, str]:
+    """What a fold must beat, in the words of the competition's task: as an action, as a thing, short."""
+    from ncfm.task import BASELINE
+
+    if comp.task == "single":
+        return "predicting its training class shares", "the class priors", "class priors"
+    return BASELINE[comp.kind], BASELINE[comp.kind], "baseline"
 
 
 def shrink_folds(run_dir: Path, folds: list[runs.Fold], tests: list[np.ndarray], oofs: dict, comp: Competition,

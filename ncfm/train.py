@@ -428,6 +428,9 @@ def main(args, detector_boxes=None) -> int:
     comp = competition_for(data_dir, folds_csv)
     # which GPU(s) this process was given (Ray sets it per member of `ncfm train --folds`)
     notes = {"cuda_visible_devices": runtime.visible_devices()}
+    if args.detector and comp.task != "single":
+        raise NcfmError(f"--detector {args.detector}: the crop path classifies fish into one class per image; this "
+                        f"competition's answer is {comp.kind}. Train on whole images (leave out --detector)")
     if args.detector:  # a crop classifier: train on the crops of the detector's boxes
         crop_set = _crop_set(cfg, comp, data_dir, detector_boxes(Path(args.detector), data_dir, comp), args.detector)
         notes |= {"detector": str(args.detector), "crop_set": str(crop_set.dir), "crop_classes": list(crop_set.classes)}

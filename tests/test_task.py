@@ -213,7 +213,8 @@ def test_a_multilabel_competition_with_probability_columns_is_refused(tmp_path, 
 @pytest.mark.parametrize("layout,kind,column", [("planet", "multilabel", "tags"),
                                                 ("pawpularity", "regression", "Pawpularity"),
                                                 ("aptos", "ordinal", "diagnosis")])
-def test_each_kind_from_make_synthetic_to_a_validated_csv_with_only_data_dir(tmp_path, layout, kind, column, capsys):
+def test_each_kind_from_make_synthetic_to_a_validated_csv_with_only_data_dir(tmp_path, layout, kind, column, capsys,
+                                                                            monkeypatch):
     from conftest import TINY_TRAIN
     from ncfm import runs
     from ncfm.synthetic import make_synthetic
@@ -243,3 +244,19 @@ def test_each_kind_from_make_synthetic_to_a_validated_csv_with_only_data_dir(tmp
     assert cli_main(["validate", str(tmp_path / "broken.csv"), "--data-dir", str(data)]) != 0
     said = {"multilabel": "'rainforest'", "regression": "NaN value", "ordinal": "grade out of range"}[kind]
     assert said in capsys.readouterr().err
+    if kind == "ordinal":  # APTOS was a code competition: the same answer from the offline notebook
+        _the_notebook_answers_as_predict(tmp_path, data, run, out, monkeypatch)
+
+
+def _the_notebook_answers_as_predict(tmp_path, data, run, local, monkeypatch):
+    from kaggle_notebook import OWNER, fake_input, kaggle_kernel, run_notebook
+
+    out = tmp_path / "kaggle" / "aptos"
+    assert cli_main(["notebook", "--run", str(run), "--data-dir", str(data), "--out", str(out), "--owner", OWNER,
+                     "--wheels", "none"]) == 0
+    code_file = json.loads((out / "notebook" / "kernel-metadata.json").read_text())["code_file"]
+    kernel = kaggle_kernel(tmp_path, monkeypatch)
+    inputs = fake_input(tmp_path / "input", data, out / "dataset", "aptos2019-blindness-detection", new_style=True)
+    run_notebook(out / "notebook" / code_file, kernel, tmp_path / "session", monkeypatch, inputs, False)
+    made = pd.read_csv(tmp_path / "session" / "working" / "submission.csv", dtype=str)
+    pd.testing.assert_frame_equal(made, pd.read_csv(local, dtype=str))
