@@ -202,7 +202,8 @@ def fit_answer(comp: Competition, labels, outputs, folds) -> dict:
     points between grades) is fitted on all rows ("on_oof": its score there, flattering) and,
     cross-fitted, on every fold but one and scored on that one ("held_out": the score of the
     pooled held-out answers). The richer rule is chosen only if it beats the fallback (FALLBACK)
-    held out; then it is refitted on every row. -> {"rule", "chosen", "scores": {candidate: {...}}}."""
+    held out; every candidate's rule is the one fitted on all rows.
+    -> {"rule", "chosen", "scores": {candidate: {"rule", "on_oof", "held_out"}}}."""
     true, outputs, folds = truth(comp, labels), np.asarray(outputs, dtype=np.float64), np.asarray(folds)
     names = CANDIDATES[comp.kind]
 
@@ -223,5 +224,4 @@ def fit_answer(comp: Competition, labels, outputs, folds) -> dict:
     for which in names:
         if better(comp, scores[which]["held_out"], scores[chosen]["held_out"]):
             chosen = which
-    return {"rule": scores[chosen]["rule"], "chosen": chosen,
-            "scores": {k: {"on_oof": v["on_oof"], "held_out": v["held_out"]} for k, v in scores.items()}}
+    return {"rule": scores[chosen]["rule"], "chosen": chosen, "scores": scores}

@@ -6,6 +6,11 @@ labels (data/test_truth.csv) and the test fish's boxes (data/test_boxes.csv).
 Prints, per submission CSV in DEMO/submissions/, the log loss on the stage-1 and the stage-2
 test images (a stage-2 CSV lists both), and per detector fold its recall@0.5, top-1 hit and
 best-box IoU on the test fish with its fish/no-fish AUC.
+
+A `ncfm demo --layout planet|pawpularity|aptos` folder (several labels, a number, a grade) gets, per
+answer rule predict weighed (the fixed one, one threshold, a threshold per label, grade cut points),
+its score on the hidden test labels beside its OOF scores, so the rule predict chose on held-out
+folds can be judged on test images it never saw.
 """
 
 from __future__ import annotations
@@ -21,8 +26,39 @@ from ncfm.boxes import detection_quality
 from ncfm.calibrate import kaggle_log_loss
 
 
+def task_rules(root: Path, comp) -> int:
+    """Each answer rule of calibration.json on the run's averaged test outputs, scored on test_truth.csv."""
+    from ncfm import task
+
+    data, run = root / "data", root / "runs" / "demo"
+    calibration = runs.read_calibration(run)
+    truth = pd.read_csv(data / "test_truth.csv", dtype=str, keep_default_na=False)
+    manifest = pd.read_csv(data / "folds.csv", dtype=str, keep_default_na=False)
+    outputs = []
+    for fold in runs.trained_folds(run):
+        saved = pd.read_csv(runs.predictions_path(run, calibration["stage"], fold, calibration["tta"]), dtype={0: str})
+        outputs.append(saved.set_index(saved.columns[0]).loc[truth.iloc[:, 0], list(comp.classes)].to_numpy("float64"))
+    outputs = np.mean(outputs, axis=0)
+    true = task.truth(comp, truth.iloc[:, 1])
+    print(f"{'answer rule':<12} {'OOF (fitted on all)':>20} {'OOF held out':>13} {'test':>8}   ({comp.metric_name}; "
+          f"{len(truth)} hidden test images)")
+    for name, v in calibration["answer"]["scores"].items():
+        test = task.score_answers(comp, true, task.decide(comp, outputs, v["rule"]))
+        chosen = "  <- predict's choice" if name == calibration["answer"]["chosen"] else ""
+        print(f"{name:<12} {v['on_oof']:>20.4f} {v['held_out']:>13.4f} {test:>8.4f}{chosen}")
+    baseline = task.baseline(comp, manifest.label, truth.iloc[:, 1])
+    print(f"{'baseline':<12} {task.pooled_baseline(comp, manifest.label, manifest.fold):>20.4f} {'':>13} "
+          f"{baseline:>8.4f}   ({task.BASELINE[comp.kind]})")
+    return 0
+
+
 def main(root: Path) -> int:
+    from ncfm.competition import load, path_beside
+
     data = root / "data"
+    comp = load(path_beside(data / "folds.csv"))
+    if comp.task != "single":
+        return task_rules(root, comp)
     truth = pd.read_csv(data / "test_truth.csv")
     print(f"{'submission':<24} {'stage 1':>8} {'stage 2':>8}   (log loss on the held-out test images)")
     for csv in sorted((root / "submissions").glob("*.csv")):
