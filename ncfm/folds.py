@@ -392,11 +392,11 @@ def balance_groups(counts: np.ndarray, fold_of: np.ndarray, n_folds: int, max_pa
     return fold_of
 
 
-def share_drift(folds: pd.DataFrame) -> tuple[float, int, str, float, float]:
+def share_drift(folds: pd.DataFrame, multilabel: bool = False) -> tuple[float, int, str, float, float]:
     """The largest gap between a fold's class share and the whole's: (gap, fold, class, the fold's
-    share, the whole's share)."""
-    whole = folds["label"].value_counts(normalize=True)
-    shares = pd.crosstab(folds["fold"], folds["label"], normalize="index")
+    share, the whole's share). multilabel: each label's share of the images (labels space-separated)."""
+    member = folds["label"].str.get_dummies(sep=" ") if multilabel else pd.get_dummies(folds["label"])
+    whole, shares = member.mean(), member.groupby(folds["fold"]).mean()
     gaps = (shares - whole).abs()
     fold, label = gaps.stack().idxmax()
     return float(gaps.loc[fold, label]), int(fold), str(label), float(shares.loc[fold, label]), float(whole[label])
@@ -430,33 +430,27 @@ def iterative_folds(label_counts: np.ndarray, sizes: np.ndarray, n_folds: int, s
     want most images."""
     rng = np.random.default_rng(seed)
     counts, sizes = np.asarray(label_counts, dtype=np.float64), np.asarray(sizes, dtype=np.float64)
+    totals = np.maximum(counts.sum(axis=0), 1.0)
     want_labels = np.tile(counts.sum(axis=0) / n_folds, (n_folds, 1))
     want_size = np.full(n_folds, sizes.sum() / n_folds)
     fold_of = np.full(len(counts), -1, dtype=np.int64)
 
-    totals = np.maximum(counts.sum(axis=0), 1.0)
-
-    def place(unit: int, column: np.ndarray) -> None:
-        # the unit's other labels count too (a group brings several images, each several labels),
-        # each relative to its total: what the fold still wants of all it brings
-        fit = np.round(column / totals[label] + (want_labels / totals) @ counts[unit] / max(counts[unit].sum(), 1), 9)
-        key = np.lexsort((rng.random(n_folds), -want_size, -fit))
-        fold = int(key[0])
+    def place(unit: int, label: int | None) -> None:
+        # what the fold still wants of all the unit brings (a group brings several images, each
+        # several labels), each label as a share of its total; the label being placed first
+        brings = (want_labels / totals) @ counts[unit] / max(counts[unit].sum(), 1.0)
+        first = want_labels[:, label] / totals[label] if label is not None else 0.0
+        fold = int(np.lexsort((rng.random(n_folds), -want_size, -np.round(first + brings, 9)))[0])
         fold_of[unit] = fold
         want_labels[fold] -= counts[unit]
         want_size[fold] -= sizes[unit]
 
-    while True:
-        open_units = fold_of < 0
-        left = (counts[open_units] > 0).sum(axis=0)
-        if not left.any():
-            break
+    while (left := (counts[fold_of < 0] > 0).sum(axis=0)).any():
         label = int(np.lexsort((rng.random(len(left)), np.where(left > 0, left, np.inf)))[0])
-        for unit in rng.permutation(np.flatnonzero(open_units & (counts[:, label] > 0))):
-            place(int(unit), want_labels[:, label])
-    label = 0
+        for unit in rng.permutation(np.flatnonzero((fold_of < 0) & (counts[:, label] > 0))):
+            place(int(unit), label)
     for unit in rng.permutation(np.flatnonzero(fold_of < 0)):
-        place(int(unit), np.zeros(n_folds))
+        place(int(unit), None)
     return fold_of
 
 
@@ -544,7 +538,8 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: s
         np.add.at(per_group, group_ids, tags)
         fold = iterative_folds(per_group, np.bincount(group_ids), n_folds, seed)[group_ids]
     out["fold"] = fold
-    gap, k, label, share, whole = share_drift(out)
+    gap, k, label, share, whole = share_drift(out.assign(label=answers) if task == "multilabel" else out,
+                                              multilabel=task == "multilabel")
     out.attrs.update(groups=groups, why=why, largest_share_gap=(gap, k, label))
     if gap > SHARE_TOLERANCE and groups != "none":  # without groups the split is as even as the counts allow
         warnings.warn(

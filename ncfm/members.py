@@ -198,7 +198,7 @@ def members_table(outcomes: list[Outcome]) -> pd.DataFrame:
         m, state = o.member, _state(o.member)
         status = o.status()
         if o.finished and state.get("no_better_than_priors"):  # train warned; predict leaves it out
-            status += "; no better than the class priors"
+            status += "; no better than the class priors" if "oof_log_loss" in state else "; no better than its baseline"
         rows.append(dict(member=m.name, config=m.config_name, seed=m.seed, fold=m.fold, status=status,
                          attempts=len(o.attempts), oof_log_loss=state.get("oof_log_loss") if o.finished else None,
                          seconds=round(sum(a.ended - a.started for a in o.attempts), 1),

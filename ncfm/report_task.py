@@ -79,7 +79,8 @@ def summarize_task_run(run: TaskRun) -> dict:
                "answer": (run.calibration or {}).get("answer"), "notes": run.notes, "scheme": run.scheme}
     pooled = [f.oof for f in run.folds if f.oof is not None]
     for f in run.folds:
-        row = {"fold": f.fold, "status": f.status, "images": None, "score": None,
+        status = f.status.replace("the class priors", "its baseline")  # the baseline of its task, not class shares
+        row = {"fold": f.fold, "status": status, "images": None, "score": None,
                "baseline": f.state.get(f"prior_{metric}"), "best_epoch": f.state.get("best_epoch")}
         if f.oof is not None:
             row.update(images=len(f.oof), score=task.score(comp, f.oof.label, f.oof[list(comp.classes)]))
