@@ -463,7 +463,8 @@ def _kind_of(sample: pd.DataFrame, classes: tuple, path: Path, train: Path, sour
     if not columns:
         raise NcfmError(f"{path}: only an id column; a sample submission needs the answer's column(s) too")
     values = sample.iloc[:, 1].astype(str).str.strip()
-    if len(values) and values.isin(classes).all() and not _numbers(values):
+    # a column of class names; of more than two classes even when they read as 0 and 1 (grades as classes)
+    if len(values) and values.isin(classes).all() and (not _numbers(values) or len(classes) > 2):
         return "label", classes, ""
     if len(classes) == 2 and _numbers(values):
         positive = next((c for c in classes if c.strip().lower() in POSITIVE_LABELS), classes[1])

@@ -260,3 +260,13 @@ def _the_notebook_answers_as_predict(tmp_path, data, run, local, monkeypatch):
     run_notebook(out / "notebook" / code_file, kernel, tmp_path / "session", monkeypatch, inputs, False)
     made = pd.read_csv(tmp_path / "session" / "working" / "submission.csv", dtype=str)
     pd.testing.assert_frame_equal(made, pd.read_csv(local, dtype=str))
+
+
+def test_grades_can_be_taken_as_classes_with_task_single(tmp_path):
+    _competition_files(tmp_path, "diagnosis", ["0", "1", "2", "3", "4", "0"] * 2, "0")  # a sample of zeros
+    assert cli_main(["split_train_val", "--data-dir", str(tmp_path), "--folds", "2", "--groups", "none"]) == 0
+    assert json.loads((tmp_path / "competition.json").read_text())["kind"] == "ordinal"
+    assert cli_main(["split_train_val", "--data-dir", str(tmp_path), "--folds", "2", "--groups", "none", "--force",
+                     "--task", "single"]) == 0
+    saved = json.loads((tmp_path / "competition.json").read_text())
+    assert (saved["kind"], saved["classes"], saved["metric"]) == ("label", ["0", "1", "2", "3", "4"], "accuracy")
