@@ -202,7 +202,8 @@ def fit_answer(comp: Competition, labels, outputs, folds) -> dict:
     points between grades) is fitted on all rows ("on_oof": its score there, flattering) and,
     cross-fitted, on every fold but one and scored on that one ("held_out": the score of the
     pooled held-out answers). The richer rule is chosen only if it beats the fallback (FALLBACK)
-    held out; every candidate's rule is the one fitted on all rows.
+    held out (with the OOF of one fold only, nothing is held out and the fallback is kept); every
+    candidate's rule is the one fitted on all rows.
     -> {"rule", "chosen", "scores": {candidate: {"rule", "on_oof", "held_out"}}}."""
     true, outputs, folds = truth(comp, labels), np.asarray(outputs, dtype=np.float64), np.asarray(folds)
     names = CANDIDATES[comp.kind]
@@ -221,7 +222,7 @@ def fit_answer(comp: Competition, labels, outputs, folds) -> dict:
         scores[which] = {"rule": rule, "on_oof": score_answers(comp, true, decide(comp, outputs, rule)),
                          "held_out": score_answers(comp, true, held)}
     chosen = FALLBACK[comp.kind]
-    for which in names:
+    for which in names if len(np.unique(folds)) > 1 else ():  # one fold: nothing is held out, keep the fallback
         if better(comp, scores[which]["held_out"], scores[chosen]["held_out"]):
             chosen = which
     return {"rule": scores[chosen]["rule"], "chosen": chosen, "scores": scores}

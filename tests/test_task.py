@@ -71,6 +71,8 @@ def test_fitted_thresholds_and_cut_points_beat_the_fixed_rule_on_held_out_folds(
     assert graded["chosen"] == "cuts"
     assert graded["scores"]["cuts"]["held_out"] > graded["scores"]["fixed"]["held_out"] + 0.1
     assert task.score(GRADE, grades, outputs, graded["rule"]) == pytest.approx(graded["scores"]["cuts"]["on_oof"])
+    one_fold = np.zeros(len(folds))  # nothing held out: the fallback, however well the rest fit
+    assert task.fit_answer(GRADE, grades, outputs, one_fold)["chosen"] == task.FALLBACK["ordinal"] == "fixed"
 
 
 def test_a_richer_rule_that_only_fits_noise_is_not_chosen():
