@@ -398,12 +398,14 @@ def compile_model(model, cfg: TrainConfig, optimizer, task: str = "single"):
     # float16 gradients underflow to zero without it; tests/test_precision.py shows both). A
     # LossScaleOptimizer restored from last.keras is not wrapped twice.
     # The other tasks (ncfm.task) train every sigmoid output with binary cross-entropy; their
-    # "accuracy" is Keras' binary accuracy at 0.5 (for a number or a grade, a rough sign only).
+    # "accuracy" is the share of outputs on the right side of 0.5 (Keras would take the top output of
+    # several labels for a class; for a number or a grade it is a rough sign only).
     if task == "single":
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+        loss, accuracy = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing), "accuracy"
     else:  # label smoothing would move a number's or a grade's target: only several labels take it
         loss = keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing if task == "multilabel" else 0.0)
-    model.compile(optimizer=optimizer, loss=loss, weighted_metrics=["accuracy"],
+        accuracy = keras.metrics.BinaryAccuracy(name="accuracy")
+    model.compile(optimizer=optimizer, loss=loss, weighted_metrics=[accuracy],
                   jit_compile=cfg.jit_compile == "on", auto_scale_loss=True)
 
 
