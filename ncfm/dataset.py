@@ -47,7 +47,8 @@ def is_hidden(name: str) -> bool:
 
 # --------------------------------------------------------------------------- the layout
 TRAIN_DIRS = ("train", "train_images", "train-jpg")  # where Kaggle's training images usually are
-LABEL_CSVS = ("labels.csv", "train.csv", "train_labels.csv", "train_v2.csv", "trainLabels.csv")  # and their labels, when not in folders
+# and their labels, when not in folders
+LABEL_CSVS = ("labels.csv", "train.csv", "train_labels.csv", "train_v2.csv", "trainLabels.csv")
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "breed", "species")
 SAMPLE_FILES = ("sample_submission.csv", "sampleSubmission.csv", "sample_submission_v2.csv",
                 "sample_submission_stg1.csv")

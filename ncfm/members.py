@@ -440,9 +440,11 @@ def _drive(outcomes: list[Outcome], task, limit, args, log, finished) -> None:
             where = f" on {attempt.node}" + (f" (CUDA_VISIBLE_DEVICES={attempt.devices})" if attempt.devices else "")
             took = f"{attempt.ended - attempt.started:.0f} s"
             if attempt.outcome == "finished":
-                loss = _state(o.member).get("oof_log_loss")
+                state = _state(o.member)
+                metric = state.get("metric", "log_loss")  # a task run's own (ncfm.task); else log loss
+                loss = state.get(f"oof_{metric}")
                 log(f"{o.member.name}: finished in {took}{where}"
-                    + (f", OOF log loss {loss:.4f}" if loss is not None else ""))
+                    + (f", OOF {metric.replace('_', ' ')} {loss:.4f}" if loss is not None else ""))
                 done = True
             elif attempt.outcome == "died" and len(o.attempts) <= args.retries:
                 log(f"{o.member.name}: {attempt.reason} after {took}{where}; starting it again from its last "

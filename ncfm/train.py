@@ -284,8 +284,8 @@ def _score_task_fold(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state
     mine = task.score(comp, val_df.label, oof)
     baseline = task.baseline(comp, train_df.label, val_df.label)
     state.update(finished=True, stop_reason=_why_it_ended(cfg, state), train_seconds=round(time.time() - started, 1))
-    state.update({f"oof_{comp.metric}": mine, f"prior_{comp.metric}": baseline, "prior_margin": 0.0,
-                  "no_better_than_priors": no_better(comp.metric, mine, baseline)})
+    state.update({"metric": comp.metric, f"oof_{comp.metric}": mine, f"prior_{comp.metric}": baseline,
+                  "prior_margin": 0.0, "no_better_than_priors": no_better(comp.metric, mine, baseline)})
     runs.write_state(fold, state)
     say(f"fold {fold.index} done ({state['stop_reason']}): best epoch {state['best_epoch']}, OOF {comp.metric_name} "
         f"{mine:.4f} ({task.FIXED_RULE[comp.kind]}; predict fits it on every fold's OOF), against {baseline:.4f} for "
