@@ -177,20 +177,20 @@ def _task_scores(comp, data: Path, submission: Path, calibration: dict) -> str:
     answer = calibration.get("answer") or {}
     scores = answer.get("scores") or {}
     chosen = answer.get("chosen", "fixed")
-    oof_baseline = task.pooled_baseline(comp, manifest.label, manifest.fold)
     truth = pd.read_csv(data / "test_truth.csv", dtype=str, keep_default_na=False)
     made = pd.read_csv(submission, dtype=str, keep_default_na=False)
     both = truth.merge(made, on=comp.id_column, suffixes=("_true", ""))
     column = comp.columns[0]
     test = task.score_answers(comp, task.truth(comp, both[f"{column}_true"]), task.truth(comp, both[column]))
-    test_baseline = task.baseline(comp, manifest.label, both[f"{column}_true"])
+    blind = task.blind_scores(comp, manifest.label, manifest.fold, both[f"{column}_true"])
     fixed = scores.get("fixed", {}).get("held_out", float("nan"))
     return (f"cross-validated OOF {comp.metric_name}: {scores.get(chosen, {}).get('held_out', float('nan')):.4f} "
             f"(answer rule: {chosen}, scored on folds it was not fitted on; the fixed rule, "
             f"{task.FIXED_RULE[comp.kind]}: {fixed:.4f})\n"
-            f"                                ({task.BASELINE[comp.kind]}: {oof_baseline:.4f})\n"
-            f"  on the {len(both)} hidden test images (test_truth.csv): {test:.4f}; "
-            f"{task.BASELINE[comp.kind]}: {test_baseline:.4f}")
+            f"                                ignoring the image ({task.BASELINE[comp.kind]}): {blind['fixed']:.4f}; "
+            f"its rule fitted as the model's ({blind['chosen']}): {blind['held_out']:.4f}\n"
+            f"  on the {len(both)} hidden test images (test_truth.csv): {test:.4f}; ignoring the image: "
+            f"{blind['test']:.4f}")
 
 
 def _oof_scores(calibration: dict) -> tuple[float, float, str]:

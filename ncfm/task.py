@@ -150,15 +150,23 @@ def baseline(comp: Competition, train_labels, labels) -> float:
     return score(comp, labels, _ignoring_the_image(comp, train_labels, len(labels)))
 
 
-def pooled_baseline(comp: Competition, labels, folds) -> float:
-    """The metric of `baseline` over the OOF rows of every fold: each fold's rows answered from the
-    labels of the other folds, then scored together."""
+def blind_scores(comp: Competition, labels, folds, test_labels=None) -> dict:
+    """The image-blind answer (see baseline) judged as predict judges a model: its OOF outputs (each
+    fold's from the other folds' labels), its answer rule fitted and chosen by fit_answer, so a
+    fitted threshold helps it as it helps the model (F2 rewards naming every common label). ->
+    {"fixed": its OOF score under the fixed rule, "held_out": under the chosen rule on held-out
+    folds, "chosen", and with `test_labels` "test": the rule on outputs learned from every label}."""
     labels, folds = pd.Series([str(x) for x in labels]), np.asarray(folds)
-    answers = np.zeros_like(decide(comp, targets(comp, labels)))
+    outputs = np.zeros((len(labels), comp.num_classes))
     for k in np.unique(folds):
         held = folds == k
-        answers[held] = decide(comp, _ignoring_the_image(comp, labels[~held], int(held.sum())))
-    return score_answers(comp, truth(comp, labels), answers)
+        outputs[held] = _ignoring_the_image(comp, labels[~held], int(held.sum()))
+    fitted = fit_answer(comp, labels, outputs, folds)
+    out = {"fixed": fitted["scores"]["fixed"]["on_oof"], "held_out": fitted["scores"][fitted["chosen"]]["held_out"],
+           "chosen": fitted["chosen"]}
+    if test_labels is not None:
+        out["test"] = score(comp, test_labels, _ignoring_the_image(comp, labels, len(test_labels)), fitted["rule"])
+    return out
 
 
 def better(comp: Competition, a: float, b: float) -> bool:

@@ -46,9 +46,9 @@ def task_rules(root: Path, comp) -> int:
         test = task.score_answers(comp, true, task.decide(comp, outputs, v["rule"]))
         chosen = "  <- predict's choice" if name == calibration["answer"]["chosen"] else ""
         print(f"{name:<12} {v['on_oof']:>20.4f} {v['held_out']:>13.4f} {test:>8.4f}{chosen}")
-    baseline = task.baseline(comp, manifest.label, truth.iloc[:, 1])
-    print(f"{'baseline':<12} {task.pooled_baseline(comp, manifest.label, manifest.fold):>20.4f} {'':>13} "
-          f"{baseline:>8.4f}   ({task.BASELINE[comp.kind]})")
+    blind = task.blind_scores(comp, manifest.label, manifest.fold, truth.iloc[:, 1])
+    print(f"{'blind':<12} {blind['fixed']:>20.4f} {blind['held_out']:>13.4f} {blind['test']:>8.4f}   (ignoring the "
+          f"image: {task.BASELINE[comp.kind]}; its rule, {blind['chosen']}, fitted as the model's)")
     return 0
 
 

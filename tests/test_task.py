@@ -48,6 +48,19 @@ def test_baselines_ignore_the_image():
     assert task.baseline(GRADE, ["0", "0", "2"], ["0", "2"]) == pytest.approx(0.0)  # one grade: kappa 0
 
 
+def test_the_image_blind_answer_gets_its_rule_fitted_as_a_models_would():
+    rng = np.random.default_rng(0)
+    labels = [" ".join(t for t, p in zip(TAGS.classes, (0.35, 0.3, 0.95, 0.3)) if rng.random() < p) or "primary"
+              for _ in range(300)]
+    blind = task.blind_scores(TAGS, labels, np.arange(300) % 3, labels[:50])
+    # at 0.5 it names primary alone; F2 rewards also naming the labels a third of the images have
+    assert blind["chosen"] == "global" and blind["held_out"] > blind["fixed"] + 0.05
+    numbers = [str(v) for v in rng.integers(1, 101, 90)]
+    blind = task.blind_scores(SCORE, numbers, np.arange(90) % 3, numbers[:10])
+    assert blind["chosen"] == "fixed" and blind["held_out"] == pytest.approx(blind["fixed"])
+    assert blind["test"] == pytest.approx(task.baseline(SCORE, numbers, numbers[:10]))
+
+
 def _oof(rng, n=600):
     """OOF rows of 3 folds whose outputs carry the truth but are off the fixed rule's scale: a label's
     probability is about 0.3 where the image has it, about 0.1 where not; grades are squeezed down."""
