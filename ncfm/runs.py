@@ -472,7 +472,7 @@ def read_predictions(path: Path, ids, classes, key: dict) -> np.ndarray | None:
         return None
     if list(df.iloc[:, 0].astype(str)) != [str(i) for i in ids] or [c for c in df.columns if c in classes] != list(classes):
         return None
-    probs = df[list(classes)].to_numpy("float64")
+    probs = df[list(classes)].to_numpy("float64", copy=True)  # one column comes back read-only otherwise
     if np.flatnonzero(np.isnan(probs).any(axis=1)).tolist() != sorted(unreadable):
         return None
     return probs

@@ -243,6 +243,13 @@ def test_each_kind_from_make_synthetic_to_a_validated_csv_with_only_data_dir(tmp
     state = json.loads((run / "fold0" / "state.json").read_text())
     assert {f"oof_{comp['metric']}", f"prior_{comp['metric']}"} <= set(state)
     assert cli_main(["predict", "--data-dir", str(data), "--run", str(run), "--tta", "2", "--out", str(out)]) == 0
+    again = tmp_path / "again.csv"  # a second predict reuses every fold's saved predictions
+    assert cli_main(["predict", "--data-dir", str(data), "--run", str(run), "--tta", "2", "--out", str(again)]) == 0
+    first, second = pd.read_csv(out, keep_default_na=False), pd.read_csv(again, keep_default_na=False)
+    if kind == "regression":  # saved with 8 decimals on the [0, 1] scale: equal to 1e-6 of the range
+        np.testing.assert_allclose(second[column], first[column], atol=1e-4)
+    else:
+        pd.testing.assert_frame_equal(second, first)
     answer = runs.read_calibration(run)["answer"]
     assert answer["chosen"] in task.CANDIDATES[kind] and "held_out" in answer["scores"]["fixed"]
     made = pd.read_csv(out, dtype=str, keep_default_na=False)
