@@ -85,6 +85,7 @@ class Competition:
     slug        the Kaggle competition slug, for `submit` and `submissions` ("" when unknown)
     value_range regression: (lowest, highest) training value; predictions are clipped to it
     grades      ordinal: every grade, lowest to highest, one apart (0, 1, 2, 3, 4)
+    separator   multilabel: what separates an image's labels in the labels CSV and the submission (" ")
     """
 
     classes: tuple[str, ...]
@@ -100,6 +101,7 @@ class Competition:
     slug: str = ""
     value_range: tuple[float, ...] = ()
     grades: tuple[int, ...] = ()
+    separator: str = ""
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -109,8 +111,9 @@ class Competition:
                              f"competition; received {self.metric!r}")
         if self.task == "single" and len(self.classes) < 2:
             raise ValueError(f"a classification needs at least 2 classes; received {list(self.classes)}")
-        if self.kind == "multilabel" and not self.classes:
-            raise ValueError("a multilabel competition needs its labels")
+        if self.kind == "multilabel" and (not self.classes or not self.separator.isspace()):
+            raise ValueError(f"a multilabel competition needs its labels and a whitespace separator; received "
+                             f"{len(self.classes)} labels, separator {self.separator!r}")
         if self.kind in ("regression", "ordinal") and len(self.classes) != 1:
             raise ValueError(f"a {self.kind} competition has one output, its answer column; received "
                              f"{list(self.classes)}")

@@ -318,8 +318,8 @@ def _other_task(data_dir: Path, train: pd.DataFrame, source: dict, task: str, me
     labels = train.label.astype(str).str.strip()
     if task == "multilabel":
         tokens = labels.str.split()
-        extra = {"classes": tuple(sorted({t for ts in tokens for t in ts}))}
-        labels = tokens.map(lambda ts: " ".join(dict.fromkeys(ts)))
+        extra = {"classes": tuple(sorted({t for ts in tokens for t in ts})), "separator": competition.TAG_SEPARATOR}
+        labels = tokens.map(lambda ts: competition.TAG_SEPARATOR.join(dict.fromkeys(ts)))
     else:
         numbers = pd.to_numeric(labels, errors="coerce")
         bad = labels[numbers.isna() | ~np.isfinite(numbers.fillna(0))]

@@ -490,8 +490,10 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 5, seed: int = 2016, groups: s
                 f"these images really are near-duplicates of a few scenes, use --groups auto or none",
                 stacklevel=2)
 
-    per_class = out.groupby("label")["group"].nunique()
-    images = out["label"].value_counts()
+    # several labels: each label counts the images and groups it is on, not only those it is the rarest of
+    counted = out.assign(label=pd.Series(answers).str.split().to_numpy()).explode("label") if task == "multilabel" else out
+    per_class = counted.groupby("label")["group"].nunique()
+    images = counted["label"].value_counts()
     n_groups = out["group"].nunique()
     if n_groups < n_folds:
         raise NcfmError(

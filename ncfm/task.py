@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ncfm import calibrate
-from ncfm.competition import Competition, TAG_SEPARATOR
+from ncfm.competition import Competition
 
 
 def targets(comp: Competition, labels) -> np.ndarray:
@@ -179,7 +179,7 @@ def values_for_csv(comp: Competition, answers) -> list:
     integer grades."""
     if comp.kind == "multilabel":
         names = np.asarray(comp.classes, dtype=object)
-        return [TAG_SEPARATOR.join(names[row]) for row in np.asarray(answers, dtype=bool)]
+        return [comp.separator.join(names[row]) for row in np.asarray(answers, dtype=bool)]
     if comp.kind == "ordinal":
         return [int(g) for g in answers]
     return [float(v) for v in answers]

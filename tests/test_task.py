@@ -17,7 +17,7 @@ from ncfm.folds import iterative_folds, strata
 from ncfm.submission import build_submission, find_problems, format_submission
 
 TAGS = Competition(classes=("clear", "haze", "primary", "water"), kind="multilabel", metric="f2_samples",
-                   id_column="image_name", columns=("tags",))
+                   id_column="image_name", columns=("tags",), separator=" ")
 SCORE = Competition(classes=("Pawpularity",), kind="regression", metric="rmse", id_column="Id",
                     columns=("Pawpularity",), value_range=(1.0, 100.0))
 GRADE = Competition(classes=("diagnosis",), kind="ordinal", metric="qwk", id_column="id_code",
@@ -35,6 +35,8 @@ def test_targets_are_multi_hot_labels_or_the_scaled_number_or_grade():
 def test_decided_answers_have_a_label_each_clip_numbers_and_round_grades():
     labels = task.decide(TAGS, [[0.9, 0.1, 0.6, 0.2], [0.1, 0.3, 0.2, 0.05]])
     assert task.values_for_csv(TAGS, labels) == ["clear primary", "haze"]  # none passed 0.5: the likeliest
+    with pytest.raises(ValueError, match="whitespace separator"):
+        Competition(classes=("a", "b"), kind="multilabel", metric="f2_samples", columns=("tags",), separator=",")
     assert task.decide(SCORE, [[0.0], [1.0], [0.5]]).tolist() == [1.0, 100.0, 50.5]
     assert task.decide(GRADE, [[0.0], [0.13], [0.49], [1.0]]).tolist() == [0, 1, 2, 4]
     assert task.decide(GRADE, [[0.3]], {"cuts": [0.2, 2.0, 3.0, 3.5]}).tolist() == [1]
@@ -126,6 +128,19 @@ def test_groups_stay_in_one_fold_and_numbers_are_stratified_by_bins(tmp_path):
     assert (shares.max() - shares.min()).max() < 0.15
     values = pd.Series([str(v) for v in rng.integers(1, 101, n)])
     assert strata(values, "regression").nunique() == 10
+
+
+def test_a_multilabel_split_warns_about_each_label_not_about_rarest_label_strata():
+    from ncfm.folds import assign_folds
+
+    tags = ["primary clear"] * 40 + ["primary haze"] * 20 + ["primary water"] * 2
+    df = pd.DataFrame({"image": [f"train/{i:03d}.jpg" for i in range(len(tags))], "label": tags,
+                       "width": 32, "height": 32})
+    with pytest.warns(UserWarning) as caught:
+        assign_folds(df, n_folds=3, groups="none", task="multilabel")
+    said = " ".join(str(w.message) for w in caught)
+    assert "fewer images than folds for water (2)" in said
+    assert "primary" not in said  # on every image, though the rarest label of none
 
 
 # --------------------------------------------------------------------------- the CSV
