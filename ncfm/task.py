@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ncfm import calibrate
+from ncfm.batches import one_hot
 from ncfm.competition import Competition
 
 
@@ -34,10 +35,7 @@ def targets(comp: Competition, labels) -> np.ndarray:
     """(N, outputs) float32 training targets of folds.csv labels (strings), each in [0, 1]."""
     labels = [str(label) for label in labels]
     if comp.task == "single":
-        index = {c: i for i, c in enumerate(comp.classes)}
-        y = np.zeros((len(labels), comp.num_classes), dtype="float32")
-        y[np.arange(len(labels)), [index[c] for c in labels]] = 1.0
-        return y
+        return one_hot(labels, comp.classes)
     if comp.kind == "multilabel":
         return label_matrix(comp, labels).astype("float32")
     return scaled(comp, np.asarray(labels, dtype=np.float64))[:, None].astype("float32")
