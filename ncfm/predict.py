@@ -447,8 +447,7 @@ def _check_unreadable(data_dir: Path, test: pd.DataFrame, bad, fill_rows, record
 def main(args) -> int:
     from ncfm import runtime
     from ncfm.augment import tta_parameters
-    from ncfm.dataset import competition_for, find_test_images, read_sample_submission
-    from ncfm.submission import build_submission, write_submission
+    from ncfm.dataset import competition_for, find_test_images
 
     devices = checked(runtime.resolve_devices, args.devices)
     checked(runtime.check_batch_split, args.batch_size, devices, args.devices, True)
@@ -530,16 +529,28 @@ def main(args) -> int:
         log(f"{len(fill_rows)} unreadable test image(s) given the class priors: "
             + ", ".join(test.id.iloc[i] for i in fill_rows))
 
+    return _write_answer(args, comp, data_dir, stage, test, probs, out, first, calibration | {
+        "runs": [str(r) for r in run_dirs], "tta": len(views), "stage": stage, "mean": args.mean,
+        "weak_folds": weak_rule, "left_out": left_out, "shrink": shrunk}, log)
+
+
+def _write_answer(args, comp: Competition, data_dir: Path, stage: int, test: pd.DataFrame, outputs, out: Path,
+                  first: Path, record: dict, log, rule: dict | None = None) -> int:
+    """The validated CSV of the test outputs (under `rule` for another task), and calibration.json:
+    `record` and the answer-changing flags used (ANSWER_OPTIONS)."""
+    from ncfm.dataset import read_sample_submission
+    from ncfm.submission import build_submission, write_submission
+
     sample = read_sample_submission(data_dir, stage, comp)
     sample_ids = list(sample.iloc[:, 0]) if sample is not None else list(test.id)
-    written = write_submission(build_submission(list(test.id), probs, comp), out, sample_ids, comp, force=args.force)
-    runs.write_calibration(first, calibration | {
-        "runs": [str(r) for r in run_dirs], "tta": len(views), "stage": stage, "mean": args.mean,
-        "weak_folds": weak_rule, "left_out": left_out, "shrink": shrunk,
-        "options": {name: getattr(args, name, None) for name in ANSWER_OPTIONS} | {"weak_folds": weak_rule}})
+    written = write_submission(build_submission(list(test.id), outputs, comp, rule), out, sample_ids, comp,
+                               force=args.force)
+    runs.write_calibration(first, record | {"options": {name: getattr(args, name, None) for name in ANSWER_OPTIONS}
+                                            | {"weak_folds": record["weak_folds"]}})
     validated = ("validated" if sample is not None else
                  "its form checked, but not its ids: no sample submission to check them against")
-    log(f"wrote {written} ({len(test)} rows, {len(run_dirs)} run(s) x folds x {len(views)} views, {validated})")
+    log(f"wrote {written} ({len(test)} rows, {len(record['runs'])} run(s) x folds x {record['tta']} views, "
+        f"{validated})")
     return 0
 
 
@@ -552,8 +563,6 @@ def _predict_task(args, comp: Competition, data_dir: Path, stage: int, test: pd.
     a richer rule only where it wins on held-out folds) and recorded in calibration.json; the CSV in
     the sample's form."""
     from ncfm import runtime, task
-    from ncfm.dataset import read_sample_submission
-    from ncfm.submission import build_submission, write_submission
 
     if args.run_weights != "equal":
         raise NcfmError(f"--run-weights {args.run_weights} weighs runs by their log loss; a {comp.kind} competition "
@@ -603,18 +612,9 @@ def _predict_task(args, comp: Competition, data_dir: Path, stage: int, test: pd.
         log(f"{len(fill_rows)} unreadable test image(s) given the training average: "
             + ", ".join(test.id.iloc[i] for i in fill_rows))
 
-    sample = read_sample_submission(data_dir, stage, comp)
-    sample_ids = list(sample.iloc[:, 0]) if sample is not None else list(test.id)
-    written = write_submission(build_submission(list(test.id), outputs, comp, rule), out, sample_ids, comp,
-                               force=args.force)
-    runs.write_calibration(first, record | {
+    return _write_answer(args, comp, data_dir, stage, test, outputs, out, first, record | {
         "runs": [str(r) for r in run_dirs], "tta": len(views), "stage": stage, "mean": "arithmetic",
-        "weak_folds": weak_rule, "left_out": left_out, "shrink": {},
-        "options": {name: getattr(args, name, None) for name in ANSWER_OPTIONS} | {"weak_folds": weak_rule}})
-    validated = ("validated" if sample is not None else
-                 "its form checked, but not its ids: no sample submission to check them against")
-    log(f"wrote {written} ({len(test)} rows, {len(run_dirs)} run(s) x folds x {len(views)} views, {validated})")
-    return 0
+        "weak_folds": weak_rule, "left_out": left_out, "shrink": {}}, log, rule)
 
 
 def _rule_text(comp: Competition, rule: dict) -> str:
