@@ -75,7 +75,7 @@ def describe_competition(data_dir: os.PathLike | str, *, train_dir: str | None =
         raise NcfmError(f"{data_dir}: no such folder; point --data-dir at the folder where the "
                         f"competition's files were unzipped")
     train_rel = _train_folder(data_dir, train_dir)
-    csv_path = _labels_csv(data_dir, labels_csv)
+    csv_path = _labels_csv(data_dir, labels_csv, train_rel)
     subfolders, loose = _folder_entries(data_dir / train_rel)
     if not subfolders and not loose:
         raise NcfmError(f"{data_dir / train_rel}: empty, no class folders or images; unzip the "
@@ -190,7 +190,9 @@ def _train_folder(data_dir: Path, train_dir: str | None) -> str:
                     f"found {', '.join(have[:10]) or 'nothing'}), or pass --train-dir")
 
 
-def _labels_csv(data_dir: Path, labels_csv: str | None) -> Path | None:
+def _labels_csv(data_dir: Path, labels_csv: str | None, train_rel: str = "train") -> Path | None:
+    """--labels-csv, else the one of LABEL_CSVS there whose first column names the training images
+    (iMet ships labels.csv, its attribute names, beside train.csv, its labels), else the first there."""
     if labels_csv:
         path = Path(labels_csv) if Path(labels_csv).is_absolute() else data_dir / labels_csv
         if not path.is_file():
@@ -198,7 +200,21 @@ def _labels_csv(data_dir: Path, labels_csv: str | None) -> Path | None:
         if not path.is_file():
             raise NcfmError(f"{labels_csv}: labels CSV not found (--labels-csv)")
         return path
-    return next((data_dir / n for n in LABEL_CSVS if (data_dir / n).is_file()), None)
+    found = [data_dir / n for n in LABEL_CSVS if (data_dir / n).is_file()]
+    if len(found) < 2:
+        return found[0] if found else None
+    train = data_dir / train_rel
+    names = set(os.listdir(train)) if train.is_dir() else set()
+    names |= {os.path.splitext(n)[0] for n in names}
+
+    def naming(path: Path) -> float:
+        try:
+            ids = pd.read_csv(path, dtype=str, usecols=[0], nrows=50, keep_default_na=False).iloc[:, 0].str.strip()
+        except Exception:  # unreadable: _labels_from_csv says why if it is chosen
+            return 0.0
+        return float(ids.isin(names).mean()) if len(ids) else 0.0
+
+    return max(found, key=naming)  # the first of the best, in LABEL_CSVS order
 
 
 def _folder_entries(train: Path) -> tuple[list[str], list[str]]:

@@ -214,6 +214,8 @@ def test_task_and_metric_flags_decide_where_the_labels_cannot(tmp_path, capsys):
 
 def test_a_known_slug_sets_the_task_and_metric(tmp_path):
     _competition_files(tmp_path, "attribute_ids", ["1 13", "13", "2 13", "1", "2", "1 2 13"] * 2, "1")
+    # iMet's labels.csv names the attributes; train.csv, beside it, holds the images' labels
+    (tmp_path / "labels.csv").write_text("attribute_id,attribute_name\n1,culture::a\n2,culture::b\n13,tag::c\n")
     assert cli_main(["split_train_val", "--data-dir", str(tmp_path), "--folds", "2", "--groups", "none",
                      "--competition", "imet-2019-fgvc6"]) == 0
     saved = json.loads((tmp_path / "competition.json").read_text())
