@@ -34,7 +34,8 @@ PRECISION_HELP = ("off, bfloat16 or float16; auto = bfloat16 where the hardware 
 class TrainConfig:
     # model
     backbone: str = setting("inception_v3", "a keras.applications backbone: inception_v3, xception, "
-                            "inception_resnet_v2, resnet50, densenet121, efficientnetv2_b0, efficientnetv2_s")
+                            "inception_resnet_v2, resnet50, densenet121, efficientnetv2_b0/b1/b2/b3/s/m/l (native "
+                            "224/240/260/300/384/480/480 px), convnext_tiny/small/base (224 px)")
     weights: str = setting("imagenet", "imagenet (downloads once to ~/.keras/models), none (random "
                            "initialisation: tests and the demo), or the path to the backbone's no-top weights file")
     image_size: int = setting(0, "square input size in pixels; 0 = the backbone's own (299 for InceptionV3)")

@@ -51,7 +51,16 @@ BACKBONES = {
     "densenet121": Backbone("DenseNet121", 224, 32, "torch",
                             "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     "efficientnetv2_b0": Backbone("EfficientNetV2B0", 224, 32, "raw", "efficientnetv2-b0_notop.h5"),
+    "efficientnetv2_b1": Backbone("EfficientNetV2B1", 240, 32, "raw", "efficientnetv2-b1_notop.h5"),
+    "efficientnetv2_b2": Backbone("EfficientNetV2B2", 260, 32, "raw", "efficientnetv2-b2_notop.h5"),
+    "efficientnetv2_b3": Backbone("EfficientNetV2B3", 300, 32, "raw", "efficientnetv2-b3_notop.h5"),
     "efficientnetv2_s": Backbone("EfficientNetV2S", 384, 32, "raw", "efficientnetv2-s_notop.h5"),
+    "efficientnetv2_m": Backbone("EfficientNetV2M", 480, 32, "raw", "efficientnetv2-m_notop.h5"),
+    "efficientnetv2_l": Backbone("EfficientNetV2L", 480, 32, "raw", "efficientnetv2-l_notop.h5"),
+    # ConvNeXt (2022): ImageNet mean/std inside the model (include_preprocessing), LayerNorm, no BatchNorm
+    "convnext_tiny": Backbone("ConvNeXtTiny", 224, 32, "raw", "convnext_tiny_notop.h5"),
+    "convnext_small": Backbone("ConvNeXtSmall", 224, 32, "raw", "convnext_small_notop.h5"),
+    "convnext_base": Backbone("ConvNeXtBase", 224, 32, "raw", "convnext_base_notop.h5"),
 }
 
 

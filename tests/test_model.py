@@ -233,6 +233,27 @@ def test_saved_inference_model_loads_and_predicts_in_plain_keras_without_ncfm(sa
     np.testing.assert_allclose(probs, saved_resnet["probs"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_a_convnext_best_keras_loads_in_plain_keras(backend, tmp_path):
+    """ConvNeXt's blocks hold Keras' own LayerScale layer: a saved fold must still load without ncfm."""
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    model = build_model("convnext_tiny", "none", 32, seed=5, num_classes=K)
+    inference = inference_model(model)
+    inference.save(tmp_path / "best.keras")
+    write_model_info(tmp_path / "best.keras", model, NAMES)
+    x = images(3, 32, seed=6)
+    np.save(tmp_path / "x.npy", x)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"KERAS_BACKEND": backend}
+    done = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_NCFM, str(tmp_path / "best.keras"),
+                           str(tmp_path / "x.npy"), str(tmp_path / "probs.npy")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"backend": backend, "classes": NAMES}
+    np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), keras.ops.convert_to_numpy(inference(x)),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_class_names_image_size_and_backbone_travel_inside_the_saved_file(saved_resnet):
     path = saved_resnet["path"]
     assert require_model_info(path) == {"classes": NAMES, "image_size": RESNET_SIZE, "backbone": "resnet50"}
