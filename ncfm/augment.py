@@ -86,7 +86,14 @@ def compose_affine(flip_x, flip_y, angle, zoom, shear, shift_x, shift_y):
 
 @keras.saving.register_keras_serializable(package="ncfm")
 class RandomAugment(keras.layers.Layer):
-    """Random flips, rotation, zoom, shift, shear, brightness and contrast; training only.
+    """Random flips, rotation, zoom, shift, shear, brightness and contrast, and random erasing;
+    training only.
+
+    Random erasing (Zhong et al., 2017; timm's `--reprob`): with probability `erasing` an image gets
+    one rectangle of 2% to 33% of its area, aspect ratio 0.3 to 3.3 (log-uniform), filled with
+    uniform noise in [0, 255]. Written as a mask from coordinate comparisons in `keras.ops`, so it
+    stays inside XLA on every backend; with erasing=0 it draws no random numbers, so the other
+    augmentations see the very draws they saw before it existed.
 
     Takes uint8 or float images in [0, 255] and returns float32 in [0, 255]. At inference it is
     a cast. Only the training model (and its last.keras) holds it: the saved inference model
@@ -94,12 +101,15 @@ class RandomAugment(keras.layers.Layer):
     """
 
     def __init__(self, hflip=True, vflip=True, rotation=10.0, zoom=0.1, shift=0.1, shear=5.0,
-                 brightness=0.15, contrast=0.15, seed=None, **kwargs):
+                 brightness=0.15, contrast=0.15, erasing=0.0, seed=None, **kwargs):
         kwargs.setdefault("dtype", "float32")  # resample in float32 even under mixed precision
         super().__init__(**kwargs)
         self.hflip, self.vflip = bool(hflip), bool(vflip)
         self.rotation, self.zoom, self.shift, self.shear = float(rotation), float(zoom), float(shift), float(shear)
         self.brightness, self.contrast = float(brightness), float(contrast)
+        if not 0.0 <= float(erasing) <= 1.0:
+            raise ValueError(f"erasing is a probability in [0, 1]; received erasing={erasing!r}")
+        self.erasing = float(erasing)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -138,7 +148,32 @@ class RandomAugment(keras.layers.Layer):
             x = (x - mean) * factor + mean
         if self.brightness > 0:
             x = x * ops.reshape(1.0 + uniform(self.brightness), (-1, 1, 1, 1))
-        return ops.clip(x, 0.0, 255.0)
+        x = ops.clip(x, 0.0, 255.0)
+        if self.erasing > 0:
+            x = self._erase(x, b, h, w)
+        return x
+
+    def _erase(self, x, b, h, w):
+        def draw(low, high):
+            return keras.random.uniform((b,), low, high, seed=self.seed_generator)
+
+        area = draw(0.02, 1 / 3) * h * w
+        aspect = ops.exp(draw(math.log(0.3), math.log(1 / 0.3)))
+        eh = ops.minimum(ops.sqrt(area * aspect), h)
+        ew = ops.minimum(ops.sqrt(area / aspect), w)
+        top = draw(0.0, 1.0) * (h - eh)
+        left = draw(0.0, 1.0) * (w - ew)
+        chosen = draw(0.0, 1.0) < self.erasing
+        rows = ops.reshape(ops.arange(ops.shape(x)[1], dtype="float32"), (1, -1, 1))
+        cols = ops.reshape(ops.arange(ops.shape(x)[2], dtype="float32"), (1, 1, -1))
+
+        def column(v):
+            return ops.reshape(v, (-1, 1, 1))
+
+        inside = ((rows >= column(top)) & (rows < column(top + eh)) & (cols >= column(left))
+                  & (cols < column(left + ew)) & column(chosen))
+        noise = keras.random.uniform(ops.shape(x), 0.0, 255.0, seed=self.seed_generator)
+        return ops.where(ops.expand_dims(inside, -1), noise, x)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -147,7 +182,7 @@ class RandomAugment(keras.layers.Layer):
         return super().get_config() | dict(
             hflip=self.hflip, vflip=self.vflip, rotation=self.rotation, zoom=self.zoom,
             shift=self.shift, shear=self.shear, brightness=self.brightness,
-            contrast=self.contrast, seed=self.seed)
+            contrast=self.contrast, erasing=self.erasing, seed=self.seed)
 
 
 # ----------------------------------------------------------------------------- test-time views

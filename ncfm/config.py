@@ -71,6 +71,8 @@ class TrainConfig:
     shear: float = setting(5.0, "random shear, +/- degrees")
     brightness: float = setting(0.15, "random brightness, +/- fraction")
     contrast: float = setting(0.15, "random contrast, +/- fraction")
+    erasing: float = setting(0.0, "random erasing: the probability that a training image gets a rectangle of "
+                             "2-33% of its area filled with noise (timm's --reprob; 0.25 is common); 0 = off")
     # crops (only with `ncfm train --detector RUN`: the classifier sees the fish the detector found)
     crop_margin: float = setting(0.15, "with --detector: space around the fish box, a fraction of its longer side")
     crop_aspect: str = setting("square", "with --detector: square (fish at any angle), keep (the box's own "

@@ -411,7 +411,7 @@ def compile_model(model, cfg: TrainConfig, optimizer, task: str = "single"):
 
 def augment_settings(cfg: TrainConfig) -> dict:
     return {k: getattr(cfg, k) for k in ("hflip", "vflip", "rotation", "zoom", "shift", "shear",
-                                          "brightness", "contrast")}
+                                          "brightness", "contrast", "erasing")}
 
 
 # ----------------------------------------------------------------------------- command

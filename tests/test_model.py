@@ -403,3 +403,46 @@ def test_crop_views_stay_inside_the_image():
     assert (zoom >= 1.0).all()
     assert (shifts <= ((1 - 1 / zoom) / 2)[:, None] + 1e-6).all()
     assert math.isclose(float(p[0, 3]), 1.0)
+
+
+# ----------------------------------------------------------------------------- random erasing
+def test_random_erasing_fills_one_rectangle_of_2_to_33_percent_with_noise():
+    x = np.full((16, 40, 40, 3), 128, dtype="uint8")
+    plain = dict(hflip=False, vflip=False, rotation=0.0, zoom=0.0, shift=0.0, shear=0.0, brightness=0.0, contrast=0.0)
+    out = keras.ops.convert_to_numpy(RandomAugment(**plain, erasing=1.0, seed=2)(x, training=True))
+    changed = (out != 128).any(axis=-1)  # (B, H, W): the erased pixels (noise is never exactly 128.0)
+    for mask in changed:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        assert mask.sum() == len(rows) * len(cols)  # one solid rectangle
+        assert 0.015 <= mask.mean() <= 0.34
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    never = keras.ops.convert_to_numpy(RandomAugment(**plain, erasing=0.0, seed=2)(x, training=True))
+    np.testing.assert_array_equal(never, x.astype("float32"))
+    some = keras.ops.convert_to_numpy(RandomAugment(**plain, erasing=0.5, seed=3)(np.repeat(x, 8, axis=0),
+                                                                                    training=True))
+    assert 0.3 < (some != 128).any(axis=(1, 2, 3)).mean() < 0.7  # about half the images
+
+
+def test_erasing_off_draws_nothing_so_the_other_augmentations_are_unchanged():
+    x = images(4)
+    before = keras.ops.convert_to_numpy(RandomAugment(seed=7)(x, training=True))
+    after = keras.ops.convert_to_numpy(RandomAugment(seed=7, erasing=0.0)(x, training=True))
+    np.testing.assert_array_equal(after, before)
+    with pytest.raises(ValueError, match="erasing=1.5"):
+        RandomAugment(erasing=1.5)
+
+
+def test_random_erasing_runs_inside_a_jax_model_under_jit(tmp_path):
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    code = ("import numpy as np, keras, jax\n"
+            "from ncfm.augment import RandomAugment\n"
+            "layer = RandomAugment(erasing=1.0, seed=1)\n"
+            "x = np.full((4, 24, 24, 3), 128, 'uint8')\n"
+            "out = np.asarray(jax.jit(lambda v: layer(v, training=True))(x))\n"
+            "print(int(((out != 128).any(-1)).any(axis=(1, 2)).sum()))\n")
+    env = os.environ | {"KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "4"

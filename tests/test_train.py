@@ -697,3 +697,17 @@ def test_retrain_with_settings_that_cannot_run_keeps_the_trained_fold(trained_ru
     assert main(args) == 2
     assert "file not found" in capsys.readouterr().err
     assert snapshot(fold_dir) == before
+
+
+def test_a_fold_trains_with_random_erasing_and_records_it(tmp_path):
+    from conftest import split_synthetic
+
+    data = split_synthetic(tmp_path, n_train=48, boats=6)
+    run = tmp_path / "runs" / "erasing"
+    assert main(["train", "--data-dir", str(data), "--fold", "0", "--run", str(run), "--weights", "none",
+                 "--image-size", "75", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8",
+                 "--tensorboard", "false", "--erasing", "0.5"]) == 0
+    config = json.loads((run / "fold0" / "config.json").read_text())
+    assert config["erasing"] == 0.5
+    state = json.loads((run / "fold0" / "state.json").read_text())
+    assert state["finished"] and np.isfinite(state["oof_log_loss"])
