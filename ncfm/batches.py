@@ -23,8 +23,40 @@ def one_hot(labels, classes) -> np.ndarray:
     return y
 
 
+MIXES = ("none", "mixup", "cutmix", "both")
+MIX_ALPHA = {"mixup": 0.8, "cutmix": 1.0}  # timm's defaults for the Beta distribution of the mixing weight
+
+
+def mix_batch(x: np.ndarray, y: np.ndarray, how: str, rng: np.random.Generator, alpha: float = 0.0,
+              prob: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """MixUp or CutMix of one training batch (uint8 images, targets), each image with the one the
+    batch's random permutation pairs it with, with probability `prob`; "both" picks one of the two
+    per batch, as timm does. The weight lam ~ Beta(alpha, alpha) (alpha 0: MIX_ALPHA). MixUp blends
+    the pixels (rounded back to uint8) and the targets by lam; CutMix pastes a box of the pair over
+    (1 - lam) of the image and weighs the targets by the areas actually kept, so soft targets still
+    sum to what they summed to (1 for one class per image)."""
+    if how == "none" or rng.random() >= prob:
+        return x, y
+    if how == "both":
+        how = "mixup" if rng.random() < 0.5 else "cutmix"
+    lam = float(rng.beta(alpha or MIX_ALPHA[how], alpha or MIX_ALPHA[how]))
+    pair = rng.permutation(len(x))
+    x, y = np.array(x), np.asarray(y, dtype="float32")
+    if how == "mixup":
+        mixed = lam * x.astype("float32") + (1 - lam) * x[pair].astype("float32")
+        return np.rint(mixed).astype(x.dtype), (lam * y + (1 - lam) * y[pair]).astype("float32")
+    h, w = x.shape[1:3]
+    ch, cw = int(round(h * np.sqrt(1 - lam))), int(round(w * np.sqrt(1 - lam)))
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    top, bottom = max(cy - ch // 2, 0), min(cy + ch - ch // 2, h)
+    left, right = max(cx - cw // 2, 0), min(cx + cw - cw // 2, w)
+    x[:, top:bottom, left:right] = x[pair, top:bottom, left:right]
+    kept = 1 - (bottom - top) * (right - left) / (h * w)
+    return x, (kept * y + (1 - kept) * y[pair]).astype("float32")
+
+
 def make_batches(images, rows, labels=None, batch_size=32, train=False, seed=0, start_epoch=0, workers=2,
-                 steps_per_epoch=0, pad=False):
+                 steps_per_epoch=0, pad=False, mix: str = "none", mix_alpha: float = 0.0, mix_prob: float = 1.0):
     """A keras PyDataset over rows of the uint8 image cache.
 
     train=True: an endless stream of fixed-size batches, `steps_per_epoch` of them per epoch
@@ -37,8 +69,13 @@ def make_batches(images, rows, labels=None, batch_size=32, train=False, seed=0, 
     the repeats and padded/real rows for the real ones, so that Keras' loss and metrics stay
     exact means over the real rows (each batch's loss is divided by its padded length, and the
     epoch's mean weights batches by it; with several devices every batch must be full).
+    mix: "mixup", "cutmix" or "both" mixes training batches (mix_batch), from a generator seeded by
+    (seed, epoch, step), so a resumed run mixes as an uninterrupted one; host batches only.
     """
     import keras
+
+    if mix not in MIXES:
+        raise ValueError(f"mix must be one of {', '.join(MIXES)}; received mix={mix!r}")
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
@@ -74,6 +111,8 @@ def make_batches(images, rows, labels=None, batch_size=32, train=False, seed=0, 
             x = read_rows(images, rows[pick])
             if labels is None:
                 return (x,)
+            if train and mix != "none":
+                return mix_batch(x, labels[pick], mix, np.random.default_rng((seed, epoch, step)), mix_alpha, mix_prob)
             if pad and not train:
                 weights = np.zeros(len(pick), dtype="float32")
                 weights[:min(len(pick), len(rows) - i * batch_size)] = self.steps * batch_size / len(rows)

@@ -71,6 +71,11 @@ class TrainConfig:
     shear: float = setting(5.0, "random shear, +/- degrees")
     brightness: float = setting(0.15, "random brightness, +/- fraction")
     contrast: float = setting(0.15, "random contrast, +/- fraction")
+    mix: str = setting("none", "mix training batches: mixup (blend two images and their targets), cutmix (paste "
+                       "a box of one into the other, targets by area), both (one of the two per batch, as timm), "
+                       "none; validation images are never mixed")
+    mix_alpha: float = setting(0.0, "the mixing weight's Beta(alpha, alpha); 0 = timm's 0.8 for mixup, 1.0 for cutmix")
+    mix_prob: float = setting(1.0, "the share of training batches that are mixed")
     erasing: float = setting(0.0, "random erasing: the probability that a training image gets a rectangle of "
                              "2-33% of its area filled with noise (timm's --reprob; 0.25 is common); 0 = off")
     # crops (only with `ncfm train --detector RUN`: the classifier sees the fish the detector found)

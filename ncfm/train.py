@@ -52,6 +52,13 @@ def resolve_train_config(cfg: TrainConfig) -> TrainConfig:
         raise NcfmError(f"image_size={image_size} is too small for {cfg.backbone}; its minimum is {spec.min_size}")
     resolve_weights(cfg.weights, spec)  # a missing weights file
     devices = len(training_devices(cfg))
+    from ncfm.batches import MIXES
+
+    if cfg.mix not in MIXES or not 0.0 <= cfg.mix_prob <= 1.0 or cfg.mix_alpha < 0:
+        raise NcfmError(f"received --mix {cfg.mix} --mix-prob {cfg.mix_prob} --mix-alpha {cfg.mix_alpha}; --mix is one "
+                        f"of {', '.join(MIXES)}, --mix-prob in [0, 1], --mix-alpha 0 or more")
+    if cfg.mix != "none" and cfg.data_on_device:
+        raise NcfmError(f"--mix {cfg.mix} mixes batches on the host; leave out --data-on-device (or --mix)")
     if cfg.data_on_device and (runtime.backend() != "jax" or devices > 1):
         raise NcfmError(f"--data-on-device true needs the JAX backend and one device (here: {runtime.backend()}, "
                         f"{devices} device{'s' * (devices > 1)}); leave it out, or set KERAS_BACKEND=jax and "
@@ -201,7 +208,8 @@ def _fit(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, hist
                                        int(cfg.warmup_epochs * steps))
         compile_model(model, cfg, optimizer, comp.task)
         train_data = make_batches(images, train_rows, y_train, batch, train=True, start_epoch=start,
-                                  seed=cfg.seed * 1000 + fold.index * 100, steps_per_epoch=steps)
+                                  seed=cfg.seed * 1000 + fold.index * 100, steps_per_epoch=steps,
+                                  mix=cfg.mix, mix_alpha=cfg.mix_alpha, mix_prob=cfg.mix_prob)
         model.fit(train_data, steps_per_epoch=steps, epochs=last_epoch, initial_epoch=start,
                   validation_data=val_data, callbacks=[checkpoint, *extra_callbacks],
                   verbose=1 if sys.stdout.isatty() else 2, shuffle=False)

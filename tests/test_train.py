@@ -711,3 +711,77 @@ def test_a_fold_trains_with_random_erasing_and_records_it(tmp_path):
     assert config["erasing"] == 0.5
     state = json.loads((run / "fold0" / "state.json").read_text())
     assert state["finished"] and np.isfinite(state["oof_log_loss"])
+
+
+# ----------------------------------------------------------------------------- MixUp / CutMix
+def _batch(n=8, size=12, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    y = np.eye(classes, dtype="float32")[rng.integers(0, classes, n)]
+    return x, y
+
+
+@pytest.mark.parametrize("how", ["mixup", "cutmix", "both"])
+def test_mixed_targets_sum_to_one_and_images_stay_uint8(how):
+    from ncfm.batches import mix_batch
+
+    x, y = _batch()
+    for seed in range(20):
+        mx, my = mix_batch(x, y, how, np.random.default_rng(seed))
+        assert mx.dtype == np.uint8 and mx.shape == x.shape
+        np.testing.assert_allclose(my.sum(axis=1), 1.0, rtol=1e-6)
+        assert (my >= 0).all() and ((my > 0).sum(axis=1) <= 2).all()  # at most the two images' classes
+
+
+def test_cutmix_weighs_the_targets_by_the_pasted_area():
+    from ncfm.batches import mix_batch
+
+    x, y = _batch(n=2, size=20)
+    x[0], x[1] = 0, 255  # two flat images: the pasted box is where image 0 turned 255
+    y = np.eye(2, dtype="float32")
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        mx, my = mix_batch(x, y, "cutmix", rng)
+        pasted = (mx[0, :, :, 0] != 0).mean()
+        if pasted:  # the permutation paired image 0 with image 1
+            assert my[0, 1] == pytest.approx(pasted) and my[0, 0] == pytest.approx(1 - pasted)
+
+
+def test_mixing_is_fixed_by_seed_epoch_and_step_so_a_resumed_epoch_mixes_the_same():
+    from ncfm.batches import make_batches
+
+    x, y = _batch(n=32)
+    rows = np.arange(32)
+    first = make_batches(x, rows, y, batch_size=8, train=True, seed=3, mix="both", workers=1)
+    resumed = make_batches(x, rows, y, batch_size=8, train=True, seed=3, start_epoch=1, mix="both", workers=1)
+    for step in range(4):
+        a, b = first[4 + step], resumed[step]  # epoch 1, step `step`, reached both ways
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    plain = make_batches(x, rows, y, batch_size=8, train=True, seed=3, workers=1)
+    assert not np.array_equal(plain[0][1], first[0][1])  # mixed targets are soft
+    with pytest.raises(ValueError, match="mix must be one of"):
+        make_batches(x, rows, y, batch_size=8, train=True, mix="blend")
+
+
+def test_the_loss_on_mixed_targets_is_the_soft_cross_entropy():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype="float32")
+    soft = np.array([[0.6, 0.4, 0.0], [0.0, 0.25, 0.75]], dtype="float32")
+    loss = keras.ops.convert_to_numpy(keras.losses.CategoricalCrossentropy()(soft, probs))
+    assert loss == pytest.approx(float(np.mean(-(soft * np.log(probs)).sum(axis=1))), rel=1e-5)
+
+
+def test_a_fold_trains_with_cutmix_and_refuses_it_with_the_cache_on_the_device(tmp_path, capsys):
+    from conftest import split_synthetic
+
+    data = split_synthetic(tmp_path, n_train=48, boats=6)
+    run = tmp_path / "runs" / "mix"
+    tiny = ["--weights", "none", "--image-size", "75", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8",
+            "--tensorboard", "false"]
+    assert main(["train", "--data-dir", str(data), "--fold", "0", "--run", str(run), *tiny, "--mix", "cutmix"]) == 0
+    assert json.loads((run / "fold0" / "config.json").read_text())["mix"] == "cutmix"
+    assert np.isfinite(json.loads((run / "fold0" / "state.json").read_text())["oof_log_loss"])
+    capsys.readouterr()
+    assert main(["train", "--data-dir", str(data), "--fold", "1", "--run", str(run), *tiny, "--mix", "mixup",
+                 "--data-on-device", "true"]) == 2
+    assert "--mix mixup mixes batches on the host; leave out --data-on-device" in capsys.readouterr().err
