@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from ncfm.competition import LOWER_IS_BETTER
+
 KAGGLE_EPS = 1e-15
 
 
@@ -209,7 +211,7 @@ def no_better(metric: str, value: float, baseline: float, margin: float = 0.0) -
     """Whether `value` of `metric` is no better than `baseline`, or better by no more than `margin`
     (prior_margin): a log loss not lower by more, an accuracy or ROC AUC not higher by more. False
     when either is NaN (nothing to judge: e.g. ROC AUC on one class). RMSE, as log loss, is lower when better."""
-    if metric in ("log_loss", "rmse"):
+    if metric in LOWER_IS_BETTER:
         return bool(value >= baseline - margin)
     return bool(value <= baseline + margin)
 

@@ -48,18 +48,18 @@ from ncfm.calibrate import (
 )
 from ncfm.competition import METRIC_NAMES, NCFM_CLASSES
 from ncfm.ensemble import ensemble_oof, fold_priors, pool_folds, shrunk_oof
-from ncfm.fileio import atomic_write_bytes, atomic_write_text
+from ncfm.fileio import atomic_write_text
 from ncfm.report_page import (
     FoldRun,
     _figure,
     _fmt,
     _history,
-    _img,
     _n_folds,
     _or_note,
     _pct,
     _png,
-    _scheme_html,
+    _png_saver,
+    _run_header,
     _td,
     read_fold_scheme,
 )
@@ -745,19 +745,10 @@ def _reliability_html(run: Run, summary: dict, y: np.ndarray, p: np.ndarray, tit
 def _run_section(run: Run, summary: dict, slug: str, prefix: str, out_dir: Path, written: list[Path]) -> str:
     """One run's part of the page; writes its PNGs into out_dir."""
 
-    def save(png: bytes, stem: str, alt: str) -> str:
-        path = out_dir / f"{prefix}{stem}.png"
-        atomic_write_bytes(path, png)
-        written.append(path)
-        return _img(png, path.name, alt)
-
+    save = _png_saver(out_dir, prefix, written)
     classes = run.classes
-    parts = [f'<h2 id="{slug}">Run {html.escape(run.name)}</h2>',
-             f'<p class="muted">{html.escape(str(run.path))} — {html.escape(summary.get("model", ""))}</p>',
-             f"<p><b>Classes</b> ({len(classes)}, the models' output order): {html.escape(_class_list(classes))}</p>",
-             f"<p><b>Folds / groups:</b> {_scheme_html(run.scheme)}</p>"]
-    if run.notes:
-        parts.append('<div class="notes"><ul>' + "".join(f"<li>{html.escape(n)}</li>" for n in run.notes) + "</ul></div>")
+    parts = _run_header("Run", run, summary, slug, f"<p><b>Classes</b> ({len(classes)}, the models' output order): "
+                                                   f"{html.escape(_class_list(classes))}</p>")
     parts += ["<h3>Cross-validation summary</h3>", _cv_table(summary, slug),
               '<p class="muted">Log loss is Kaggle\'s (rows renormalised, clipped to [1e-15, 1-1e-15]). '
               "A fold's class-prior baseline scores the pooled OOF class frequencies on that fold's images. "

@@ -27,18 +27,17 @@ import pandas as pd
 
 from ncfm import runs
 from ncfm.folds import read_manifest
-from ncfm.fileio import atomic_write_bytes
 from ncfm.report_page import (
     FoldRun,
     _figure,
     _fmt,
     _history,
-    _img,
     _n_folds,
     _or_note,
     _pct,
     _png,
-    _scheme_html,
+    _png_saver,
+    _run_header,
     _td,
     read_fold_scheme,
 )
@@ -426,18 +425,8 @@ def _detector_section(run: DetectorRun, summary: dict, slug: str, prefix: str, o
                       written: list[Path]) -> str:
     """One detector run's part of the page; writes its PNGs into out_dir."""
 
-    def save(png: bytes, stem: str, alt: str) -> str:
-        path = out_dir / f"{prefix}{stem}.png"
-        atomic_write_bytes(path, png)
-        written.append(path)
-        return _img(png, path.name, alt)
-
-    parts = [f'<h2 id="{slug}">Detector run {html.escape(run.name)}</h2>',
-             f'<p class="muted">{html.escape(str(run.path))} — {html.escape(summary.get("model", ""))}</p>',
-             f"<p><b>Folds / groups:</b> {_scheme_html(run.scheme)}</p>"]
-    if run.notes:
-        parts.append('<div class="notes"><ul>' + "".join(f"<li>{html.escape(n)}</li>" for n in run.notes)
-                     + "</ul></div>")
+    save = _png_saver(out_dir, prefix, written)
+    parts = _run_header("Detector run", run, summary, slug)
     parts += ["<h3>Detection quality on the held-out images</h3>", _detector_table(summary, slug),
               '<p class="muted">Per fold, on the training images that fold held out (<code>oof_boxes.csv</code> '
               "against <code>boxes.csv</code>). recall@0.5: share of true boxes some found box overlaps by IoU ≥ 0.5; "

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from ncfm import NcfmError, runs
+from ncfm.fileio import atomic_write_bytes
 from ncfm.folds import read_manifest
 
 
@@ -174,3 +175,26 @@ def _scheme_html(scheme: dict) -> str:
     elif "manifest_images" in scheme:
         items.append("<b>no group column: folds are not group-aware, so validation loss is optimistic</b>")
     return "; ".join(items) if items else "unknown (no fold's settings could be read)"
+
+
+def _run_header(title: str, run, summary: dict, slug: str, about: str = "") -> list[str]:
+    """The top of a run's section: its name, folder and model, `about` (HTML, already escaped) when
+    given, the fold scheme and the notes a reader should know."""
+    parts = [f'<h2 id="{slug}">{title} {html.escape(run.name)}</h2>',
+             f'<p class="muted">{html.escape(str(run.path))} — {html.escape(summary.get("model", ""))}</p>',
+             *([about] if about else []),
+             f"<p><b>Folds / groups:</b> {_scheme_html(run.scheme)}</p>"]
+    if run.notes:
+        parts.append('<div class="notes"><ul>' + "".join(f"<li>{html.escape(n)}</li>" for n in run.notes) + "</ul></div>")
+    return parts
+
+
+def _png_saver(out_dir: Path, prefix: str, written: list[Path]):
+    """save(png, stem, alt) -> the <img> HTML, after writing out_dir/<prefix><stem>.png and listing it in `written`."""
+    def save(png: bytes, stem: str, alt: str) -> str:
+        path = out_dir / f"{prefix}{stem}.png"
+        atomic_write_bytes(path, png)
+        written.append(path)
+        return _img(png, path.name, alt)
+
+    return save

@@ -17,9 +17,8 @@ import pandas as pd
 
 from ncfm import NcfmError, competition, runs, task
 from ncfm.competition import Competition
-from ncfm.fileio import atomic_write_bytes
-from ncfm.report_page import (FoldRun, _figure, _fmt, _history, _img, _n_folds, _or_note, _png, _scheme_html, _td,
-                              read_fold_scheme)
+from ncfm.report_page import (FoldRun, _figure, _fmt, _history, _n_folds, _or_note, _png, _png_saver, _run_header,
+                              _td, read_fold_scheme)
 
 
 @dataclass
@@ -138,12 +137,9 @@ def task_section(run: TaskRun, s: dict, slug: str, prefix: str, out_dir: Path, w
         outputs = f"{comp.classes[0]}, {comp.value_range[0]:g} to {comp.value_range[1]:g}"
     else:
         outputs = f"{comp.classes[0]}, grades {', '.join(map(str, comp.grades))}"
-    parts = [f'<h2 id="{slug}">Run {html.escape(run.name)}</h2>',
-             f'<p class="muted">{html.escape(str(run.path))} — {html.escape(s.get("model", ""))}</p>',
-             f"<p><b>Task</b> {comp.kind} ({html.escape(outputs)}); scored by {html.escape(comp.metric_name)}</p>",
-             f"<p><b>Folds / groups:</b> {_scheme_html(run.scheme)}</p>"]
-    if run.notes:
-        parts.append('<div class="notes"><ul>' + "".join(f"<li>{html.escape(n)}</li>" for n in run.notes) + "</ul></div>")
+    save = _png_saver(out_dir, prefix, written)
+    parts = _run_header("Run", run, s, slug, f"<p><b>Task</b> {comp.kind} ({html.escape(outputs)}); scored by "
+                                             f"{html.escape(comp.metric_name)}</p>")
     rows = "".join("<tr>" + _td(f"fold{r['fold']}", numeric=False) + _td(r["images"] if r["images"] is not None else "—")
                    + _td(_fmt(r["score"], 4)) + _td(_fmt(r["baseline"], 4))
                    + _td(r["best_epoch"] if r["best_epoch"] is not None else "—") + _td(r["status"], numeric=False)
@@ -172,9 +168,6 @@ def task_section(run: TaskRun, s: dict, slug: str, prefix: str, out_dir: Path, w
         if png is None:
             parts.append(f"<p>fold{f.fold}: no training history yet.</p>")
             continue
-        path = out_dir / f"{prefix}curves_fold{f.fold}.png"
-        atomic_write_bytes(path, png)
-        written.append(path)
-        parts.append(_img(png, path.name, f"loss curves, fold {f.fold}"))
+        parts.append(save(png, f"curves_fold{f.fold}", f"loss curves, fold {f.fold}"))
     return "\n".join(parts)
 

@@ -222,13 +222,10 @@ def _fit(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, hist
 def _score_fold(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, images, rows, targets,
                 val_df: pd.DataFrame, val_batch: int, started: float) -> dict:
     """best.keras on the held-out images: oof.csv, the scores and the class priors' in state.json."""
-    from ncfm.batches import make_batches
     from ncfm.calibrate import class_shares, no_better, prior_margin, prior_score, score
 
     (_, val_rows), (y_train, y_val) = rows, targets
-    best = runs.load_best(fold)
-    oof = best.predict(make_batches(images, val_rows, None, batch_size=val_batch, pad=True), verbose=0)
-    oof = np.asarray(oof, dtype="float64")[: len(val_rows)]
+    oof = _held_out_outputs(fold, images, val_rows, val_batch)
     oof /= oof.sum(axis=1, keepdims=True)
     runs.write_oof(fold, val_df.image, val_df.label, oof, comp.classes)
     labels = np.argmax(y_val, axis=1)
@@ -262,6 +259,15 @@ def _score_fold(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dic
     return state
 
 
+def _held_out_outputs(fold: runs.Fold, images, val_rows, val_batch: int) -> np.ndarray:
+    """best.keras's outputs on the fold's held-out rows (padded batches of one compiled shape, trimmed)."""
+    from ncfm.batches import make_batches
+
+    best = runs.load_best(fold)
+    oof = best.predict(make_batches(images, val_rows, None, batch_size=val_batch, pad=True), verbose=0)
+    return np.asarray(oof, dtype="float64")[: len(val_rows)]
+
+
 def _start_at_the_mean(model, y_train: np.ndarray) -> None:
     """Set the sigmoid head's biases so that a new model outputs the training mean of each target (a
     label's frequency, the mean scaled number or grade) instead of 0.5: the first epochs then learn
@@ -281,13 +287,9 @@ def _score_task_fold(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state
     predict fits better ones on every fold's OOF) and that of an answer that ignores the image
     (task.baseline: the label frequencies, the mean value, the most common grade)."""
     from ncfm import task
-    from ncfm.batches import make_batches
     from ncfm.calibrate import no_better
 
-    _, val_rows = rows
-    best = runs.load_best(fold)
-    oof = best.predict(make_batches(images, val_rows, None, batch_size=val_batch, pad=True), verbose=0)
-    oof = np.asarray(oof, dtype="float64")[: len(val_rows)]
+    oof = _held_out_outputs(fold, images, rows[1], val_batch)
     runs.write_oof(fold, val_df.image, val_df.label, oof, comp.classes)
     mine = task.score(comp, val_df.label, oof)
     baseline = task.baseline(comp, train_df.label, val_df.label)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ncfm import NcfmError, report
+from ncfm import NcfmError, report, report_page
 from ncfm.calibrate import calibrate, kaggle_log_loss
 from ncfm.competition import NCFM_CLASSES as CLASSES
 
@@ -228,7 +228,7 @@ def test_groups_spanning_folds_are_flagged(tmp_path):
     folds.to_csv(tmp_path / "data" / "folds.csv", index=False)
     scheme = report.load_run(run).scheme
     assert scheme["n_groups"] == 1 and scheme["groups_spanning_folds"] == 1
-    assert "1 spanning more than one fold (leaky validation)" in report._scheme_html(scheme)
+    assert "1 spanning more than one fold (leaky validation)" in report_page._scheme_html(scheme)
 
 
 def test_partial_run_reports_finished_folds_and_lists_the_rest(tmp_path):
