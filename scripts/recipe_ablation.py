@@ -1,0 +1,131 @@
+"""The recipe ablation: which modern training pieces earn a place, judged on real photos that the
+choice was not fitted to (Fashion-MNIST's own test split).
+
+    apt-get install dataset-fashion-mnist
+    python scripts/recipe_ablation.py WORK [--rows classic,mix,...] [--n-train 900] [--epochs 20]
+        [--table docs/recipe_ablation.md]
+
+WORK gets the data (scripts/fashion_mnist.py's Kaggle layout, 3 folds without groups), one run per
+row (WORK/runs/ROW), its submission (WORK/submissions/ROW.csv) and its figures
+(WORK/results/ROW.json). Every row trains the same backbone, image size, epochs and folds from the
+same seed (`--weights none`: nothing pretrained can be downloaded here) and predicts the same way;
+only its row's flags differ. A row whose results exist is not run again (delete its json to rerun),
+so rows can be added as options land. The table has, per row: the pooled OOF log loss and accuracy
+of the three folds, the fold ensemble's log loss and accuracy on the held-out test images (after
+predict's calibration, as a user would submit it), and the median seconds per training epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from fashion_mnist import score as test_score, write_layout  # noqa: E402
+
+# the flags each row adds to CLASSIC; "seed2" rows repeat a row with another seed
+ROWS = {
+    "classic": [],
+    "mix": ["--mix", "both"],
+    "erasing": ["--erasing", "0.25"],
+    "trivial": ["--randaugment", "trivial"],
+    "randaugment": ["--randaugment", "2,9"],
+    "ema": ["--ema", "0.99"],
+    "lr_decay": ["--optimizer", "adamw", "--lr-decay", "0.7"],
+    "modern": ["--recipe", "modern"],
+    "modern_seed2": ["--recipe", "modern", "--seed", "2017"],
+}
+# the demo's from-scratch settings: a random InceptionV3 at its smallest size, float32 everywhere
+CLASSIC = ["--weights", "none", "--image-size", "75", "--head-epochs", "1", "--batch-size", "32",
+           "--patience", "0", "--tensorboard", "false", "--mixed-precision", "off"]
+
+
+def ncfm(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "ncfm.cli", *args], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"ncfm {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+
+
+def oof_scores(run: Path) -> tuple[float, float]:
+    from ncfm.calibrate import accuracy, kaggle_log_loss
+
+    oof = pd.concat([pd.read_csv(f, dtype={"image": str, "label": str}) for f in sorted(run.glob("fold*/oof.csv"))])
+    classes = [c for c in oof.columns if c not in ("image", "label")]
+    y = oof.label.map({c: i for i, c in enumerate(classes)}).to_numpy()
+    probs = oof[classes].to_numpy("float64")
+    return kaggle_log_loss(y, probs), accuracy(y, probs)
+
+
+def epoch_seconds(run: Path) -> float:
+    seconds = pd.concat([pd.read_csv(f) for f in sorted(run.glob("fold*/history.csv"))]).seconds
+    return float(np.median(seconds))
+
+
+def run_row(work: Path, row: str, epochs: int, tta: int) -> dict:
+    out = work / "results" / f"{row}.json"
+    if out.is_file():
+        return json.loads(out.read_text())
+    data, run, submission = work / "data", work / "runs" / row, work / "submissions" / f"{row}.csv"
+    submission.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    ncfm("train", "--data-dir", str(data), "--folds", "all", "--no-ray", "--run", str(run),
+         "--epochs", str(epochs), *CLASSIC, *ROWS[row])
+    trained = time.time() - started
+    ncfm("predict", "--data-dir", str(data), "--run", str(run), "--tta", str(tta), "--out", str(submission))
+    oof_loss, oof_acc = oof_scores(run)
+    test_loss, test_acc = test_score(data, submission)
+    result = dict(row=row, flags=" ".join(ROWS[row]) or "(none)", oof_log_loss=oof_loss, oof_accuracy=oof_acc,
+                  test_log_loss=test_loss, test_accuracy=test_acc, epoch_seconds=epoch_seconds(run),
+                  train_minutes=trained / 60)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{row}: OOF {oof_loss:.4f} ({oof_acc:.3f}), test {test_loss:.4f} ({test_acc:.3f}), "
+          f"{result['epoch_seconds']:.1f} s/epoch, {trained / 60:.1f} min", flush=True)
+    return result
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| row | flags | OOF log loss | OOF accuracy | test log loss (fold ensemble) | test accuracy | s/epoch |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['row']} | `{r['flags']}` | {r['oof_log_loss']:.4f} | {r['oof_accuracy']:.3f} | "
+                     f"{r['test_log_loss']:.4f} | {r['test_accuracy']:.3f} | {r['epoch_seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("work", type=Path)
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {', '.join(ROWS)}")
+    p.add_argument("--n-train", type=int, default=900)
+    p.add_argument("--n-test", type=int, default=2000)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--tta", type=int, default=4)
+    p.add_argument("--table", type=Path, help="also write the table (markdown) here")
+    args = p.parse_args(argv)
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        p.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    data = args.work / "data"
+    if not (data / "folds.csv").is_file():
+        write_layout(data, args.n_train, args.n_test, seed=0)
+        ncfm("split_train_val", "--data-dir", str(data), "--folds", "3")
+    results = [run_row(args.work, row, args.epochs, args.tta) for row in rows]
+    text = table(results)
+    print(text)
+    if args.table:
+        args.table.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
