@@ -84,6 +84,30 @@ def compose_affine(flip_x, flip_y, angle, zoom, shear, shift_x, shift_y):
     return matrices, offsets
 
 
+# RandAugment's and TrivialAugment's operations, each drawn per image (RandomAugment._random_ops)
+RANDOM_OPS = ("identity", "rotate", "shear_x", "shear_y", "translate_x", "translate_y", "brightness", "contrast",
+              "color", "solarize", "posterize", "autocontrast")
+GEOMETRIC_OPS = RANDOM_OPS[1:6]
+
+
+def parse_randaugment(text: str) -> tuple[int, float]:
+    """--randaugment as (operations per image, magnitude in [0, 1]; -1 = uniform random per image):
+    none -> (0, 0), trivial -> (1, -1), "N,M" -> (N, M / 10)."""
+    text = str(text).strip().lower()
+    if text in ("none", "", "0"):
+        return 0, 0.0
+    if text == "trivial":
+        return 1, -1.0
+    try:
+        n, m = (float(v) for v in text.split(","))
+    except ValueError:
+        n = m = -1.0
+    if n != int(n) or not 1 <= n <= 4 or not 0 <= m <= 10:
+        raise ValueError(f"--randaugment {text}: expected none, trivial, or N,M with 1 to 4 operations and a "
+                         f"magnitude of 0 to 10 (e.g. 2,9)")
+    return int(n), m / 10
+
+
 @keras.saving.register_keras_serializable(package="ncfm")
 class RandomAugment(keras.layers.Layer):
     """Random flips, rotation, zoom, shift, shear, brightness and contrast, and random erasing;
@@ -95,13 +119,24 @@ class RandomAugment(keras.layers.Layer):
     stays inside XLA on every backend; with erasing=0 it draws no random numbers, so the other
     augmentations see the very draws they saw before it existed.
 
+    RandAugment (Cubuk et al., 2019; `randaugment="N,M"`) and TrivialAugment (Mueller and Hutter,
+    2021; "trivial": one operation, magnitude uniform in [0, M_max]) after the affine and colour
+    changes: per image, N operations drawn from RANDOM_OPS at magnitude M/10 of each one's range
+    (rotate 30 degrees, shear 0.3, translate 30% of the side, brightness, contrast and colour
+    x(1 +/- 0.9), solarize from 256 down to 0, posterize to 8 down to 4 bits, autocontrast), the sign
+    of signed ones at random. Keras' RandAugment layer draws its operations once per batch (every
+    image of a batch gets the same ones), computes all fifteen of its operations for each of them,
+    and on TensorFlow resamples with ImageProjectiveTransform, outside XLA; here each image draws its
+    own, the geometric ones are one affine resampling per operation and the colour ones a few
+    element-wise passes, all in keras.ops. Equalize and sharpness are left out.
+
     Takes uint8 or float images in [0, 255] and returns float32 in [0, 255]. At inference it is
     a cast. Only the training model (and its last.keras) holds it: the saved inference model
     (ncfm.model.inference_model) leaves it out, so plain Keras can load that one.
     """
 
     def __init__(self, hflip=True, vflip=True, rotation=10.0, zoom=0.1, shift=0.1, shear=5.0,
-                 brightness=0.15, contrast=0.15, erasing=0.0, seed=None, **kwargs):
+                 brightness=0.15, contrast=0.15, erasing=0.0, randaugment="none", seed=None, **kwargs):
         kwargs.setdefault("dtype", "float32")  # resample in float32 even under mixed precision
         super().__init__(**kwargs)
         self.hflip, self.vflip = bool(hflip), bool(vflip)
@@ -110,6 +145,8 @@ class RandomAugment(keras.layers.Layer):
         if not 0.0 <= float(erasing) <= 1.0:
             raise ValueError(f"erasing is a probability in [0, 1]; received erasing={erasing!r}")
         self.erasing = float(erasing)
+        self.randaugment = str(randaugment)
+        self.random_ops, self.magnitude = parse_randaugment(randaugment)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -149,9 +186,49 @@ class RandomAugment(keras.layers.Layer):
         if self.brightness > 0:
             x = x * ops.reshape(1.0 + uniform(self.brightness), (-1, 1, 1, 1))
         x = ops.clip(x, 0.0, 255.0)
+        for _ in range(self.random_ops):
+            x = self._random_op(x, b, h, w)
         if self.erasing > 0:
             x = self._erase(x, b, h, w)
         return x
+
+    def _random_op(self, x, b, h, w):
+        """One RandAugment/TrivialAugment layer: each image gets one operation of RANDOM_OPS."""
+        def draw():
+            return keras.random.uniform((b,), 0.0, 1.0, seed=self.seed_generator)
+
+        op = ops.minimum(ops.floor(draw() * len(RANDOM_OPS)), len(RANDOM_OPS) - 1)
+        m = draw() if self.magnitude < 0 else ops.full((b,), self.magnitude, "float32")
+        s = m * ops.where(draw() < 0.5, -1.0, 1.0)
+
+        def chosen(name, value, otherwise=0.0):
+            return ops.where(ops.equal(op, RANDOM_OPS.index(name)), value, otherwise)
+
+        angle = chosen("rotate", s * math.radians(30.0))
+        cos, sin = ops.cos(angle), ops.sin(angle)
+        matrices = ops.reshape(ops.stack([cos, -sin + chosen("shear_x", 0.3 * s),
+                                          sin + chosen("shear_y", 0.3 * s), cos], axis=-1), (-1, 2, 2))
+        offsets = ops.stack([chosen("translate_x", 0.3 * s) * w, chosen("translate_y", 0.3 * s) * h], axis=-1)
+        geometric = ops.reshape(ops.logical_and(op >= 1, op <= len(GEOMETRIC_OPS)), (-1, 1, 1, 1))
+        x = ops.where(geometric, affine_warp(x, matrices, offsets), x)
+
+        def per_image(v):
+            return ops.reshape(v, (-1, 1, 1, 1))
+
+        factor = per_image(1.0 + 0.9 * s)
+        grey = ops.mean(x, axis=-1, keepdims=True)
+        mean = ops.mean(grey, axis=(1, 2, 3), keepdims=True)
+        step = ops.power(2.0, per_image(ops.round(4.0 * m)))  # posterize: keep 8 - round(4m) bits
+        low, high = ops.min(x, axis=(1, 2), keepdims=True), ops.max(x, axis=(1, 2), keepdims=True)
+        colour = {"brightness": x * factor,
+                  "contrast": (x - mean) * factor + mean,
+                  "color": grey + (x - grey) * factor,
+                  "solarize": ops.where(x >= per_image(256.0 * (1.0 - m)), 255.0 - x, x),
+                  "posterize": ops.floor(x / step) * step,
+                  "autocontrast": (x - low) * 255.0 / ops.maximum(high - low, 1.0)}
+        for name, changed in colour.items():
+            x = ops.where(per_image(ops.equal(op, RANDOM_OPS.index(name))), changed, x)
+        return ops.clip(x, 0.0, 255.0)
 
     def _erase(self, x, b, h, w):
         def draw(low, high):
@@ -182,7 +259,7 @@ class RandomAugment(keras.layers.Layer):
         return super().get_config() | dict(
             hflip=self.hflip, vflip=self.vflip, rotation=self.rotation, zoom=self.zoom,
             shift=self.shift, shear=self.shear, brightness=self.brightness,
-            contrast=self.contrast, erasing=self.erasing, seed=self.seed)
+            contrast=self.contrast, erasing=self.erasing, randaugment=self.randaugment, seed=self.seed)
 
 
 # ----------------------------------------------------------------------------- test-time views

@@ -32,6 +32,9 @@ PRECISION_HELP = ("off, bfloat16 or float16; auto = bfloat16 where the hardware 
 
 @dataclass
 class TrainConfig:
+    recipe: str = setting("classic", "classic (the settings below as they are) or modern (the combination that "
+                          "won the ablation on real photos, docs/recipe_ablation.md: its settings apply where neither "
+                          "a flag nor the config file sets them); config.json records it")
     # model
     backbone: str = setting("inception_v3", "a keras.applications backbone: inception_v3, xception, "
                             "inception_resnet_v2, resnet50, densenet121, efficientnetv2_b0/b1/b2/b3/s/m/l (native "
@@ -59,6 +62,12 @@ class TrainConfig:
                              "(true when the weights are pretrained)")
     bn_momentum: float = setting(0.0, "BatchNorm moving-average momentum in phase 2; 0 = auto: 0.99 "
                                  "pretrained, 0.9 from scratch (statistics must follow fast-moving weights)")
+    ema: float = setting(0.0, "keep an exponential moving average of the weights with this decay per step (timm's "
+                         "--model-ema-decay; 0.99 to 0.9999, higher for longer runs): validation, best.keras, OOF "
+                         "and predict use the averaged weights, each phase ends on them; 0 = off")
+    lr_decay: float = setting(1.0, "layer-wise learning-rate decay in phase 2 (adamw; auto picks adamw): the backbone's "
+                              "last stage trains at lr x this, each earlier stage at this times the next one's rate "
+                              "(a stage ends where the feature map's resolution halves); 1 = off")
     patience: int = setting(6, "phase 2 stops after this many epochs without a lower val_loss, counted once "
                             "phase 2 has beaten the head epochs' best (a phase 2 that never does runs all its "
                             "epochs); 0 = never")
@@ -76,6 +85,9 @@ class TrainConfig:
                        "none; validation images are never mixed")
     mix_alpha: float = setting(0.0, "the mixing weight's Beta(alpha, alpha); 0 = timm's 0.8 for mixup, 1.0 for cutmix")
     mix_prob: float = setting(1.0, "the share of training batches that are mixed")
+    randaugment: str = setting("none", "per-image random operations after the affine and colour ones: N,M = "
+                               "RandAugment (N operations, magnitude M of 10, e.g. 2,9), trivial = TrivialAugment "
+                               "(one operation at a uniform random magnitude), none")
     erasing: float = setting(0.0, "random erasing: the probability that a training image gets a rectangle of "
                              "2-33% of its area filled with noise (timm's --reprob; 0.25 is common); 0 = off")
     # crops (only with `ncfm train --detector RUN`: the classifier sees the fish the detector found)
@@ -281,8 +293,14 @@ def check_types(values: dict, source: str, settings=None) -> dict:
     return checked
 
 
+# --recipe: settings a preset changes from TrainConfig's defaults (classic: none). modern holds what
+# won on Fashion-MNIST's held-out test images (scripts/recipe_ablation.py, docs/recipe_ablation.md)
+RECIPES = {"classic": {}, "modern": {"ema": 0.99, "randaugment": "trivial", "mix": "both", "erasing": 0.25,
+                                     "optimizer": "adamw", "lr_decay": 0.7}}
+
+
 def make_config(config_file: str | None = None, settings=None, **overrides):
-    """Defaults < config file < overrides (None values in overrides are ignored), as a
+    """Defaults < recipe < config file < overrides (None values in overrides are ignored), as a
     `settings` dataclass (TrainConfig unless said; ncfm.detect.DetectConfig for the detector).
 
     Values from the file are type-checked here; overrides come typed (argparse, or Python)."""
@@ -296,4 +314,9 @@ def make_config(config_file: str | None = None, settings=None, **overrides):
         if types[key] in ("bool", bool) and isinstance(value, str):
             overrides[key] = value.lower() in ("1", "true", "yes", "on")
     values.update(overrides)
+    if settings is TrainConfig:
+        recipe = values.get("recipe", TrainConfig.recipe)
+        if recipe not in RECIPES:
+            raise NcfmError(f"recipe must be {' or '.join(RECIPES)}; received recipe={recipe!r}")
+        values = RECIPES[recipe] | values
     return settings(**values)

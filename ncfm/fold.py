@@ -136,6 +136,23 @@ class FoldCheckpoint(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.flushed_at, self.flushed_epoch = time.time(), self.state["epoch"]
         self.best_weights = None  # host copy of the best epoch not yet written to disk
+        self.trained_weights = None  # the trained weights while the averaged ones are validated (--ema)
+
+    def on_test_begin(self, logs=None):
+        """With an average of the weights (the optimizer's EMA, --ema), the epoch is validated, kept as
+        best.keras and judged for early stopping on the averaged weights: they stand in for the trained
+        ones from validation until the epoch's bookkeeping is done (on_epoch_end puts them back)."""
+        if self.trained_weights is None and uses_ema(self.model.optimizer):
+            self.trained_weights = [keras.ops.convert_to_numpy(w) for w in self.model.trainable_weights]
+            self.model.optimizer.finalize_variable_values(self.model.trainable_weights)
+            for w in self.model.trainable_weights:  # a copy: on JAX the weights would share the average's
+                w.assign(keras.ops.convert_to_numpy(w))  # buffers, which evaluation donates and deletes
+
+    def put_trained_weights_back(self):
+        if self.trained_weights is not None:
+            for w, value in zip(self.model.trainable_weights, self.trained_weights):
+                w.assign(value)
+            self.trained_weights = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.time()
@@ -161,13 +178,17 @@ class FoldCheckpoint(keras.callbacks.Callback):
             state["wait"] += 1
         state.update(epoch=epoch + 1, phase=phase)
         say(self.progress_line(row) + ("  *best" if improved else ""))
+        self.put_trained_weights_back()
         if self.counts_patience(epoch) and self.cfg.patience and state["wait"] >= self.cfg.patience:
             state["stopped_early"] = True
             state["stop_reason"] = (f"early stopping after epoch {epoch + 1}: val_loss has not improved on epoch "
                                     f"{state['best_epoch']}'s for {self.cfg.patience} epochs (--patience)")
             say(state["stop_reason"])
             self.model.stop_training = True
-        if time.time() - self.flushed_at >= self.cfg.checkpoint_seconds:
+        # With EMA the phase's last epoch is saved by on_train_end, once fit has put the averaged
+        # weights in place: the next phase starts from them, resumed or not.
+        last = self.model.stop_training or epoch + 1 >= self.params.get("epochs", np.inf)
+        if time.time() - self.flushed_at >= self.cfg.checkpoint_seconds and not (last and uses_ema(self.model.optimizer)):
             self.flush()
 
     def on_train_end(self, logs=None):
@@ -185,6 +206,11 @@ class FoldCheckpoint(keras.callbacks.Callback):
         runs.write_history(self.fold, self.history, self.history_columns)
         runs.write_state(self.fold, self.state)
         self.flushed_at, self.flushed_epoch = time.time(), self.state["epoch"]
+
+
+def uses_ema(optimizer) -> bool:
+    """Whether `optimizer` (or the one a LossScaleOptimizer wraps) keeps an average of the weights."""
+    return bool(getattr(getattr(optimizer, "inner_optimizer", optimizer), "use_ema", False))
 
 
 SEED_STRIDE = 2**20  # random draws one epoch may make before its stream meets the next epoch's

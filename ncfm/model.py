@@ -234,6 +234,65 @@ def unfreeze_backbone(model: keras.Model, from_layer: str = "", freeze_bn: bool 
     return len(model.trainable_weights)
 
 
+def backbone_stages(model: keras.Model) -> dict[str, int]:
+    """Each backbone weight's stage (variable path -> 0 for the stem, 1, 2, ... deeper): a stage ends
+    where the feature map's resolution halves, which every backbone here does four or five times
+    (InceptionV3: the stem's stride-2 convolutions, then mixed3 and mixed8; ResNet50 and DenseNet121:
+    conv1, pool1, then conv3/conv4/conv5 blocks; EfficientNetV2 and ConvNeXt: their downsampling
+    blocks and stages). A layer belongs to the stage its output is in, so a stride-2 layer starts the
+    next one. The weights of the head (pool, dropout, probs) are not the backbone's and are absent."""
+    stage, smallest, stages = 0, None, {}
+    for layer in backbone_of(model).layers:
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):  # a layer called more than once has no single output
+            shape = None
+        if shape is not None and len(shape) == 4 and shape[1] is not None:
+            if smallest is not None and shape[1] < smallest:
+                stage += 1
+            smallest = shape[1] if smallest is None else min(smallest, shape[1])
+        for weight in layer.weights:
+            stages[weight.path] = stage
+    return stages
+
+
+def layer_decay_scales(model: keras.Model, decay: float) -> tuple[dict[str, float], int]:
+    """Learning-rate factors for layer-wise decay (--lr-decay): the head 1, the backbone's deepest
+    stage `decay`, each shallower stage `decay` times the next one's. Returns ({variable path:
+    factor} for the backbone's trainable weights, the number of stages: the input's stage 0 has none)."""
+    stages = backbone_stages(model)
+    deepest = max(stages.values(), default=0)
+    trained = {w.path for w in model.trainable_weights}
+    return {path: float(decay ** (deepest + 1 - s)) for path, s in stages.items() if path in trained}, deepest
+
+
+@keras.saving.register_keras_serializable(package="ncfm")
+class LayerwiseAdamW(keras.optimizers.AdamW):
+    """AdamW whose step on each variable is scaled by a factor of its own (`scales`: variable path ->
+    factor, 1 for those it does not name): layer-wise learning-rate decay, as BEiT and timm's
+    `--layer-decay` fine-tune. Keras' optimizers take one rate for all variables; this one multiplies
+    it per variable in update_step, so the schedule, EMA and loss scaling work as in AdamW. The
+    decoupled weight decay stays at the base rate for every variable."""
+
+    def __init__(self, *args, scales: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scales = {str(k): float(v) for k, v in (scales or {}).items()}
+
+    def build(self, variables):
+        # by position: under tf.distribute update_step receives the replica's variable, not the path's
+        self._variable_scales = [self.scales.get(v.path, 1.0) for v in variables]
+        super().build(variables)
+
+    def update_step(self, gradient, variable, learning_rate):
+        scale = self._variable_scales[self._get_variable_index(variable)]
+        if scale != 1.0:
+            learning_rate = keras.ops.multiply(keras.ops.cast(learning_rate, variable.dtype), scale)
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return super().get_config() | {"scales": self.scales}
+
+
 def build_tta_model(model: keras.Model, views) -> keras.Model:
     """uint8 (B, S, S, 3) -> per-view probabilities (B, V, K), all views in one forward pass.
 

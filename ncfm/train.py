@@ -34,14 +34,21 @@ from ncfm.progress import say
 def resolve_train_config(cfg: TrainConfig) -> TrainConfig:
     """Fill every 'auto' value so config.json says exactly what ran."""
     from ncfm import runtime
+    from ncfm.augment import parse_randaugment
     from ncfm.model import get_backbone, resolve_weights
 
     spec = get_backbone(cfg.backbone)
     pretrained = is_pretrained(cfg.weights)
     # SGD at 1e-2 diverges on a random InceptionV3 within a few steps; Adam at 1e-3 learns
-    optimizer = cfg.optimizer if cfg.optimizer != "auto" else ("sgd" if pretrained else "adam")
+    optimizer = cfg.optimizer if cfg.optimizer != "auto" else (
+        "adamw" if cfg.lr_decay != 1 else "sgd" if pretrained else "adam")
     if optimizer not in ("sgd", "adam", "adamw"):
         raise NcfmError(f"optimizer must be auto, sgd, adam or adamw; received optimizer={cfg.optimizer!r}")
+    if not 0 < cfg.lr_decay <= 1 or (cfg.lr_decay != 1 and optimizer != "adamw"):
+        raise NcfmError(f"received --lr-decay {cfg.lr_decay:g} --optimizer {cfg.optimizer}; layer-wise decay is a "
+                        f"factor in (0, 1] (1 = off) and scales AdamW's steps: pass --optimizer adamw (or auto)")
+    if not 0 <= cfg.ema < 1:
+        raise NcfmError(f"--ema {cfg.ema:g}: the average's decay per step is in [0, 1) (0.99 to 0.9999; 0 = off)")
     fresh_lr = 1e-2 if optimizer == "sgd" else 1e-3
     if cfg.epochs < 1 or cfg.head_epochs < 0:
         raise NcfmError(f"need epochs >= 1 and head_epochs >= 0; received epochs={cfg.epochs}, "
@@ -51,6 +58,7 @@ def resolve_train_config(cfg: TrainConfig) -> TrainConfig:
     if image_size < spec.min_size:
         raise NcfmError(f"image_size={image_size} is too small for {cfg.backbone}; its minimum is {spec.min_size}")
     resolve_weights(cfg.weights, spec)  # a missing weights file
+    checked(parse_randaugment, cfg.randaugment)
     devices = len(training_devices(cfg))
     from ncfm.batches import MIXES
 
@@ -172,7 +180,7 @@ def _fit(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, hist
          batch: int, steps: int, n_devices: int) -> int:
     """Both phases from where the fold stands (a new model, or last.keras); returns the validation batch."""
     from ncfm.batches import make_batches
-    from ncfm.model import build_model, freeze_backbone, unfreeze_backbone
+    from ncfm.model import build_model, freeze_backbone, layer_decay_scales, unfreeze_backbone
 
     (train_rows, val_rows), (y_train, y_val) = rows, targets
     head_epochs = min(cfg.head_epochs, cfg.epochs)
@@ -203,9 +211,11 @@ def _fit(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, hist
             optimizer = make_optimizer(cfg, cfg.head_lr, steps * (last_epoch - first_epoch))
         else:
             n = unfreeze_backbone(model, cfg.unfreeze_from, cfg.freeze_bn == "true", cfg.bn_momentum)
-            say(f"phase 2: backbone unfrozen ({n} trainable tensors), lr {cfg.lr:g}")
+            scales, stages = layer_decay_scales(model, cfg.lr_decay) if cfg.lr_decay != 1 else ({}, 0)
+            decay = f", x{cfg.lr_decay:g} per backbone stage down to x{cfg.lr_decay ** stages:.3g} ({stages} stages)"
+            say(f"phase 2: backbone unfrozen ({n} trainable tensors), lr {cfg.lr:g}{decay if scales else ''}")
             optimizer = make_optimizer(cfg, cfg.lr, steps * (last_epoch - first_epoch),
-                                       int(cfg.warmup_epochs * steps))
+                                       int(cfg.warmup_epochs * steps), scales)
         compile_model(model, cfg, optimizer, comp.task)
         train_data = make_batches(images, train_rows, y_train, batch, train=True, start_epoch=start,
                                   seed=cfg.seed * 1000 + fold.index * 100, steps_per_epoch=steps,
@@ -389,17 +399,25 @@ class ClassifierCheckpoint(FoldCheckpoint):
 
 
 # ----------------------------------------------------------------------------- model and optimizer
-def make_optimizer(cfg: TrainConfig, lr: float, total_steps: int, warmup_steps: int = 0):
+def make_optimizer(cfg: TrainConfig, lr: float, total_steps: int, warmup_steps: int = 0, scales: dict | None = None):
+    """The phase's optimizer on a cosine schedule. With --ema it keeps Keras' moving average of the
+    weights (use_ema; ncfm.fold validates and saves it); `scales` (variable path -> learning-rate
+    factor, --lr-decay) makes AdamW a LayerwiseAdamW."""
+    from ncfm.model import LayerwiseAdamW
+
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup_steps else lr,
         decay_steps=max(1, total_steps - warmup_steps), alpha=0.01,
         warmup_target=lr if warmup_steps else None, warmup_steps=warmup_steps)
     wd = cfg.weight_decay or None
+    ema = dict(use_ema=True, ema_momentum=cfg.ema) if cfg.ema else {}
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=cfg.momentum, nesterov=True, weight_decay=wd)
+        return keras.optimizers.SGD(schedule, momentum=cfg.momentum, nesterov=True, weight_decay=wd, **ema)
     if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay or 1e-4)
-    return keras.optimizers.Adam(schedule, weight_decay=wd)
+        if scales:
+            return LayerwiseAdamW(schedule, weight_decay=cfg.weight_decay or 1e-4, scales=scales, **ema)
+        return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay or 1e-4, **ema)
+    return keras.optimizers.Adam(schedule, weight_decay=wd, **ema)
 
 
 def compile_model(model, cfg: TrainConfig, optimizer, task: str = "single"):
@@ -421,7 +439,7 @@ def compile_model(model, cfg: TrainConfig, optimizer, task: str = "single"):
 
 def augment_settings(cfg: TrainConfig) -> dict:
     return {k: getattr(cfg, k) for k in ("hflip", "vflip", "rotation", "zoom", "shift", "shear",
-                                          "brightness", "contrast", "erasing")}
+                                          "brightness", "contrast", "erasing", "randaugment")}
 
 
 # ----------------------------------------------------------------------------- command

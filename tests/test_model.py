@@ -446,3 +446,82 @@ def test_random_erasing_runs_inside_a_jax_model_under_jit(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "4"
+
+
+# ----------------------------------------------------------------------------- RandAugment / TrivialAugment
+PLAIN = dict(hflip=False, vflip=False, rotation=0.0, zoom=0.0, shift=0.0, shear=0.0, brightness=0.0, contrast=0.0)
+
+
+def test_randaugment_settings_are_parsed_and_bad_ones_named():
+    from ncfm.augment import parse_randaugment
+
+    assert parse_randaugment("none") == (0, 0.0)
+    assert parse_randaugment("trivial") == (1, -1.0)
+    assert parse_randaugment("2,9") == (2, 0.9)
+    for bad in ("2", "9,2", "2,11", "1.5,3", "many"):
+        with pytest.raises(ValueError, match=f"--randaugment {bad}: expected none, trivial, or N,M"):
+            parse_randaugment(bad)
+
+
+def test_randaugment_at_magnitude_zero_changes_only_through_autocontrast():
+    """At magnitude 0 every operation but autocontrast is the identity; on images that already span
+    0..255 in every channel autocontrast is one too, so the output is the input (a wrong sign, range
+    or threshold in any operation shows here)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (32, 20, 20, 3)).astype("uint8")
+    x[:, 0, 0], x[:, 0, 1] = 0, 255
+    out = keras.ops.convert_to_numpy(RandomAugment(**PLAIN, randaugment="3,0", seed=4)(x, training=True))
+    np.testing.assert_allclose(out, x.astype("float32"), atol=1e-3)
+
+
+def test_randaugment_draws_its_operations_per_image_and_keeps_the_pixel_range():
+    x = np.repeat(images(1), 64, axis=0)  # one image 64 times: differences come from the draws
+    out = keras.ops.convert_to_numpy(RandomAugment(**PLAIN, randaugment="trivial", seed=5)(x, training=True))
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    changed = np.abs(out - x.astype("float32")).reshape(64, -1).max(axis=1) > 1
+    assert 0.5 < changed.mean() < 1.0  # identity (and small magnitudes) leave some images as they were
+    distinct = {np.round(o, 1).tobytes() for o in out}
+    assert len(distinct) > 32  # Keras' RandAugment would give one batch one set of operations
+    strong = keras.ops.convert_to_numpy(RandomAugment(**PLAIN, randaugment="2,9", seed=5)(x, training=True))
+    assert np.abs(strong - x).mean() > np.abs(out - x).mean()  # 2 operations at 9/10 against 1 at random
+    assert np.array_equal(keras.ops.convert_to_numpy(RandomAugment(**PLAIN, seed=5)(x, training=True)), x)
+    inference = RandomAugment(randaugment="trivial", seed=5)(x, training=False)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(inference), x.astype("float32"))
+
+
+def test_randaugment_is_kept_in_the_saved_layer():
+    layer = RandomAugment.from_config(RandomAugment(randaugment="2,7").get_config())
+    assert (layer.randaugment, layer.random_ops, layer.magnitude) == ("2,7", 2, 0.7)
+    with pytest.raises(ValueError, match="--randaugment 0,3"):
+        RandomAugment(randaugment="0,3")
+
+
+# ----------------------------------------------------------------------------- layer-wise learning-rate decay
+@pytest.mark.parametrize("backbone", ["inception_v3", "convnext_tiny"])
+def test_layer_decay_scales_fall_stage_by_stage_from_the_head(backbone):
+    from ncfm.model import backbone_stages, layer_decay_scales
+
+    model = build_model(backbone, "none", 75, num_classes=3)
+    scales, n = layer_decay_scales(model, 0.5)
+    stages = backbone_stages(model)
+    assert 4 <= n <= 8
+    assert max(scales.values()) == 0.5 and min(scales.values()) == pytest.approx(0.5 ** n)
+    head = [w.path for w in classifier_of(model).get_layer("probs").weights]
+    assert not set(head) & set(scales)  # the head trains at the full rate
+    order = [scales[w.path] for w in backbone_of(model).trainable_weights]
+    assert order == sorted(order)  # deeper weights never train slower
+    assert all(scales[p] == pytest.approx(0.5 ** (n + 1 - stages[p])) for p in scales)
+
+
+def test_layerwise_adamw_scales_each_variables_step_and_survives_saving():
+    from ncfm.model import LayerwiseAdamW
+
+    a, b = keras.Variable(np.zeros(3, "float32"), name="a"), keras.Variable(np.zeros(3, "float32"), name="b")
+    opt = LayerwiseAdamW(learning_rate=0.1, weight_decay=0.0, scales={b.path: 0.25})
+    grads = [keras.ops.ones(3), keras.ops.ones(3)]
+    opt.apply(grads, [a, b])
+    step_a, step_b = -keras.ops.convert_to_numpy(a), -keras.ops.convert_to_numpy(b)
+    np.testing.assert_allclose(step_b, 0.25 * step_a, rtol=1e-4)  # Adam's first step is lr: b's is lr/4
+    assert step_a[0] == pytest.approx(0.1, rel=1e-3)
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+    assert isinstance(again, LayerwiseAdamW) and again.scales == {b.path: 0.25}

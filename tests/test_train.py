@@ -27,6 +27,7 @@ import ncfm.runs
 from ncfm import NcfmError
 from ncfm.competition import NCFM_CLASSES as CLASSES
 from ncfm.cli import main
+from ncfm.fold import FoldCheckpoint
 
 REPO = Path(__file__).resolve().parents[1]
 # 2 steps of 8 images per epoch: cheap, yet both phases, dropout and augmentation all run
@@ -144,9 +145,12 @@ def _env(**extra) -> dict:
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(trained_run, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--ema", "0.9", "--lr-decay", "0.7"]], ids=["plain", "ema_and_lr_decay"])
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(trained_run, tmp_path, extra):
+    """...with the optimizer's average of the weights and its per-variable rates restored (--ema,
+    --lr-decay: phase 2 starts from phase 1's averaged weights, resumed or not)."""
     settings = [*SMALL, "--epochs", "4", "--head-epochs", "1", "--checkpoint-seconds", "0",
-                "--deterministic", "true", "--cache-dir", str(tmp_path / "cache")]
+                "--deterministic", "true", "--cache-dir", str(tmp_path / "cache"), *extra]
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     command = _cli(*train_args(trained_run["data"], killed, *settings))
 
@@ -785,3 +789,93 @@ def test_a_fold_trains_with_cutmix_and_refuses_it_with_the_cache_on_the_device(t
     assert main(["train", "--data-dir", str(data), "--fold", "1", "--run", str(run), *tiny, "--mix", "mixup",
                  "--data-on-device", "true"]) == 2
     assert "--mix mixup mixes batches on the host; leave out --data-on-device" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- EMA, the recipe
+class _Recorder(FoldCheckpoint):
+    """FoldCheckpoint with what it validated and what it saved as best.keras, for the EMA test."""
+
+    def __init__(self, fold, cfg):
+        super().__init__(fold, {"epoch": 0, "best_val_loss": np.inf, "best_epoch": 0, "wait": 0}, [], cfg)
+        self.saved = []
+
+    def history_row(self, epoch, logs, seconds):
+        return dict(epoch=epoch + 1, loss=logs["loss"], val_loss=logs["val_loss"])
+
+    def progress_line(self, row):
+        return f"epoch {row['epoch']}"
+
+    def save_best(self, record):
+        self.saved.append(self.model.get_weights())
+
+
+def test_with_ema_the_averaged_weights_are_validated_and_saved_and_training_goes_on_from_the_trained_ones(tmp_path):
+    from ncfm.config import TrainConfig
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 5)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5), loss="mse")
+    recorder = _Recorder(ncfm.runs.fold_of(tmp_path / "run", 0), TrainConfig(checkpoint_seconds=0, patience=0))
+    recorder.fold.dir.mkdir(parents=True)
+    seen = []
+
+    class Spy(keras.callbacks.Callback):  # runs after the recorder in each epoch
+        def on_test_begin(self, logs=None):
+            seen.append(("validated", model.get_weights()))
+
+        def on_epoch_end(self, epoch, logs=None):
+            average = [keras.ops.convert_to_numpy(v) for v in model.optimizer._model_variables_moving_average]
+            seen.append(("trained", model.get_weights(), average, logs["val_loss"]))
+
+    model.fit(x, y, batch_size=16, epochs=3, validation_data=(x, y), callbacks=[recorder, Spy()], verbose=0,
+              shuffle=False)
+    for (_, validated), (_, trained, average, val_loss) in zip(seen[0::2], seen[1::2]):
+        assert same_weights(validated, average) and not same_weights(validated, trained)
+        assert float(np.mean((x @ validated[0] + validated[1] - y) ** 2)) == pytest.approx(val_loss, rel=1e-5)
+    best_epoch = recorder.state["best_epoch"]
+    assert same_weights(recorder.saved[-1], seen[2 * best_epoch - 2][1])  # best.keras: that epoch's average
+    # fit ends on the averaged weights, and last.keras holds them (the next phase starts from them)
+    assert same_weights(model.get_weights(), seen[-1][2])
+    assert same_weights(weights_of(tmp_path / "run" / "fold0" / "last.keras"), seen[-1][2])
+
+
+def test_the_modern_recipe_trains_a_fold_on_tensorflow_and_jax(tmp_path):
+    """Every option of the recipe at once (EMA, layer-wise decay on AdamW, TrivialAugment, MixUp/CutMix,
+    random erasing), on a tiny fold under each backend; flags and the config file still override it."""
+    from conftest import split_synthetic
+
+    data = split_synthetic(tmp_path, n_train=48, boats=6)
+    tiny = ["--weights", "none", "--image-size", "75", "--epochs", "2", "--head-epochs", "1", "--batch-size", "8",
+            "--tensorboard", "false", "--recipe", "modern"]
+    tf_run, jax_run = tmp_path / "runs" / "tf", tmp_path / "runs" / "jax"
+    assert main(["train", "--data-dir", str(data), "--fold", "0", "--run", str(tf_run), *tiny, "--ema", "0.9"]) == 0
+    args = ["train", "--data-dir", str(data), "--fold", "0", "--run", str(jax_run), *tiny]
+    done = subprocess.run([sys.executable, "-c", f"import sys, ncfm.cli; sys.exit(ncfm.cli.main({args!r}))"],
+                          env=_env(KERAS_BACKEND="jax", NCFM_JAX_CACHE=str(tmp_path / "xla")),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for run, backend, ema in ((tf_run, "tensorflow", 0.9), (jax_run, "jax", 0.99)):
+        config = json.loads((run / "fold0" / "config.json").read_text())
+        assert config["backend"] == backend and config["recipe"] == "modern"
+        assert (config["ema"], config["optimizer"], config["lr_decay"]) == (ema, "adamw", 0.7)
+        assert (config["randaugment"], config["mix"], config["erasing"]) == ("trivial", "both", 0.25)
+        state = json.loads((run / "fold0" / "state.json").read_text())
+        assert state["finished"] and np.isfinite(state["oof_log_loss"])
+        assert "x0.7 per backbone stage" in (run / "fold0" / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_recipe_classic_reproduces_the_epoch_lines_from_before_the_modern_options(tmp_path):
+    """tests/classic_history.csv is this very fold's history.csv as ncfm wrote it before --recipe, --ema,
+    --lr-decay and --randaugment existed (commit fd22245); classic must still train it to the digit."""
+    from conftest import split_synthetic
+
+    data = split_synthetic(tmp_path, n_train=48, boats=6)
+    run = tmp_path / "run"
+    assert main(["train", "--data-dir", str(data), "--fold", "0", "--run", str(run), "--weights", "none",
+                 "--image-size", "75", "--epochs", "3", "--head-epochs", "1", "--batch-size", "8", "--tensorboard",
+                 "false", "--deterministic", "true", "--mixed-precision", "off", "--recipe", "classic"]) == 0
+    before = pd.read_csv(Path(__file__).parent / "classic_history.csv")
+    now = pd.read_csv(run / "fold0" / "history.csv")[before.columns]
+    pd.testing.assert_frame_equal(now, before, check_exact=False, atol=5e-5, rtol=0)
