@@ -98,3 +98,20 @@ def test_train_has_no_resume_flag_because_resuming_is_automatic(tmp_path, capsys
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--fold", "0", "--run", str(tmp_path / "run"), "--resume"])
     assert exit_.value.code == 2 and "unrecognized arguments: --resume" in capsys.readouterr().err
+
+
+def test_a_recipe_fills_only_what_neither_the_config_file_nor_a_flag_sets(tmp_path):
+    from ncfm.config import RECIPES
+
+    assert make_config(recipe="classic") == TrainConfig()  # classic is today's defaults, field by field
+    modern = make_config(recipe="modern")
+    assert modern.recipe == "modern" and RECIPES["modern"]
+    assert all(getattr(modern, k) == v and getattr(TrainConfig(), k) != v for k, v in RECIPES["modern"].items())
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text('recipe = "modern"\nema = 0.999\n')
+    chosen = make_config(str(cfg), mix="none")
+    assert (chosen.recipe, chosen.ema, chosen.mix) == ("modern", 0.999, "none")  # file and flag win
+    assert chosen.randaugment == RECIPES["modern"].get("randaugment", TrainConfig().randaugment)
+    with pytest.raises(NcfmError, match="recipe must be classic or modern; received recipe='timm'"):
+        make_config(recipe="timm")
+

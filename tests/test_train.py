@@ -405,6 +405,17 @@ def test_image_size_below_the_minimum_is_refused_before_any_work(trained_run, tm
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--ema", "1"], "--ema 1: the average's decay per step is in [0, 1)"),
+    (["--lr-decay", "0.7", "--optimizer", "sgd"], "pass --optimizer adamw (or auto)"),
+    (["--lr-decay", "0"], "layer-wise decay is a factor in (0, 1]"),
+    (["--randaugment", "2"], "--randaugment 2: expected none, trivial, or N,M"),
+])
+def test_modern_options_out_of_range_are_refused_before_any_work(flags, message, trained_run, tmp_path, capsys):
+    assert main(train_args(trained_run["data"], tmp_path / "run", *flags, "--cache-dir", str(tmp_path / "cache"))) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists() and not list((tmp_path / "run").rglob("*.json"))
+
 def test_imagenet_weights_that_cannot_download_ask_for_a_path(tmp_path, monkeypatch):
     from keras.src.utils import file_utils
 
