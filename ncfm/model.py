@@ -235,31 +235,38 @@ def unfreeze_backbone(model: keras.Model, from_layer: str = "", freeze_bn: bool 
 
 
 def backbone_stages(model: keras.Model) -> dict[str, int]:
-    """Each backbone weight's stage (variable path -> 0 for the stem, 1, 2, ... deeper): a stage ends
-    where the feature map's resolution halves, which every backbone here does four or five times
-    (InceptionV3: the stem's stride-2 convolutions, then mixed3 and mixed8; ResNet50 and DenseNet121:
-    conv1, pool1, then conv3/conv4/conv5 blocks; EfficientNetV2 and ConvNeXt: their downsampling
-    blocks and stages). A layer belongs to the stage its output is in, so a stride-2 layer starts the
-    next one. The weights of the head (pool, dropout, probs) are not the backbone's and are absent."""
-    stage, smallest, stages = 0, None, {}
+    """Each backbone weight's stage (variable path -> 1 for the shallowest stage with weights, 2, ...):
+    a stage ends where the feature map's side falls to 0.7 of the stage's or less (a stride-2
+    convolution or pooling, ConvNeXt's stride-4 stem). Valid-padding convolutions that trim a few
+    pixels and squeeze-and-excitation branches (1x1 maps) end none. A layer belongs to the stage its
+    output is in, so a stride-2 layer starts the next one. At their native sizes: ConvNeXt 4 stages
+    (the stem with stage 0, then each downsampling block with its stage); every other backbone here 5
+    (ResNet50: conv1, conv2..conv5; DenseNet121: conv1, then each dense block with the transition
+    after it; EfficientNetV2: the stem, blocks 2, 3, 4-5, 6+; InceptionV3 and InceptionResNetV2: two
+    stem stages, then the 35-, 17- and 8-pixel blocks at 299 px; Xception: block 1, then one stage
+    per downsampling residual block).
+    The head's weights (pool, dropout, probs) are not the backbone's and are absent."""
+    stage, side, stages = 0, None, {}
     for layer in backbone_of(model).layers:
         try:
             shape = layer.output.shape
         except (AttributeError, ValueError):  # a layer called more than once has no single output
             shape = None
         if shape is not None and len(shape) == 4 and shape[1] is not None:
-            if smallest is not None and shape[1] < smallest:
-                stage += 1
-            smallest = shape[1] if smallest is None else min(smallest, shape[1])
+            if side is None:
+                side = shape[1]
+            elif shape[1] <= 0.7 * side and not (shape[1] == 1 and side > 2):
+                stage, side = stage + 1, shape[1]
         for weight in layer.weights:
             stages[weight.path] = stage
-    return stages
+    ranks = {s: i + 1 for i, s in enumerate(sorted(set(stages.values())))}
+    return {path: ranks[s] for path, s in stages.items()}
 
 
 def layer_decay_scales(model: keras.Model, decay: float) -> tuple[dict[str, float], int]:
     """Learning-rate factors for layer-wise decay (--lr-decay): the head 1, the backbone's deepest
     stage `decay`, each shallower stage `decay` times the next one's. Returns ({variable path:
-    factor} for the backbone's trainable weights, the number of stages: the input's stage 0 has none)."""
+    factor} for the backbone's trainable weights, the number of stages)."""
     stages = backbone_stages(model)
     deepest = max(stages.values(), default=0)
     trained = {w.path for w in model.trainable_weights}
