@@ -33,7 +33,7 @@ PRECISION_HELP = ("off, bfloat16 or float16; auto = bfloat16 where the hardware 
 @dataclass
 class TrainConfig:
     recipe: str = setting("classic", "classic (the settings below as they are) or modern (the combination that "
-                          "won the ablation on real photos, docs/recipe_ablation.md: its settings apply where neither "
+                          "won the ablation on real photos, docs/recipe.md: its settings apply where neither "
                           "a flag nor the config file sets them); config.json records it")
     # model
     backbone: str = setting("inception_v3", "a keras.applications backbone: inception_v3, xception, "
@@ -294,7 +294,7 @@ def check_types(values: dict, source: str, settings=None) -> dict:
 
 
 # --recipe: settings a preset changes from TrainConfig's defaults (classic: none). modern holds what
-# won on Fashion-MNIST's held-out test images (scripts/recipe_ablation.py, docs/recipe_ablation.md)
+# won on Fashion-MNIST's held-out test images (scripts/recipe_ablation.py, docs/recipe.md)
 RECIPES = {"classic": {}, "modern": {"ema": 0.99, "randaugment": "trivial", "mix": "both", "erasing": 0.25,
                                      "optimizer": "adamw", "lr_decay": 0.7}}
 

@@ -3,7 +3,7 @@ choice was not fitted to (Fashion-MNIST's own test split).
 
     apt-get install dataset-fashion-mnist
     python scripts/recipe_ablation.py WORK [--rows classic,mix,...] [--n-train 900] [--epochs 20]
-        [--table docs/recipe_ablation.md]
+        [--table docs/raw/cpu-2026-12-05/recipe_ablation.md]
 
 WORK gets the data (scripts/fashion_mnist.py's Kaggle layout, 3 folds without groups), one run per
 row (WORK/runs/ROW), its submission (WORK/submissions/ROW.csv) and its figures
