@@ -34,6 +34,7 @@ from fashion_mnist import score as test_score, write_layout  # noqa: E402
 # the flags each row adds to CLASSIC; "seed2" rows repeat a row with another seed
 ROWS = {
     "classic": [],
+    "classic_seed2": ["--seed", "2017"],
     "mix": ["--mix", "both"],
     "erasing": ["--erasing", "0.25"],
     "trivial": ["--randaugment", "trivial"],
