@@ -40,6 +40,7 @@ ROWS = {
     "trivial": ["--randaugment", "trivial"],
     "randaugment": ["--randaugment", "2,9"],
     "ema": ["--ema", "0.99"],
+    "ema_fast": ["--ema", "0.95"],  # a horizon of ~20 steps, one epoch here, where 0.99's is five
     "lr_decay": ["--optimizer", "adamw", "--lr-decay", "0.7"],
     "modern": ["--recipe", "modern"],
     "modern_seed2": ["--recipe", "modern", "--seed", "2017"],
