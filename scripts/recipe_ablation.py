@@ -42,6 +42,7 @@ ROWS = {
     "ema": ["--ema", "0.99"],
     "ema_fast": ["--ema", "0.95"],  # a horizon of ~20 steps, one epoch here, where 0.99's is five
     "lr_decay": ["--optimizer", "adamw", "--lr-decay", "0.7"],
+    "all": ["--mix", "both", "--erasing", "0.25", "--randaugment", "trivial", "--ema", "0.99", "--lr-decay", "0.7"],
     "modern": ["--recipe", "modern"],
     "modern_seed2": ["--recipe", "modern", "--seed", "2017"],
 }
