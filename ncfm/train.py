@@ -86,6 +86,15 @@ def resolve_train_config(cfg: TrainConfig) -> TrainConfig:
     )
 
 
+def recipe_line(recipe: str) -> str:
+    from ncfm.config import RECIPES
+
+    chosen = ", ".join(f"{k}={v}" for k, v in RECIPES[recipe].items())
+    return (f"recipe {recipe}: {chosen} where no flag or config file sets them" if chosen else
+            f"recipe {recipe}: the same settings as classic (no addition has beaten classic on held-out images "
+            f"yet, docs/recipe.md); the additions are flags of their own")
+
+
 def is_pretrained(weights: str) -> bool:
     return weights not in ("none", "None", "")
 
@@ -152,6 +161,8 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
             f"{runtime.describe()}, XLA {cfg.jit_compile}; {cfg.mixed_precision}: {precision_reason}")
         if devices_line := runtime.describe_devices(devices, devices_setting):
             say(devices_line)
+        if cfg.recipe != "classic":
+            say(recipe_line(cfg.recipe))
 
         # decode once: one uint8 cache of the whole manifest, shared by every fold, epoch and view
         images = load_images(data_dir, list(manifest.image), cfg.image_size,

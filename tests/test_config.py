@@ -3,6 +3,7 @@ the fix, before anything is written; a good one sets values of the declared type
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 from pathlib import Path
@@ -100,18 +101,19 @@ def test_train_has_no_resume_flag_because_resuming_is_automatic(tmp_path, capsys
     assert exit_.value.code == 2 and "unrecognized arguments: --resume" in capsys.readouterr().err
 
 
-def test_a_recipe_fills_only_what_neither_the_config_file_nor_a_flag_sets(tmp_path):
-    from ncfm.config import RECIPES
+def test_a_recipe_fills_only_what_neither_the_config_file_nor_a_flag_sets(tmp_path, monkeypatch):
+    from ncfm import config
 
     assert make_config(recipe="classic") == TrainConfig()  # classic is today's defaults, field by field
-    modern = make_config(recipe="modern")
-    assert modern.recipe == "modern" and RECIPES["modern"]
-    assert all(getattr(modern, k) == v and getattr(TrainConfig(), k) != v for k, v in RECIPES["modern"].items())
+    for recipe, settings in config.RECIPES.items():  # each preset's values are fields that exist
+        assert dataclasses.asdict(make_config(recipe=recipe)) == dataclasses.asdict(TrainConfig()) | settings | {
+            "recipe": recipe}
+    monkeypatch.setitem(config.RECIPES, "modern", {"ema": 0.99, "mix": "both", "randaugment": "trivial"})
     cfg = tmp_path / "cfg.toml"
     cfg.write_text('recipe = "modern"\nema = 0.999\n')
     chosen = make_config(str(cfg), mix="none")
     assert (chosen.recipe, chosen.ema, chosen.mix) == ("modern", 0.999, "none")  # file and flag win
-    assert chosen.randaugment == RECIPES["modern"].get("randaugment", TrainConfig().randaugment)
+    assert chosen.randaugment == "trivial"  # the recipe fills the rest
     with pytest.raises(NcfmError, match="recipe must be classic or modern; received recipe='timm'"):
         make_config(recipe="timm")
 

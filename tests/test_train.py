@@ -851,17 +851,18 @@ def test_with_ema_the_averaged_weights_are_validated_and_saved_and_training_goes
     assert same_weights(weights_of(tmp_path / "run" / "fold0" / "last.keras"), seen[-1][2])
 
 
-def test_the_modern_recipe_trains_a_fold_on_tensorflow_and_jax(tmp_path):
-    """Every option of the recipe at once (EMA, layer-wise decay on AdamW, TrivialAugment, MixUp/CutMix,
-    random erasing), on a tiny fold under each backend; flags and the config file still override it."""
+def test_every_modern_option_trains_a_fold_on_tensorflow_and_jax(tmp_path):
+    """Every addition at once (EMA, layer-wise decay on AdamW, TrivialAugment, MixUp/CutMix, random
+    erasing) under `--recipe modern`, on a tiny fold under each backend."""
     from conftest import split_synthetic
 
     data = split_synthetic(tmp_path, n_train=48, boats=6)
     tiny = ["--weights", "none", "--image-size", "75", "--epochs", "2", "--head-epochs", "1", "--batch-size", "8",
-            "--tensorboard", "false", "--recipe", "modern"]
+            "--tensorboard", "false", "--recipe", "modern", "--lr-decay", "0.7", "--randaugment", "trivial",
+            "--mix", "both", "--erasing", "0.25"]
     tf_run, jax_run = tmp_path / "runs" / "tf", tmp_path / "runs" / "jax"
     assert main(["train", "--data-dir", str(data), "--fold", "0", "--run", str(tf_run), *tiny, "--ema", "0.9"]) == 0
-    args = ["train", "--data-dir", str(data), "--fold", "0", "--run", str(jax_run), *tiny]
+    args = ["train", "--data-dir", str(data), "--fold", "0", "--run", str(jax_run), *tiny, "--ema", "0.99"]
     done = subprocess.run([sys.executable, "-c", f"import sys, ncfm.cli; sys.exit(ncfm.cli.main({args!r}))"],
                           env=_env(KERAS_BACKEND="jax", NCFM_JAX_CACHE=str(tmp_path / "xla")),
                           capture_output=True, text=True, timeout=600)
@@ -873,7 +874,8 @@ def test_the_modern_recipe_trains_a_fold_on_tensorflow_and_jax(tmp_path):
         assert (config["randaugment"], config["mix"], config["erasing"]) == ("trivial", "both", 0.25)
         state = json.loads((run / "fold0" / "state.json").read_text())
         assert state["finished"] and np.isfinite(state["oof_log_loss"])
-        assert "x0.7 per backbone stage" in (run / "fold0" / "train.log").read_text()
+        log = (run / "fold0" / "train.log").read_text()
+        assert "x0.7 per backbone stage" in log and "recipe modern: " in log
 
 
 @pytest.mark.slow
