@@ -142,7 +142,7 @@ class FoldCheckpoint(keras.callbacks.Callback):
         """With an average of the weights (the optimizer's EMA, --ema), the epoch is validated, kept as
         best.keras and judged for early stopping on the averaged weights: they stand in for the trained
         ones from validation until the epoch's bookkeeping is done (on_epoch_end puts them back)."""
-        if self.trained_weights is None and uses_ema(self.model.optimizer):
+        if self.trained_weights is None and uses_ema(getattr(self.model, "optimizer", None)):
             self.trained_weights = [keras.ops.convert_to_numpy(w) for w in self.model.trainable_weights]
             self.model.optimizer.finalize_variable_values(self.model.trainable_weights)
             for w in self.model.trainable_weights:  # a copy: on JAX the weights would share the average's
@@ -187,8 +187,9 @@ class FoldCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
         # With EMA the phase's last epoch is saved by on_train_end, once fit has put the averaged
         # weights in place: the next phase starts from them, resumed or not.
-        last = self.model.stop_training or epoch + 1 >= self.params.get("epochs", np.inf)
-        if time.time() - self.flushed_at >= self.cfg.checkpoint_seconds and not (last and uses_ema(self.model.optimizer)):
+        ema_phase_end = uses_ema(getattr(self.model, "optimizer", None)) and (
+            self.model.stop_training or epoch + 1 >= (self.params or {}).get("epochs", np.inf))
+        if time.time() - self.flushed_at >= self.cfg.checkpoint_seconds and not ema_phase_end:
             self.flush()
 
     def on_train_end(self, logs=None):

@@ -416,6 +416,7 @@ def test_modern_options_out_of_range_are_refused_before_any_work(flags, message,
     assert message in capsys.readouterr().err
     assert not (tmp_path / "cache").exists() and not list((tmp_path / "run").rglob("*.json"))
 
+
 def test_imagenet_weights_that_cannot_download_ask_for_a_path(tmp_path, monkeypatch):
     from keras.src.utils import file_utils
 
