@@ -68,7 +68,7 @@ class TrainConfig:
                          "and predict use the averaged weights, each phase ends on them; 0 = off")
     lr_decay: float = setting(1.0, "layer-wise learning-rate decay in phase 2 (adamw; auto picks adamw): the backbone's "
                               "last stage trains at lr x this, each earlier stage at this times the next one's rate "
-                              "(a stage ends where the feature map's resolution halves); 1 = off")
+                              "(a stage ends where the feature map shrinks to 0.7 of its side or less); 1 = off")
     patience: int = setting(6, "phase 2 stops after this many epochs without a lower val_loss, counted once "
                             "phase 2 has beaten the head epochs' best (a phase 2 that never does runs all its "
                             "epochs); 0 = never")

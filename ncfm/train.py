@@ -26,7 +26,7 @@ import pandas as pd
 
 from ncfm import NcfmError, runs
 from ncfm.competition import Competition
-from ncfm.config import TrainConfig, make_config
+from ncfm.config import RECIPES, TrainConfig, make_config
 from ncfm.fold import FoldCheckpoint, checked, open_fold, resuming_line, split_digest, to_fold_log
 from ncfm.progress import say
 
@@ -87,8 +87,6 @@ def resolve_train_config(cfg: TrainConfig) -> TrainConfig:
 
 
 def recipe_line(recipe: str) -> str:
-    from ncfm.config import RECIPES
-
     chosen = ", ".join(f"{k}={v}" for k, v in RECIPES[recipe].items())
     return (f"recipe {recipe}: {chosen} where no flag or config file sets them" if chosen else
             f"recipe {recipe}: the same settings as classic (no addition has beaten classic on held-out images "

@@ -58,18 +58,19 @@ def ncfm(*args: str) -> None:
 
 
 def oof_scores(run: Path) -> tuple[float, float]:
+    from ncfm import runs
     from ncfm.calibrate import accuracy, kaggle_log_loss
 
-    oof = pd.concat([pd.read_csv(f, dtype={"image": str, "label": str}) for f in sorted(run.glob("fold*/oof.csv"))])
-    classes = [c for c in oof.columns if c not in ("image", "label")]
-    y = oof.label.map({c: i for i, c in enumerate(classes)}).to_numpy()
-    probs = oof[classes].to_numpy("float64")
-    return kaggle_log_loss(y, probs), accuracy(y, probs)
+    folds = runs.trained_folds(run)
+    oof = pd.concat([runs.read_oof(f.oof, runs.fold_classes(f)) for f in folds])
+    probs = oof[list(runs.fold_classes(folds[0]))].to_numpy("float64")
+    return kaggle_log_loss(oof.y.to_numpy(), probs), accuracy(oof.y.to_numpy(), probs)
 
 
 def epoch_seconds(run: Path) -> float:
-    seconds = pd.concat([pd.read_csv(f) for f in sorted(run.glob("fold*/history.csv"))]).seconds
-    return float(np.median(seconds))
+    from ncfm import runs
+
+    return float(np.median(pd.concat([runs.read_history(f) for f in runs.trained_folds(run)]).seconds))
 
 
 def run_row(work: Path, row: str, epochs: int, tta: int) -> dict:
