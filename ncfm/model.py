@@ -234,6 +234,51 @@ def unfreeze_backbone(model: keras.Model, from_layer: str = "", freeze_bn: bool 
     return len(model.trainable_weights)
 
 
+def nested_layers(model: keras.Model):
+    """Every layer of `model` and of the models nested in it, depth first."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from nested_layers(layer)
+
+
+def recompute_bn_statistics(model: keras.Model, batches) -> int:
+    """Precise BatchNorm: replace each trainable BatchNorm layer's moving mean and variance by the
+    plain average of its batch statistics over `batches` (uint8 image batches, no augmentation),
+    computed with the model's current weights. Returns the number of layers recomputed.
+
+    During training the moving statistics are an exponential average over the last few dozen
+    steps, of augmented images, taken while the weights moved; under --ema they even belong to
+    other weights than the averaged ones that are saved. Inference then normalises with statistics
+    that fit neither the saved weights nor the images it is shown. Recomputing them once, for the
+    weights that are kept, is "precise BN" (Wu and Johnson, Rethinking "Batch" in BatchNorm, 2021).
+
+    The batches run in training mode with every dropout rate at 0, so that only BatchNorm behaves
+    as in training; batch i enters the average with momentum i/(i+1). A layer that is not
+    trainable (frozen BatchNorm of pretrained weights, a frozen backbone) runs in inference mode and
+    keeps its statistics. The result depends on the weights and the batches only, not on the
+    statistics before, so recomputing twice gives the same model. Rates and momenta are restored."""
+    layers = list(nested_layers(model))
+    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not norms:
+        return 0
+    drops = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
+    momenta, rates = [layer.momentum for layer in norms], [layer.rate for layer in drops]
+    try:
+        for layer in drops:
+            layer.rate = 0.0
+        for i, x in enumerate(batches):
+            for layer in norms:
+                layer.momentum = i / (i + 1)
+            model(x, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+        for layer, rate in zip(drops, rates):
+            layer.rate = rate
+    return len(norms)
+
+
 def backbone_stages(model: keras.Model) -> dict[str, int]:
     """Each backbone weight's stage (variable path -> 1 for the shallowest stage with weights, 2, ...):
     a stage ends where the feature map's side falls to 0.7 of the stage's or less (a stride-2

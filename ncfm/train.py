@@ -47,6 +47,8 @@ def resolve_train_config(cfg: TrainConfig) -> TrainConfig:
     if not 0 < cfg.lr_decay <= 1 or (cfg.lr_decay != 1 and optimizer != "adamw"):
         raise NcfmError(f"received --lr-decay {cfg.lr_decay:g} --optimizer {cfg.optimizer}; layer-wise decay is a "
                         f"factor in (0, 1] (1 = off) and scales AdamW's steps: pass --optimizer adamw (or auto)")
+    if cfg.precise_bn < 0:
+        raise NcfmError(f"--precise-bn {cfg.precise_bn}: the number of training images is 0 (off) or more")
     if not 0 <= cfg.ema < 1:
         raise NcfmError(f"--ema {cfg.ema:g}: the average's decay per step is in [0, 1) (0.99 to 0.9999; 0 = off)")
     fresh_lr = 1e-2 if optimizer == "sgd" else 1e-3
@@ -180,6 +182,8 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
         started = time.time()
         val_batch = _fit(cfg, comp, fold, state, history, images, rows, targets, batch, smallest // batch,
                          len(devices))
+        if cfg.precise_bn:
+            _precise_bn(cfg, comp, fold, state, images, rows[0], batch)
         if comp.task != "single":
             return _score_task_fold(cfg, comp, fold, state, images, rows, train_df, val_df, val_batch, started)
         return _score_fold(cfg, comp, fold, state, images, rows, targets, val_df, val_batch, started)
@@ -236,6 +240,32 @@ def _fit(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, hist
     run_phase(1, 0, head_epochs)
     run_phase(2, head_epochs, cfg.epochs)
     return val_batch
+
+
+def _precise_bn(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, images, train_rows,
+                batch: int) -> None:
+    """--precise-bn: best.keras' BatchNorm statistics recomputed for its weights from the fold's
+    training images (ncfm.model.recompute_bn_statistics), in full training-size batches of a fixed
+    seeded draw. Rerunning it (a fold killed before its OOF) gives the same file."""
+    from ncfm.batches import read_rows
+    from ncfm.model import inference_model, recompute_bn_statistics
+
+    n = min(cfg.precise_bn, len(train_rows))
+    n -= n % batch
+    if n == 0:
+        say(f"precise BN skipped: {len(train_rows)} training images make no full batch of {batch}")
+        return
+    picked = np.sort(np.random.default_rng(cfg.seed + fold.index).permutation(len(train_rows))[:n])
+    picked = np.asarray(train_rows)[picked]
+    best = runs.load_best(fold)
+    count = recompute_bn_statistics(best, (read_rows(images, picked[i:i + batch]) for i in range(0, n, batch)))
+    if not count:
+        say("precise BN: no BatchNorm layer of best.keras trains (frozen BatchNorm or backbone); left as it is")
+        return
+    runs.save_model(inference_model(best), fold.best, classes=list(comp.classes), record=runs.read_record(fold.best))
+    state["precise_bn_images"] = n
+    say(f"precise BN: {count} BatchNorm layers' statistics recomputed from {n} training images for best.keras' "
+        f"weights (its val_loss before: {state['best_val_loss']:.4f})")
 
 
 def _score_fold(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, images, rows, targets,

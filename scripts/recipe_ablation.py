@@ -42,6 +42,8 @@ ROWS = {
     "ema": ["--ema", "0.99"],
     "ema_fast": ["--ema", "0.95"],  # a horizon of ~20 steps, one epoch here, where 0.99's is five
     "lr_decay": ["--optimizer", "adamw", "--lr-decay", "0.7"],
+    "precise_bn": ["--precise-bn", "2048"],  # every training image of a fold here (576 in full batches)
+    "ema_precise_bn": ["--ema", "0.99", "--precise-bn", "2048"],
     "all": ["--mix", "both", "--erasing", "0.25", "--randaugment", "trivial", "--ema", "0.99", "--lr-decay", "0.7"],
     "modern": ["--recipe", "modern"],
     "modern_seed2": ["--recipe", "modern", "--seed", "2017"],

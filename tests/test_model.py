@@ -525,3 +525,54 @@ def test_layerwise_adamw_scales_each_variables_step_and_survives_saving():
     assert step_a[0] == pytest.approx(0.1, rel=1e-3)
     again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
     assert isinstance(again, LayerwiseAdamW) and again.scales == {b.path: 0.25}
+
+
+# ----------------------------------------------------------------------------- precise BatchNorm
+def _bn_net(seed=0):
+    image = keras.Input((8, 8, 3))
+    x = keras.layers.Dropout(0.5, name="drop_before")(image)  # active in training: it would change the statistics
+    x = keras.layers.Conv2D(4, 3, name="conv", kernel_initializer=keras.initializers.GlorotUniform(seed))(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="bn")(x)
+    x = keras.layers.Conv2D(2, 3, name="conv2")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="frozen_bn")(x)
+    inner = keras.Model(image, x, name="inner")  # nested, as the backbone is in the classifier
+    outer_in = keras.Input((8, 8, 3))
+    return keras.Model(outer_in, keras.layers.GlobalAveragePooling2D()(inner(outer_in)))
+
+
+def test_precise_bn_sets_each_trainable_batchnorm_to_the_plain_average_of_its_batch_statistics():
+    from ncfm.model import recompute_bn_statistics
+
+    model = _bn_net()
+    inner = model.get_layer("inner")
+    frozen = inner.get_layer("frozen_bn")
+    frozen.trainable = False
+    before_frozen = [w.copy() for w in frozen.get_weights()]
+    batches = [np.random.default_rng(i).normal(i, 1 + i, (6, 8, 8, 3)).astype("float32") for i in range(4)]
+    conv = keras.Model(inner.input, inner.get_layer("conv").output)
+    convs = [keras.ops.convert_to_numpy(conv(x)) for x in batches]  # inference: no dropout
+    expected_mean = np.mean([c.mean(axis=(0, 1, 2)) for c in convs], axis=0)
+    expected_var = np.mean([c.var(axis=(0, 1, 2)) for c in convs], axis=0)
+
+    assert recompute_bn_statistics(model, batches) == 1
+    bn = inner.get_layer("bn")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), expected_mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), expected_var, rtol=1e-4, atol=1e-5)
+    for a, b in zip(frozen.get_weights(), before_frozen):  # a frozen BatchNorm keeps its statistics
+        np.testing.assert_array_equal(a, b)
+    assert bn.momentum == 0.9 and inner.get_layer("drop_before").rate == 0.5  # restored
+    once = [w.copy() for w in bn.get_weights()]
+    recompute_bn_statistics(model, batches)  # the statistics before do not enter: the same result again
+    for a, b in zip(bn.get_weights(), once):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_precise_bn_on_a_model_without_trainable_batchnorm_changes_nothing():
+    from ncfm.model import recompute_bn_statistics
+
+    model = _bn_net()
+    model.trainable = False
+    before = [w.copy() for w in model.get_weights()]
+    assert recompute_bn_statistics(model, [np.ones((2, 8, 8, 3), "float32")]) == 0
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)

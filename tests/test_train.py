@@ -410,6 +410,7 @@ def test_image_size_below_the_minimum_is_refused_before_any_work(trained_run, tm
     (["--lr-decay", "0.7", "--optimizer", "sgd"], "pass --optimizer adamw (or auto)"),
     (["--lr-decay", "0"], "layer-wise decay is a factor in (0, 1]"),
     (["--randaugment", "2"], "--randaugment 2: expected none, trivial, or N,M"),
+    (["--precise-bn", "-1"], "--precise-bn -1: the number of training images is 0 (off) or more"),
 ])
 def test_modern_options_out_of_range_are_refused_before_any_work(flags, message, trained_run, tmp_path, capsys):
     assert main(train_args(trained_run["data"], tmp_path / "run", *flags, "--cache-dir", str(tmp_path / "cache"))) == 2
@@ -854,13 +855,14 @@ def test_with_ema_the_averaged_weights_are_validated_and_saved_and_training_goes
 
 def test_every_modern_option_trains_a_fold_on_tensorflow_and_jax(tmp_path):
     """Every addition at once (EMA, layer-wise decay on AdamW, TrivialAugment, MixUp/CutMix, random
-    erasing) under `--recipe modern`, on a tiny fold under each backend."""
+    erasing, precise BatchNorm) under `--recipe modern`, on a tiny fold under each backend."""
     from conftest import split_synthetic
 
     data = split_synthetic(tmp_path, n_train=48, boats=6)
-    tiny = ["--weights", "none", "--image-size", "75", "--epochs", "2", "--head-epochs", "1", "--batch-size", "8",
+    # no head epoch: best.keras is a phase-2 epoch, whose BatchNorm trains (precise BN recomputes it)
+    tiny = ["--weights", "none", "--image-size", "75", "--epochs", "2", "--head-epochs", "0", "--batch-size", "8",
             "--tensorboard", "false", "--recipe", "modern", "--lr-decay", "0.7", "--randaugment", "trivial",
-            "--mix", "both", "--erasing", "0.25"]
+            "--mix", "both", "--erasing", "0.25", "--precise-bn", "16"]
     tf_run, jax_run = tmp_path / "runs" / "tf", tmp_path / "runs" / "jax"
     assert main(["train", "--data-dir", str(data), "--fold", "0", "--run", str(tf_run), *tiny, "--ema", "0.9"]) == 0
     args = ["train", "--data-dir", str(data), "--fold", "0", "--run", str(jax_run), *tiny, "--ema", "0.99"]
@@ -877,6 +879,8 @@ def test_every_modern_option_trains_a_fold_on_tensorflow_and_jax(tmp_path):
         assert state["finished"] and np.isfinite(state["oof_log_loss"])
         log = (run / "fold0" / "train.log").read_text()
         assert "x0.7 per backbone stage" in log and "recipe modern: " in log
+        assert "BatchNorm layers' statistics recomputed from 16 training images" in log
+        assert state["precise_bn_images"] == 16
 
 
 @pytest.mark.slow
