@@ -183,7 +183,7 @@ def _train_fold(cfg: TrainConfig, comp: Competition, data_dir: Path, folds_csv: 
         val_batch = _fit(cfg, comp, fold, state, history, images, rows, targets, batch, smallest // batch,
                          len(devices))
         if cfg.precise_bn:
-            _precise_bn(cfg, comp, fold, state, images, rows[0], batch)
+            _precise_bn(cfg, comp, fold, state, images, rows, targets, batch, val_batch)
         if comp.task != "single":
             return _score_task_fold(cfg, comp, fold, state, images, rows, train_df, val_df, val_batch, started)
         return _score_fold(cfg, comp, fold, state, images, rows, targets, val_df, val_batch, started)
@@ -242,30 +242,57 @@ def _fit(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, hist
     return val_batch
 
 
-def _precise_bn(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, images, train_rows,
-                batch: int) -> None:
+def _precise_bn(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, images, rows, targets,
+                batch: int, val_batch: int) -> None:
     """--precise-bn: best.keras' BatchNorm statistics recomputed for its weights from the fold's
     training images (ncfm.model.recompute_bn_statistics), in full training-size batches of a fixed
-    seeded draw. Rerunning it (a fold killed before its OOF) gives the same file."""
+    seeded draw, and kept only if the held-out images' loss does not rise (from a model that has
+    barely trained, the statistics its training batches really have can be far from the ones it
+    learned to predict with). Rerunning it (a fold killed before its OOF) reaches the same file."""
     from ncfm.batches import read_rows
     from ncfm.model import inference_model, recompute_bn_statistics
 
-    n = min(cfg.precise_bn, len(train_rows))
-    n -= n % batch
-    if n == 0:
+    (train_rows, val_rows), (_, y_val) = rows, targets
+    picked = precise_bn_rows(train_rows, cfg.precise_bn, batch, cfg.seed + fold.index)
+    if not len(picked):
         say(f"precise BN skipped: {len(train_rows)} training images make no full batch of {batch}")
         return
-    picked = np.sort(np.random.default_rng(cfg.seed + fold.index).permutation(len(train_rows))[:n])
-    picked = np.asarray(train_rows)[picked]
     best = runs.load_best(fold)
-    count = recompute_bn_statistics(best, (read_rows(images, picked[i:i + batch]) for i in range(0, n, batch)))
+    before = held_out_loss(comp.task, _held_out_outputs(best, images, val_rows, val_batch), y_val)
+    count = recompute_bn_statistics(best, (read_rows(images, picked[i:i + batch])
+                                           for i in range(0, len(picked), batch)))
     if not count:
         say("precise BN: no BatchNorm layer of best.keras trains (frozen BatchNorm or backbone); left as it is")
         return
-    runs.save_model(inference_model(best), fold.best, classes=list(comp.classes), record=runs.read_record(fold.best))
-    state["precise_bn_images"] = n
-    say(f"precise BN: {count} BatchNorm layers' statistics recomputed from {n} training images for best.keras' "
-        f"weights (its val_loss before: {state['best_val_loss']:.4f})")
+    after = held_out_loss(comp.task, _held_out_outputs(best, images, val_rows, val_batch), y_val)
+    kept = bool(np.isfinite(after) and after <= before)
+    state["precise_bn"] = dict(images=len(picked), layers=count, held_out_loss_before=before,
+                               held_out_loss_after=after if np.isfinite(after) else None, kept=kept)
+    if kept:
+        runs.save_model(inference_model(best), fold.best, classes=list(comp.classes),
+                        record=runs.read_record(fold.best))
+    say(f"precise BN: {count} BatchNorm layers' statistics recomputed from {len(picked)} training images; "
+        f"held-out loss {before:.4f} -> {after:.4f}: "
+        + ("best.keras keeps them" if kept else "higher, so best.keras keeps the statistics of training"))
+
+
+def held_out_loss(task: str, outputs: np.ndarray, targets: np.ndarray) -> float:
+    """The training loss without label smoothing on held-out outputs: cross-entropy of the
+    (renormalised) softmax for one label, mean binary cross-entropy of the sigmoids otherwise."""
+    p = np.clip(np.asarray(outputs, dtype="float64"), 1e-7, 1 - 1e-7)
+    y = np.asarray(targets, dtype="float64")
+    if task == "single":
+        return float(-np.mean(np.sum(y * np.log(p / p.sum(axis=1, keepdims=True)), axis=1)))
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def precise_bn_rows(train_rows, n: int, batch: int, seed: int) -> np.ndarray:
+    """The rows --precise-bn averages over: up to `n` of `train_rows` in whole batches, a draw fixed
+    by `seed`, in cache order (an empty array when not one batch is full)."""
+    n = min(n, len(train_rows))
+    n -= n % batch
+    picked = np.sort(np.random.default_rng(seed).permutation(len(train_rows))[:n])
+    return np.asarray(train_rows)[picked]
 
 
 def _score_fold(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dict, images, rows, targets,
@@ -274,7 +301,7 @@ def _score_fold(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dic
     from ncfm.calibrate import class_shares, no_better, prior_margin, prior_score, score
 
     (_, val_rows), (y_train, y_val) = rows, targets
-    oof = _held_out_outputs(fold, images, val_rows, val_batch)
+    oof = _held_out_outputs(runs.load_best(fold), images, val_rows, val_batch)
     oof /= oof.sum(axis=1, keepdims=True)
     runs.write_oof(fold, val_df.image, val_df.label, oof, comp.classes)
     labels = np.argmax(y_val, axis=1)
@@ -308,12 +335,11 @@ def _score_fold(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dic
     return state
 
 
-def _held_out_outputs(fold: runs.Fold, images, val_rows, val_batch: int) -> np.ndarray:
-    """best.keras's outputs on the fold's held-out rows (padded batches of one compiled shape, trimmed)."""
+def _held_out_outputs(model, images, val_rows, val_batch: int) -> np.ndarray:
+    """The model's outputs on the fold's held-out rows (padded batches of one compiled shape, trimmed)."""
     from ncfm.batches import make_batches
 
-    best = runs.load_best(fold)
-    oof = best.predict(make_batches(images, val_rows, None, batch_size=val_batch, pad=True), verbose=0)
+    oof = model.predict(make_batches(images, val_rows, None, batch_size=val_batch, pad=True), verbose=0)
     return np.asarray(oof, dtype="float64")[: len(val_rows)]
 
 
@@ -338,7 +364,7 @@ def _score_task_fold(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state
     from ncfm import task
     from ncfm.calibrate import no_better
 
-    oof = _held_out_outputs(fold, images, rows[1], val_batch)
+    oof = _held_out_outputs(runs.load_best(fold), images, rows[1], val_batch)
     runs.write_oof(fold, val_df.image, val_df.label, oof, comp.classes)
     mine = task.score(comp, val_df.label, oof)
     baseline = task.baseline(comp, train_df.label, val_df.label)

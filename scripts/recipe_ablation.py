@@ -98,6 +98,70 @@ def run_row(work: Path, row: str, epochs: int, tta: int) -> dict:
     return result
 
 
+def precise_bn_after(work: Path, row: str, tta: int, n_images: int = 2048) -> dict:
+    """Row ROW+pbn: the row's trained folds with --precise-bn's step applied to their best.keras (the
+    same picked training images as `ncfm train --precise-bn`), then predicted as every row. Same
+    weights, so the difference from ROW is precise BatchNorm's alone, free of training noise (two
+    trainings from one seed differ here by more than most rows do). Per fold it also keeps the
+    held-out fold's log loss before and after, and, as `ncfm train` does, keeps the new statistics only
+    where that loss does not rise."""
+    import shutil
+
+    from ncfm import runs
+    from ncfm.batches import read_rows
+    from ncfm.cache import load_images
+    from ncfm.calibrate import kaggle_log_loss
+    from ncfm.folds import read_manifest
+    from ncfm.model import recompute_bn_statistics
+    from ncfm.train import held_out_loss, precise_bn_rows
+
+    name = f"{row}+pbn"
+    out = work / "results" / f"{name}.json"
+    if out.is_file():
+        return json.loads(out.read_text())
+    data, source, run = work / "data", work / "runs" / row, work / "runs" / name
+    if not source.is_dir():
+        raise SystemExit(f"{source}: run the row {row} first")
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.copytree(source, run)
+    manifest, _ = read_manifest(data / "folds.csv")
+    folds, per_fold = runs.trained_folds(run), []
+    config = runs.read_config(folds[0])
+    images = load_images(data, list(manifest.image), config["image_size"], progress=False)
+    for fold in folds:
+        config, classes = runs.read_config(fold), list(runs.fold_classes(fold))
+        train_rows = np.flatnonzero(manifest.fold.to_numpy() != fold.index)
+        val_rows = np.flatnonzero(manifest.fold.to_numpy() == fold.index)
+        y = manifest.label.iloc[val_rows].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        best = runs.load_best(fold)
+        before = best.predict(read_rows(images, val_rows), batch_size=64, verbose=0)
+        batch = config["batch_size"]
+        picked = precise_bn_rows(train_rows, n_images, batch, config["seed"] + fold.index)
+        recompute_bn_statistics(best, (read_rows(images, picked[i:i + batch]) for i in range(0, len(picked), batch)))
+        after = best.predict(read_rows(images, val_rows), batch_size=64, verbose=0)
+        kept = held_out_loss("single", after, np.eye(len(classes))[y]) <= held_out_loss(
+            "single", before, np.eye(len(classes))[y])  # train's rule: kept where the held-out loss does not rise
+        if kept:
+            runs.save_model(best, fold.best, classes=classes, record=runs.read_record(fold.best))
+            runs.write_oof(fold, manifest.image.iloc[val_rows], manifest.label.iloc[val_rows], after, classes)
+        per_fold.append(dict(fold=fold.index, val_log_loss_before=kaggle_log_loss(y, before),
+                             val_log_loss_after=kaggle_log_loss(y, after), kept=bool(kept)))
+    submission = work / "submissions" / f"{name}.csv"
+    ncfm("predict", "--data-dir", str(data), "--run", str(run), "--tta", str(tta), "--out", str(submission),
+         "--recompute")
+    oof_loss, oof_acc = oof_scores(run)
+    test_loss, test_acc = test_score(data, submission)
+    result = dict(row=name, flags=f"{json.loads((work / 'results' / f'{row}.json').read_text())['flags']} "
+                  f"then --precise-bn {n_images}'s step on its weights", oof_log_loss=oof_loss,
+                  oof_accuracy=oof_acc, test_log_loss=test_loss, test_accuracy=test_acc,
+                  epoch_seconds=epoch_seconds(run), folds=per_fold)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{name}: OOF {oof_loss:.4f} ({oof_acc:.3f}), test {test_loss:.4f} ({test_acc:.3f}); held-out fold "
+          f"before/after " + ", ".join(f"{f['val_log_loss_before']:.4f}/{f['val_log_loss_after']:.4f}"
+                                       for f in per_fold), flush=True)
+    return result
+
+
 def table(results: list[dict]) -> str:
     lines = ["| row | flags | OOF log loss | OOF accuracy | test log loss (fold ensemble) | test accuracy | s/epoch |",
              "|---|---|---|---|---|---|---|"]
@@ -115,6 +179,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-test", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--tta", type=int, default=4)
+    p.add_argument("--precise-bn-after", default="", help="comma-separated rows already run: add row+pbn, "
+                   "the same trained folds with precise BatchNorm's step applied (a paired comparison)")
     p.add_argument("--table", type=Path, help="also write the table (markdown) here")
     args = p.parse_args(argv)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -126,6 +192,8 @@ def main(argv=None) -> int:
         write_layout(data, args.n_train, args.n_test, seed=0)
         ncfm("split_train_val", "--data-dir", str(data), "--folds", "3")
     results = [run_row(args.work, row, args.epochs, args.tta) for row in rows]
+    results += [precise_bn_after(args.work, row.strip(), args.tta)
+                for row in args.precise_bn_after.split(",") if row.strip()]
     text = table(results)
     print(text)
     if args.table:

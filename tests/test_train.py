@@ -879,8 +879,38 @@ def test_every_modern_option_trains_a_fold_on_tensorflow_and_jax(tmp_path):
         assert state["finished"] and np.isfinite(state["oof_log_loss"])
         log = (run / "fold0" / "train.log").read_text()
         assert "x0.7 per backbone stage" in log and "recipe modern: " in log
-        assert "BatchNorm layers' statistics recomputed from 16 training images" in log
-        assert state["precise_bn_images"] == 16
+        assert "BatchNorm layers' statistics recomputed from 16 training images; held-out loss" in log
+        precise = state["precise_bn"]
+        assert precise["images"] == 16 and precise["layers"] == 94  # InceptionV3's BatchNorm layers
+        # OOF comes from the best.keras precise BN left: recomputed if kept, as trained if not
+        chosen = precise["held_out_loss_after" if precise["kept"] else "held_out_loss_before"]
+        assert state["oof_log_loss"] == pytest.approx(chosen, rel=1e-4)
+
+
+def test_precise_bn_that_raises_the_held_out_loss_leaves_best_keras_as_trained(trained_run, tmp_path, monkeypatch):
+    import ncfm.model
+
+    def ruin(model, batches):  # statistics that fit no image: the held-out loss can only rise
+        layers = [layer for layer in ncfm.model.nested_layers(model)
+                  if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+        for layer in layers:
+            layer.moving_variance.assign(keras.ops.full_like(layer.moving_variance, 1e-6))
+        return len(layers)
+
+    monkeypatch.setattr(ncfm.model, "recompute_bn_statistics", ruin)
+    run = tmp_path / "run"
+    assert main(train_args(trained_run["data"], run, *SMALL, "--epochs", "1", "--head-epochs", "0",
+                           "--precise-bn", "16", "--cache-dir", str(tmp_path / "cache"))) == 0
+    state = json.loads((run / "fold0" / "state.json").read_text())
+    precise = state["precise_bn"]
+    after = precise["held_out_loss_after"]  # None where the outputs were not finite
+    assert not precise["kept"] and (after is None or after > precise["held_out_loss_before"])
+    assert state["oof_log_loss"] == pytest.approx(precise["held_out_loss_before"], rel=1e-4)
+    assert "higher, so best.keras keeps the statistics of training" in (run / "fold0" / "train.log").read_text()
+    best = keras.saving.load_model(run / "fold0" / "best.keras")
+    variances = [keras.ops.convert_to_numpy(layer.moving_variance) for layer in ncfm.model.nested_layers(best)
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+    assert min(float(v.min()) for v in variances) > 1e-6  # none of the ruined statistics was saved
 
 
 @pytest.mark.slow
