@@ -117,3 +117,10 @@ def test_a_recipe_fills_only_what_neither_the_config_file_nor_a_flag_sets(tmp_pa
     with pytest.raises(NcfmError, match="recipe must be classic or modern; received recipe='timm'"):
         make_config(recipe="timm")
 
+
+
+def test_the_modern_recipe_recomputes_batchnorm_unless_told_not_to():
+    # the one addition that beat classic on Fashion-MNIST's test images (docs/recipe.md)
+    assert make_config(recipe="modern").precise_bn == 2048
+    assert make_config(recipe="modern", precise_bn=0).precise_bn == 0
+    assert make_config().precise_bn == 0  # classic: off
