@@ -71,8 +71,9 @@ class TrainConfig:
                               "(a stage ends where the feature map shrinks to 0.7 of its side or less); 1 = off")
     precise_bn: int = setting(0, "precise BatchNorm: after training, recompute best.keras' BatchNorm statistics as "
                               "the plain average over this many of the fold's training images (no augmentation, "
-                              "the training batch size) for the weights it holds; OOF and predict use them. "
-                              "Needs BatchNorm that trains (from scratch, or --freeze-bn false); 0 = off")
+                              "the training batch size) for the weights it holds, kept where the fold's held-out "
+                              "loss does not rise; OOF and predict use them. Needs BatchNorm that trains (from "
+                              "scratch, or --freeze-bn false); 0 = off")
     patience: int = setting(6, "phase 2 stops after this many epochs without a lower val_loss, counted once "
                             "phase 2 has beaten the head epochs' best (a phase 2 that never does runs all its "
                             "epochs); 0 = never")

@@ -85,7 +85,7 @@ def run_row(work: Path, row: str, epochs: int, tta: int) -> dict:
     ncfm("train", "--data-dir", str(data), "--folds", "all", "--no-ray", "--run", str(run),
          "--epochs", str(epochs), *CLASSIC, *ROWS[row])
     trained = time.time() - started
-    ncfm("predict", "--data-dir", str(data), "--run", str(run), "--tta", str(tta), "--out", str(submission))
+    ncfm("predict", "--data-dir", str(data), "--run", str(run), "--tta", str(tta), "--out", str(submission), "--force")
     oof_loss, oof_acc = oof_scores(run)
     test_loss, test_acc = test_score(data, submission)
     result = dict(row=row, flags=" ".join(ROWS[row]) or "(none)", oof_log_loss=oof_loss, oof_accuracy=oof_acc,
@@ -147,7 +147,7 @@ def precise_bn_after(work: Path, row: str, tta: int, n_images: int = 2048) -> di
         per_fold.append(dict(fold=fold.index, val_log_loss_before=kaggle_log_loss(y, before),
                              val_log_loss_after=kaggle_log_loss(y, after), kept=bool(kept)))
     submission = work / "submissions" / f"{name}.csv"
-    ncfm("predict", "--data-dir", str(data), "--run", str(run), "--tta", str(tta), "--out", str(submission),
+    ncfm("predict", "--data-dir", str(data), "--run", str(run), "--tta", str(tta), "--out", str(submission), "--force",
          "--recompute")
     oof_loss, oof_acc = oof_scores(run)
     test_loss, test_acc = test_score(data, submission)
