@@ -29,7 +29,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from fashion_mnist import score as test_score, write_layout  # noqa: E402
+from fashion_mnist import per_image_log_loss, score as test_score, write_layout  # noqa: E402
 
 # the flags each row adds to CLASSIC; "seed2" rows repeat a row with another seed
 ROWS = {
@@ -171,6 +171,19 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_table(work: Path, pairs: list[tuple[str, str]]) -> str:
+    """Row A against row B on the same test images: the mean per-image difference of log loss and its
+    standard error (how far the 2,000 images alone could move it; the training noise that two
+    trainings add is not in it, and for ROW -> ROW+pbn there is none: the weights are the same)."""
+    lines = ["| from | to | test log loss | per-image difference (± s.e.) | images better |", "|---|---|---|---|---|"]
+    for a, b in pairs:
+        x, y = (per_image_log_loss(work / "data", work / "submissions" / f"{r}.csv") for r in (a, b))
+        diff = y - x
+        lines.append(f"| {a} | {b} | {x.mean():.4f} -> {y.mean():.4f} | {diff.mean():+.4f} ± "
+                     f"{diff.std(ddof=1) / np.sqrt(len(diff)):.4f} | {np.mean(diff < 0):.0%} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("work", type=Path)
@@ -181,6 +194,8 @@ def main(argv=None) -> int:
     p.add_argument("--tta", type=int, default=4)
     p.add_argument("--precise-bn-after", default="", help="comma-separated rows already run: add row+pbn, "
                    "the same trained folds with precise BatchNorm's step applied (a paired comparison)")
+    p.add_argument("--pairs", default="", help="comma-separated A:B row pairs compared image by image on the test "
+                   "images (ROW:ROW+pbn is added for each --precise-bn-after row)")
     p.add_argument("--table", type=Path, help="also write the table (markdown) here")
     args = p.parse_args(argv)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -192,9 +207,11 @@ def main(argv=None) -> int:
         write_layout(data, args.n_train, args.n_test, seed=0)
         ncfm("split_train_val", "--data-dir", str(data), "--folds", "3")
     results = [run_row(args.work, row, args.epochs, args.tta) for row in rows]
-    results += [precise_bn_after(args.work, row.strip(), args.tta)
-                for row in args.precise_bn_after.split(",") if row.strip()]
-    text = table(results)
+    after = [row.strip() for row in args.precise_bn_after.split(",") if row.strip()]
+    results += [precise_bn_after(args.work, row, args.tta) for row in after]
+    pairs = [tuple(pair.split(":", 1)) for pair in args.pairs.split(",") if ":" in pair]
+    pairs += [(row, f"{row}+pbn") for row in after]
+    text = table(results) + (f"\n{paired_table(args.work, pairs)}" if pairs else "")
     print(text)
     if args.table:
         args.table.write_text(text)
