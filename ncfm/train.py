@@ -249,8 +249,7 @@ def _precise_bn(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dic
     seeded draw, and kept only if the held-out images' loss does not rise (from a model that has
     barely trained, the statistics its training batches really have can be far from the ones it
     learned to predict with). Rerunning it (a fold killed before its OOF) reaches the same file."""
-    from ncfm.batches import read_rows
-    from ncfm.model import inference_model, recompute_bn_statistics
+    from ncfm.model import inference_model
 
     (train_rows, val_rows), (_, y_val) = rows, targets
     picked = precise_bn_rows(train_rows, cfg.precise_bn, batch, cfg.seed + fold.index)
@@ -258,14 +257,11 @@ def _precise_bn(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dic
         say(f"precise BN skipped: {len(train_rows)} training images make no full batch of {batch}")
         return
     best = runs.load_best(fold)
-    before = held_out_loss(comp.task, _held_out_outputs(best, images, val_rows, val_batch), y_val)
-    count = recompute_bn_statistics(best, (read_rows(images, picked[i:i + batch])
-                                           for i in range(0, len(picked), batch)))
+    count, before, after, kept = recompute_if_better(best, comp.task, images, picked, batch, val_rows, y_val,
+                                                     val_batch)
     if not count:
         say("precise BN: no BatchNorm layer of best.keras trains (frozen BatchNorm or backbone); left as it is")
         return
-    after = held_out_loss(comp.task, _held_out_outputs(best, images, val_rows, val_batch), y_val)
-    kept = bool(np.isfinite(after) and after <= before)
     state["precise_bn"] = dict(images=len(picked), layers=count, held_out_loss_before=before,
                                held_out_loss_after=after if np.isfinite(after) else None, kept=kept)
     if kept:
@@ -276,13 +272,32 @@ def _precise_bn(cfg: TrainConfig, comp: Competition, fold: runs.Fold, state: dic
         + ("best.keras keeps them" if kept else "higher, so best.keras keeps the statistics of training"))
 
 
+def recompute_if_better(model, task: str, images, picked, batch: int, val_rows, y_val, val_batch: int):
+    """Precise BN on `model` in place from the `picked` training rows; returns (BatchNorm layers
+    recomputed, held-out loss before, after, whether the new statistics are to be kept: the loss is
+    finite and did not rise). Saving, or not, is the caller's."""
+    from ncfm.batches import read_rows
+    from ncfm.model import recompute_bn_statistics
+
+    before = held_out_loss(task, _held_out_outputs(model, images, val_rows, val_batch), y_val)
+    count = recompute_bn_statistics(model, (read_rows(images, picked[i:i + batch])
+                                            for i in range(0, len(picked), batch)))
+    if not count:
+        return 0, before, before, False
+    after = held_out_loss(task, _held_out_outputs(model, images, val_rows, val_batch), y_val)
+    return count, before, after, bool(np.isfinite(after) and after <= before)
+
+
 def held_out_loss(task: str, outputs: np.ndarray, targets: np.ndarray) -> float:
-    """The training loss without label smoothing on held-out outputs: cross-entropy of the
-    (renormalised) softmax for one label, mean binary cross-entropy of the sigmoids otherwise."""
-    p = np.clip(np.asarray(outputs, dtype="float64"), 1e-7, 1 - 1e-7)
+    """The loss precise BN is judged by on held-out outputs: for one label the log loss that OOF
+    reports (Kaggle's), otherwise the mean binary cross-entropy of the sigmoids (clipped at Keras'
+    1e-7), as the other tasks train."""
+    from ncfm.calibrate import kaggle_log_loss
+
     y = np.asarray(targets, dtype="float64")
     if task == "single":
-        return float(-np.mean(np.sum(y * np.log(p / p.sum(axis=1, keepdims=True)), axis=1)))
+        return kaggle_log_loss(np.argmax(y, axis=1), outputs)
+    p = np.clip(np.asarray(outputs, dtype="float64"), 1e-7, 1 - 1e-7)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 

@@ -43,7 +43,6 @@ ROWS = {
     "ema_fast": ["--ema", "0.95"],  # a horizon of ~20 steps, one epoch here, where 0.99's is five
     "lr_decay": ["--optimizer", "adamw", "--lr-decay", "0.7"],
     "precise_bn": ["--precise-bn", "2048"],  # every training image of a fold here (576 in full batches)
-    "ema_precise_bn": ["--ema", "0.99", "--precise-bn", "2048"],
     "all": ["--mix", "both", "--erasing", "0.25", "--randaugment", "trivial", "--ema", "0.99", "--lr-decay", "0.7"],
     "modern": ["--recipe", "modern"],
     "modern_seed2": ["--recipe", "modern", "--seed", "2017"],
@@ -102,7 +101,7 @@ def precise_bn_after(work: Path, row: str, tta: int, n_images: int = 2048) -> di
     """Row ROW+pbn: the row's trained folds with --precise-bn's step applied to their best.keras (the
     same picked training images as `ncfm train --precise-bn`), then predicted as every row. Same
     weights, so the difference from ROW is precise BatchNorm's alone, free of training noise (two
-    trainings from one seed differ here by more than most rows do). Per fold it also keeps the
+    seeds differ here by more than most rows do). Per fold it also keeps the
     held-out fold's log loss before and after, and, as `ncfm train` does, keeps the new statistics only
     where that loss does not rise."""
     import shutil
@@ -110,10 +109,8 @@ def precise_bn_after(work: Path, row: str, tta: int, n_images: int = 2048) -> di
     from ncfm import runs
     from ncfm.batches import read_rows
     from ncfm.cache import load_images
-    from ncfm.calibrate import kaggle_log_loss
     from ncfm.folds import read_manifest
-    from ncfm.model import recompute_bn_statistics
-    from ncfm.train import held_out_loss, precise_bn_rows
+    from ncfm.train import precise_bn_rows, recompute_if_better
 
     name = f"{row}+pbn"
     out = work / "results" / f"{name}.json"
@@ -134,18 +131,14 @@ def precise_bn_after(work: Path, row: str, tta: int, n_images: int = 2048) -> di
         val_rows = np.flatnonzero(manifest.fold.to_numpy() == fold.index)
         y = manifest.label.iloc[val_rows].map({c: i for i, c in enumerate(classes)}).to_numpy()
         best = runs.load_best(fold)
-        before = best.predict(read_rows(images, val_rows), batch_size=64, verbose=0)
-        batch = config["batch_size"]
-        picked = precise_bn_rows(train_rows, n_images, batch, config["seed"] + fold.index)
-        recompute_bn_statistics(best, (read_rows(images, picked[i:i + batch]) for i in range(0, len(picked), batch)))
-        after = best.predict(read_rows(images, val_rows), batch_size=64, verbose=0)
-        kept = held_out_loss("single", after, np.eye(len(classes))[y]) <= held_out_loss(
-            "single", before, np.eye(len(classes))[y])  # train's rule: kept where the held-out loss does not rise
+        picked = precise_bn_rows(train_rows, n_images, config["batch_size"], config["seed"] + fold.index)
+        _, before, after, kept = recompute_if_better(best, "single", images, picked, config["batch_size"], val_rows,
+                                                     np.eye(len(classes))[y], 64)
         if kept:
             runs.save_model(best, fold.best, classes=classes, record=runs.read_record(fold.best))
-            runs.write_oof(fold, manifest.image.iloc[val_rows], manifest.label.iloc[val_rows], after, classes)
-        per_fold.append(dict(fold=fold.index, val_log_loss_before=kaggle_log_loss(y, before),
-                             val_log_loss_after=kaggle_log_loss(y, after), kept=bool(kept)))
+            probs = best.predict(read_rows(images, val_rows), batch_size=64, verbose=0)
+            runs.write_oof(fold, manifest.image.iloc[val_rows], manifest.label.iloc[val_rows], probs, classes)
+        per_fold.append(dict(fold=fold.index, val_log_loss_before=before, val_log_loss_after=after, kept=kept))
     submission = work / "submissions" / f"{name}.csv"
     ncfm("predict", "--data-dir", str(data), "--run", str(run), "--tta", str(tta), "--out", str(submission), "--force",
          "--recompute")
