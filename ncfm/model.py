@@ -242,6 +242,12 @@ def nested_layers(model: keras.Model):
             yield from nested_layers(layer)
 
 
+def trainable_batch_norms(model: keras.Model) -> list:
+    """The BatchNorm layers of `model` (nested ones too) that run in training mode when it does."""
+    return [layer for layer in nested_layers(model)
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+
+
 def recompute_bn_statistics(model: keras.Model, batches) -> int:
     """Precise BatchNorm: replace each trainable BatchNorm layer's moving mean and variance by the
     plain average of its batch statistics over `batches` (uint8 image batches, no augmentation),
@@ -258,11 +264,10 @@ def recompute_bn_statistics(model: keras.Model, batches) -> int:
     trainable (frozen BatchNorm of pretrained weights, a frozen backbone) runs in inference mode and
     keeps its statistics. The result depends on the weights and the batches only, not on the
     statistics before, so recomputing twice gives the same model. Rates and momenta are restored."""
-    layers = list(nested_layers(model))
-    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    norms = trainable_batch_norms(model)
     if not norms:
         return 0
-    drops = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
+    drops = [layer for layer in nested_layers(model) if isinstance(layer, keras.layers.Dropout)]
     momenta, rates = [layer.momentum for layer in norms], [layer.rate for layer in drops]
     try:
         for layer in drops:

@@ -277,13 +277,13 @@ def recompute_if_better(model, task: str, images, picked, batch: int, val_rows, 
     recomputed, held-out loss before, after, whether the new statistics are to be kept: the loss is
     finite and did not rise). Saving, or not, is the caller's."""
     from ncfm.batches import read_rows
-    from ncfm.model import recompute_bn_statistics
+    from ncfm.model import recompute_bn_statistics, trainable_batch_norms
 
+    if not trainable_batch_norms(model):  # frozen BatchNorm (pretrained) or backbone: nothing to measure
+        return 0, np.nan, np.nan, False
     before = held_out_loss(task, _held_out_outputs(model, images, val_rows, val_batch), y_val)
     count = recompute_bn_statistics(model, (read_rows(images, picked[i:i + batch])
                                             for i in range(0, len(picked), batch)))
-    if not count:
-        return 0, before, before, False
     after = held_out_loss(task, _held_out_outputs(model, images, val_rows, val_batch), y_val)
     return count, before, after, bool(np.isfinite(after) and after <= before)
 

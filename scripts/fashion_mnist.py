@@ -86,18 +86,18 @@ def score(out: Path, submission: Path) -> tuple[float, float]:
 
 
 def per_image_log_loss(out: Path, submission: Path) -> np.ndarray:
-    """Each test image's log loss (Kaggle's clipping and renormalising), in test_truth.csv's order:
-    two submissions' differences image by image give a paired standard error."""
+    """Each test image's log loss as Kaggle scores it, in test_truth.csv's order: two submissions'
+    differences image by image give a paired standard error."""
     import pandas as pd
+
+    from ncfm.calibrate import per_sample_log_loss
 
     truth = pd.read_csv(out / "test_truth.csv", dtype=str)
     sub = pd.read_csv(submission, dtype={"id": str})
     merged = truth.merge(sub, on="id", how="left")
     classes = list(sub.columns[1:])
-    probs = np.clip(merged[classes].to_numpy("float64"), 1e-15, 1 - 1e-15)
-    probs /= probs.sum(axis=1, keepdims=True)
     y = merged.label.map({c: i for i, c in enumerate(classes)}).to_numpy()
-    return -np.log(probs[np.arange(len(y)), y])
+    return per_sample_log_loss(y, merged[classes].to_numpy("float64"))
 
 
 def main(argv=None) -> int:
